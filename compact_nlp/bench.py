@@ -1,0 +1,205 @@
+"""Latency, size, load time and peak RAM, measured honestly (DESIGN.md section 7).
+
+- Inputs are real text at batch 1, never padding: a length-N input is N real wordpieces of joined sentences.
+- Variants are timed side by side: rounds interleave the variants, so drift on a shared machine hits all of them;
+  each variant reports its median and p90 over all calls, and the repeat-noise floor (the spread of its per-round
+  medians relative to its median) says how far apart two medians must be to mean anything.
+- Load time and peak RAM (VmHWM) come from a fresh subprocess per variant, so variants cannot share caches.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_TEXT = Path(__file__).parent / "data" / "sample_sentences.txt"
+
+
+def default_glue_dir() -> Path | None:
+    """$COMPACT_GLUE_DIR, else ../shared/data/glue_data next to the checkout, if it exists."""
+    candidates = [os.environ.get("COMPACT_GLUE_DIR"), Path(__file__).resolve().parents[2] / "shared/data/glue_data"]
+    return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
+
+
+def real_sentences(glue_dir: str | os.PathLike | None = None, limit: int | None = None) -> tuple[list[str], str]:
+    """Real sentences and where they came from: SST-2 dev when a GLUE dir is there, else compact's sample text."""
+    glue_dir = Path(glue_dir) if glue_dir else default_glue_dir()
+    if glue_dir is not None and (glue_dir / "SST-2" / "dev.tsv").exists():
+        with open(glue_dir / "SST-2" / "dev.tsv", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        texts, source = [r["sentence"] for r in rows], f"SST-2 dev ({glue_dir})"
+    else:
+        lines = SAMPLE_TEXT.read_text().splitlines()
+        texts, source = [line for line in lines if line and not line.startswith("#")], "compact sample sentences"
+    return texts[:limit], source
+
+
+def inputs_of_length(tokenizer, sentences: list[str], length: int, start: int = 0) -> dict[str, np.ndarray]:
+    """One batch-1 input of exactly `length` real tokens: consecutive sentences joined, then truncated."""
+    text, i = "", start
+    while len(tokenizer(text)["input_ids"]) < length:
+        text += " " + sentences[i % len(sentences)]
+        i += 1
+        if i - start > 10 * length:
+            raise ValueError("the sentences are too short to make a long input")
+    encoded = tokenizer(text.strip(), truncation=True, max_length=length, return_tensors="np")
+    return {k: v.astype(np.int64) for k, v in encoded.items()}
+
+
+@dataclass
+class Timing:
+    name: str
+    ms: list[float] = field(default_factory=list)
+    round_medians: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        median = statistics.median(self.ms)
+        spread = (max(self.round_medians) - min(self.round_medians)) / median if len(self.round_medians) > 1 else 0.0
+        return {"median_ms": round(median, 3), "p90_ms": round(float(np.percentile(self.ms, 90)), 3),
+                "noise_floor": round(spread, 3), "calls": len(self.ms)}
+
+
+def time_side_by_side(variants: dict[str, Callable[[], object]], rounds: int = 5, calls: int = 20,
+                      warmup: int = 3) -> dict[str, dict]:
+    """Median/p90 latency (ms) of each zero-argument callable, rounds interleaving all variants."""
+    timings = {name: Timing(name) for name in variants}
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            this_round = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                fn()
+                this_round.append((time.perf_counter() - start) * 1e3)
+            timings[name].ms += this_round
+            timings[name].round_medians.append(statistics.median(this_round))
+    return {name: t.summary() for name, t in timings.items()}
+
+
+# Run in a fresh interpreter: load one variant, time the load, run once, report peak RSS. Peak RSS is VmHWM from
+# /proc (reset at exec), not ru_maxrss, which Linux carries over from the parent process across fork + exec.
+_LOAD_PROBE = r"""
+import json, sys, time
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+spec = json.loads(sys.argv[1])
+import numpy as np
+if spec["kind"] == "onnxruntime":
+    import onnxruntime as ort
+    before = peak_mb()
+    t = time.perf_counter()
+    s = ort.InferenceSession(spec["path"], providers=["CPUExecutionProvider"])
+    load = time.perf_counter() - t
+    feed = {i.name: np.ones((1, 16), dtype=np.int64) for i in s.get_inputs()}
+    s.run(None, feed)
+else:
+    import torch, transformers, compact_nlp
+    before = peak_mb()
+    t = time.perf_counter()
+    cls = getattr(transformers, spec["class"]) if spec["kind"] == "transformers" else getattr(compact_nlp, spec["class"])
+    m = cls.from_pretrained(spec["path"]).eval()
+    load = time.perf_counter() - t
+    with torch.no_grad():
+        m(input_ids=torch.ones(1, 16, dtype=torch.long), attention_mask=torch.ones(1, 16, dtype=torch.long))
+print(json.dumps({"load_s": load, "peak_rss_mb": peak_mb(), "rss_before_load_mb": before}))
+"""
+
+
+def load_and_peak_ram(kind: str, path: str | os.PathLike, class_name: str | None = None) -> dict:
+    """Load time (s) and peak RSS (MB) of one variant in a fresh process; kind: onnxruntime|transformers|compact."""
+    spec = json.dumps({"kind": kind, "path": str(path), "class": class_name})
+    out = subprocess.run([sys.executable, "-c", _LOAD_PROBE, spec], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"load probe for {path} failed:\n{out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["model_ram_mb"] = result["peak_rss_mb"] - result["rss_before_load_mb"]
+    return {k: round(v, 3) for k, v in result.items()}
+
+
+def dir_size_mb(*paths: str | os.PathLike) -> float:
+    return round(sum(Path(p).stat().st_size for p in paths) / 2**20, 2)
+
+
+
+def bench_folder(folder: str | os.PathLike, glue_dir: str | os.PathLike | None = None, threads=(1, 2),
+                 lengths=(16, 64, 128), rounds: int = 3, calls: int = 10) -> dict:
+    """Latency, size, load time and peak RAM of an exported compact folder: PyTorch vs model.onnx vs model.ort.
+
+    Writes FOLDER/bench.json and FOLDER/bench.md; returns the results with the markdown table under "markdown".
+    """
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoTokenizer
+
+    from .auto import AutoCompactModel, AutoCompactModelForSequenceClassification
+    from .io import atomic_path, write_json
+    from .modeling import CompactBertConfig
+    from .runtime import session_options
+
+    folder = Path(folder)
+    config = CompactBertConfig.from_pretrained(folder)
+    classify = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    auto = AutoCompactModelForSequenceClassification if classify else AutoCompactModel
+    model = auto.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    sentences, text_source = real_sentences(glue_dir)
+    files = {"PyTorch fp32": folder / "model.safetensors", "ORT model.onnx": folder / "model.onnx",
+             "ORT model.ort": folder / "model.ort"}
+    files = {name: path for name, path in files.items() if path.exists()}
+    lengths = [n for n in lengths if n <= config.max_sequence_length]
+
+    rows = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        sessions = {name: ort.InferenceSession(str(path), session_options(n_threads),
+                                               providers=["CPUExecutionProvider"])
+                    for name, path in files.items() if name != "PyTorch fp32"}
+        for length in lengths:
+            feed = inputs_of_length(tokenizer, sentences, length)
+            tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+
+            def torch_call():
+                with torch.inference_mode():
+                    model(**tensors)
+
+            variants = {"PyTorch fp32": torch_call}
+            for name, session in sessions.items():
+                names = [i.name for i in session.get_inputs()]
+                variants[name] = lambda s=session, names=names: s.run(None, {k: feed[k] for k in names})
+            for name, stats in time_side_by_side(variants, rounds=rounds, calls=calls).items():
+                rows.append({"variant": name, "threads": n_threads, "tokens": length, **stats})
+
+    loads = {name: (load_and_peak_ram("compact", folder, type(model).__name__) if name == "PyTorch fp32"
+                    else load_and_peak_ram("onnxruntime", path)) for name, path in files.items()}
+    variants = {name: {"size_mb": dir_size_mb(path), **loads[name]} for name, path in files.items()}
+    results = {"folder": str(folder), "text": text_source, "batch": 1, "padding": "none",
+               "rounds": rounds, "calls_per_round": calls, "variants": variants, "latency": rows}
+    table = ["| variant | threads | " + " | ".join(f"{n} tok ms (p90)" for n in lengths) + " |",
+             "|---|---|" + "---|" * len(lengths)]
+    for name in files:
+        for n_threads in threads:
+            cells = [next(f"{r['median_ms']:.2f} ({r['p90_ms']:.2f})" for r in rows
+                          if r["variant"] == name and r["threads"] == n_threads and r["tokens"] == n) for n in lengths]
+            table.append(f"| {name} | {n_threads} | " + " | ".join(cells) + " |")
+    table += ["", "| variant | size MB | load s | peak RSS MB |", "|---|---|---|---|"]
+    table += [f"| {name} | {v['size_mb']} | {v['load_s']:.2f} | {v['peak_rss_mb']:.0f} |" for name, v in variants.items()]
+    markdown = (f"Batch 1, real unpadded inputs ({text_source}); variants timed side by side "
+                f"({rounds} rounds x {calls} calls).\n\n" + "\n".join(table) + "\n")
+    write_json(folder / "bench.json", results)
+    with atomic_path(folder / "bench.md") as tmp:
+        tmp.write_text(markdown)
+    return {**results, "markdown": markdown}

@@ -1,0 +1,131 @@
+"""The `compact` command.
+
+    compact export SRC OUT [--mobile] [--target-platform arm|amd64] [--task ...]   folder + model.onnx (+ .ort)
+    compact bench DIR [--glue-dir DIR]                                             latency/size of an exported folder
+    compact convert SRC OUT --to hf|compact                                        change layouts, weights unchanged
+
+SRC is a hub id, a local transformers checkpoint or a compact folder. The offline default
+"sentence-transformers/all-MiniLM-L6-v2" is read from its pip package when installed (compact-nlp[models]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+TASKS = ("auto", "feature-extraction", "text-classification")
+
+
+def _task_of(src: str, task: str) -> str:
+    if task != "auto":
+        return task
+    from transformers import AutoConfig
+
+    from .pretrained import resolve_checkpoint
+
+    architectures = AutoConfig.from_pretrained(resolve_checkpoint(src)).architectures or []
+    return "text-classification" if any(a.endswith("ForSequenceClassification") for a in architectures) \
+        else "feature-extraction"
+
+
+def _load(src: str, task: str):
+    from .auto import AUTO_CLASSES
+
+    return AUTO_CLASSES[_task_of(src, task)].from_pretrained(src)
+
+
+def cmd_export(args) -> int:
+    from .export import export_model
+    from .pretrained import resolve_checkpoint
+
+    model = _load(args.src, args.task)
+    report = export_model(model, args.out, tokenizer_source=resolve_checkpoint(args.src), mobile=args.mobile,
+                          target_platform=args.target_platform, opset=args.opset, atol=args.atol)
+    out = Path(args.out)
+    print(f"wrote {out}/: " + ", ".join(f"{name} {mb} MB" for name, mb in report["size_mb"].items() if mb))
+    print(f"parity vs PyTorch (max abs diff): model.onnx {report['onnx_parity']['max_abs_diff']:.2e}"
+          + (f", model.ort {report['ort_parity']['max_abs_diff']:.2e}" if args.mobile else ""))
+    if args.mobile:
+        print(f"ORT Mobile ({args.target_platform}): model.ort + required_operators.config; "
+              f"mobile usability: {report['mobile_usability']['verdict']}")
+    print(f"report: {out / 'export_report.json'}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_folder
+
+    results = bench_folder(args.dir, glue_dir=args.glue_dir, threads=args.threads, lengths=args.lengths,
+                           rounds=args.rounds, calls=args.calls)
+    print(results["markdown"])
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .convert import to_hf_model
+    from .io import save_pretrained_atomic
+    from .pretrained import resolve_checkpoint
+
+    model = _load(args.src, args.task)
+    target = to_hf_model(model) if args.to == "hf" else model
+    save_pretrained_atomic(target, args.out)
+    from transformers import AutoTokenizer
+
+    save_pretrained_atomic(AutoTokenizer.from_pretrained(resolve_checkpoint(args.src)), args.out)
+    print(f"wrote {args.to} layout ({type(target).__name__}) to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compact", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    export = sub.add_parser("export", help="save a model as a compact folder with model.onnx (and model.ort)")
+    export.add_argument("src", help="hub id, transformers checkpoint folder or compact folder")
+    export.add_argument("out", help="output folder")
+    export.add_argument("--task", choices=TASKS, default="auto",
+                        help="auto: text-classification if the checkpoint has a classification head")
+    export.add_argument("--mobile", action="store_true", help="also write model.ort + required_operators.config")
+    export.add_argument("--target-platform", choices=("arm", "amd64"), default="arm",
+                        help="platform the .ort file is optimized for (arm = phones)")
+    export.add_argument("--opset", type=int, default=20, help="ONNX opset (>= 17; 20 has a native Gelu op)")
+    export.add_argument("--atol", type=float, default=1e-4, help="largest allowed |ORT - PyTorch| at export")
+    export.set_defaults(func=cmd_export)
+
+    bench = sub.add_parser("bench", help="latency (batch 1, real unpadded text), size and load time of a folder")
+    bench.add_argument("dir", help="a folder written by `compact export`")
+    bench.add_argument("--glue-dir", default=None, help="glue_data folder; its SST-2 dev sentences are the text")
+    bench.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    bench.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 128])
+    bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument("--calls", type=int, default=10)
+    bench.set_defaults(func=cmd_bench)
+
+    convert = sub.add_parser("convert", help="write a model in the stock transformers layout or as a compact folder")
+    convert.add_argument("src")
+    convert.add_argument("out")
+    convert.add_argument("--to", choices=("hf", "compact"), required=True)
+    convert.add_argument("--task", choices=TASKS, default="auto")
+    convert.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .convert import UnsupportedArchitectureError
+    from .export import ExportParityError
+    from .modeling import CompactConfigError
+    from .pretrained import CorruptWeightsError
+
+    try:
+        return args.func(args)
+    except (CompactConfigError, UnsupportedArchitectureError, CorruptWeightsError, ExportParityError,
+            FileNotFoundError, ValueError, OSError) as error:
+        print(f"compact: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""ONNX Runtime-backed models that stand in for the PyTorch ones, in pipelines and in user code.
+
+`ORTModelForFeatureExtraction` / `ORTModelForSequenceClassification` (Optimum's names) take the same call as
+`CompactBertModel` / `CompactBertForSequenceClassification` and return the same output classes, so
+`transformers.pipeline("feature-extraction" | "text-classification", model=ort_model, tokenizer=...)` works.
+They load `model.onnx` or `model.ort` from a compact folder; with `export=True` they export one first.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+
+from .modeling import CompactBertConfig, check_inputs
+
+ONNX_FILE, ORT_FILE = "model.onnx", "model.ort"
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+class ORTModel:
+    """An ONNX Runtime session with the calling convention of the PyTorch model it was exported from."""
+
+    auto_task: str = ""
+    main_input_name = "input_ids"
+
+    def __init__(self, session, config: CompactBertConfig, model_path: Path):
+        self.session = session
+        self.config = config
+        self.model_path = Path(model_path)
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, export: bool = False, file_name: str | None = None,
+                        threads: int | None = None, provider: str = "CPUExecutionProvider", **hf_kwargs):
+        """Load `model.onnx` (or `file_name`, e.g. "model.ort") from a compact folder.
+
+        export=True: the source is a PyTorch checkpoint (hub id, HF folder or compact folder without an ONNX file);
+        it is converted and exported to a temporary folder first (save it with `save_pretrained`).
+        """
+        import onnxruntime as ort
+
+        from .pretrained import resolve_checkpoint
+
+        folder = Path(resolve_checkpoint(name_or_path))
+        file_name = file_name or (ONNX_FILE if (folder / ONNX_FILE).exists() else ORT_FILE)
+        if not (folder / file_name).exists():
+            if not export:
+                raise FileNotFoundError(
+                    f"{name_or_path} has no {ONNX_FILE} or {ORT_FILE}. Export it first "
+                    f"(`compact export {name_or_path} OUT`) or pass export=True to export it now."
+                )
+            folder = cls._export_to_temp(str(name_or_path), **hf_kwargs)
+            file_name = ONNX_FILE
+        config = CompactBertConfig.from_pretrained(folder)
+        session = ort.InferenceSession(str(folder / file_name), session_options(threads), providers=[provider])
+        return cls(session, config, folder / file_name)
+
+    @classmethod
+    def _export_to_temp(cls, name_or_path: str, **hf_kwargs) -> Path:
+        from .export import export_model
+        from .auto import AUTO_CLASSES
+
+        model = AUTO_CLASSES[cls.auto_task].from_pretrained(name_or_path, **hf_kwargs)
+        folder = Path(tempfile.mkdtemp(prefix="compact-ort-"))
+        export_model(model, folder, tokenizer_source=None, mobile=False)
+        return folder
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write config.json and the ONNX/ORT file to a folder (atomically, file by file)."""
+        import shutil
+
+        from .io import atomic_path
+
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(save_directory)
+        with atomic_path(save_directory / self.model_path.name) as tmp:
+            shutil.copyfile(self.model_path, tmp)
+
+    # --- what transformers pipelines use -----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def to(self, device):
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"this ONNX Runtime model runs on the CPU execution provider; got device {device}.")
+        return self
+
+    def eval(self):
+        return self
+
+    def can_generate(self) -> bool:
+        return False
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def run(self, input_ids, attention_mask=None, token_type_ids=None) -> tuple[list[np.ndarray], bool]:
+        """Feed the session; returns numpy outputs and whether the caller passed torch tensors."""
+        as_torch = isinstance(input_ids, torch.Tensor)
+        ids = torch.as_tensor(np.asarray(input_ids)) if not as_torch else input_ids
+        check_inputs(ids, self.config)
+        feed = {"input_ids": _int64(input_ids)}
+        feed["attention_mask"] = _int64(attention_mask) if attention_mask is not None else np.ones_like(feed["input_ids"])
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = (
+                _int64(token_type_ids) if token_type_ids is not None else np.zeros_like(feed["input_ids"])
+            )
+        return self.session.run(None, feed), as_torch
+
+
+def _int64(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.int64)
+
+
+def _out(array: np.ndarray, as_torch: bool):
+    return torch.from_numpy(array) if as_torch else array
+
+
+class ORTModelForFeatureExtraction(ORTModel):
+    auto_task = "feature-extraction"
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None) -> BaseModelOutputWithPooling:
+        outputs, as_torch = self.run(input_ids, attention_mask, token_type_ids)
+        named = dict(zip(self.output_names, outputs))
+        return BaseModelOutputWithPooling(
+            last_hidden_state=_out(named["last_hidden_state"], as_torch),
+            pooler_output=_out(named["pooler_output"], as_torch) if "pooler_output" in named else None,
+        )
+
+    def sentence_embedding(self, input_ids, attention_mask=None, token_type_ids=None, normalize: bool = False):
+        """Mean-pooled sentence embeddings, as CompactBertModel.sentence_embedding."""
+        from .modeling import mean_pool
+
+        states = self.forward(torch.as_tensor(_int64(input_ids)), attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        mask = torch.as_tensor(_int64(attention_mask)) if attention_mask is not None else None
+        embedding = mean_pool(states, mask)
+        return torch.nn.functional.normalize(embedding, dim=-1) if normalize else embedding
+
+
+class ORTModelForSequenceClassification(ORTModel):
+    auto_task = "text-classification"
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None) -> SequenceClassifierOutput:
+        outputs, as_torch = self.run(input_ids, attention_mask, token_type_ids)
+        return SequenceClassifierOutput(logits=_out(dict(zip(self.output_names, outputs))["logits"], as_torch))

@@ -1,0 +1,122 @@
+"""`shrink`: physically remove attention heads, FFN neurons, layers and hidden channels from a CompactBert.
+
+The one place where structure leaves a model: head pruning (SpAtten, Michel et al. 2019), HAT's SubTransformer
+extraction and DynaBERT-style width reduction all call it. It slices weights into a new, smaller CompactBert whose
+config records the new per-layer widths; nothing is masked.
+
+What "removing" means, exactly (the tests check each against a masked copy of the original):
+- a head / FFN neuron: its output no longer reaches the residual stream (as if its output-projection columns were 0);
+- a layer: it becomes the identity;
+- a hidden channel: it is dropped from the residual stream everywhere, and every LayerNorm normalises over the
+  channels that remain (HAT's and DynaBERT's elastic hidden size), so it is exact only after re-training.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from .modeling import CompactBertConfig, CompactBertForSequenceClassification, CompactBertModel
+
+CompactModel = CompactBertModel | CompactBertForSequenceClassification
+
+
+def _kept(total: int, removed: Iterable[int], what: str) -> list[int]:
+    removed = set(int(i) for i in removed)
+    bad = sorted(i for i in removed if not 0 <= i < total)
+    if bad:
+        raise IndexError(f"cannot remove {what} {bad}: valid indices are 0..{total - 1}.")
+    return [i for i in range(total) if i not in removed]
+
+
+def _per_layer(spec: Mapping[int, Iterable[int]] | None, widths: list[int], what: str) -> list[list[int]]:
+    spec = dict(spec or {})
+    bad_layers = sorted(i for i in spec if not 0 <= int(i) < len(widths))
+    if bad_layers:
+        raise IndexError(f"{what}: no layer {bad_layers}; the model has layers 0..{len(widths) - 1}.")
+    return [_kept(width, spec.get(i, ()), f"{what} of layer {i}") for i, width in enumerate(widths)]
+
+
+def shrink(
+    model: CompactModel,
+    heads: Mapping[int, Iterable[int]] | None = None,
+    ffn: Mapping[int, Iterable[int]] | None = None,
+    layers: Iterable[int] | None = None,
+    hidden: Iterable[int] | None = None,
+) -> CompactModel:
+    """Return a new, physically smaller copy of `model` (the original is left untouched).
+
+    Args:
+        heads: {layer: head indices to remove}, e.g. {0: [3, 7], 5: [0]}.
+        ffn: {layer: FFN neuron indices to remove}.
+        layers: indices of whole layers to remove.
+        hidden: hidden channels to remove from the whole model.
+    All indices refer to the model as it is passed in.
+    """
+    config: CompactBertConfig = model.config
+    hd = config.head_dim
+    keep_heads = _per_layer(heads, config.num_heads_per_layer, "heads")
+    keep_ffn = _per_layer(ffn, config.intermediate_size_per_layer, "FFN neurons")
+    keep_layers = _kept(config.num_hidden_layers, layers or (), "layers")
+    keep_hidden = _kept(config.hidden_size, hidden or (), "hidden channels")
+    if not keep_hidden:
+        raise ValueError("cannot remove every hidden channel.")
+
+    new_config = copy.deepcopy(config)
+    new_config.num_heads_per_layer = [len(keep_heads[i]) for i in keep_layers]
+    new_config.intermediate_size_per_layer = [len(keep_ffn[i]) for i in keep_layers]
+    new_config.hidden_size = len(keep_hidden)
+    new_config.validate()
+
+    with_head = isinstance(model, CompactBertForSequenceClassification)
+    base = model.compact_bert if with_head else model
+    old = base.state_dict()
+    hid = torch.tensor(keep_hidden, dtype=torch.long)
+
+    def rows(t, index):  # output features
+        return t.index_select(0, index)
+
+    def cols(t, index):  # input features
+        return t.index_select(1, index)
+
+    new = {}
+    projected = config.embedding_size is not None  # with a projection, the tables are not hidden-wide
+    for name, tensor in old.items():
+        if name.startswith("embeddings.projection."):
+            new[name] = rows(tensor, hid)
+        elif name.startswith("embeddings."):
+            new[name] = tensor if projected else (cols(tensor, hid) if tensor.dim() == 2 else rows(tensor, hid))
+        elif name.startswith("pooler."):
+            new[name] = cols(rows(tensor, hid), hid) if tensor.dim() == 2 else rows(tensor, hid)
+
+    for new_i, i in enumerate(keep_layers):
+        head_rows = torch.tensor([h * hd + d for h in keep_heads[i] for d in range(hd)], dtype=torch.long)
+        neurons = torch.tensor(keep_ffn[i], dtype=torch.long)
+        src, dst = f"layers.{i}.", f"layers.{new_i}."
+        for proj in ("query", "key", "value"):
+            new[f"{dst}attention.{proj}.weight"] = cols(rows(old[f"{src}attention.{proj}.weight"], head_rows), hid)
+            new[f"{dst}attention.{proj}.bias"] = rows(old[f"{src}attention.{proj}.bias"], head_rows)
+        new[f"{dst}attention.out_proj.weight"] = cols(rows(old[f"{src}attention.out_proj.weight"], hid), head_rows)
+        new[f"{dst}attention.out_proj.bias"] = rows(old[f"{src}attention.out_proj.bias"], hid)
+        new[f"{dst}ffn_in.weight"] = cols(rows(old[f"{src}ffn_in.weight"], neurons), hid)
+        new[f"{dst}ffn_in.bias"] = rows(old[f"{src}ffn_in.bias"], neurons)
+        new[f"{dst}ffn_out.weight"] = cols(rows(old[f"{src}ffn_out.weight"], hid), neurons)
+        new[f"{dst}ffn_out.bias"] = rows(old[f"{src}ffn_out.bias"], hid)
+        for norm in ("attention_norm", "ffn_norm"):
+            for p in ("weight", "bias"):
+                new[f"{dst}{norm}.{p}"] = rows(old[f"{src}{norm}.{p}"], hid)
+
+    if with_head:
+        new = {f"compact_bert.{k}": v for k, v in new.items()}
+        for name, tensor in model.classifier.state_dict().items():
+            if name.startswith("dense."):
+                tensor = cols(rows(tensor, hid), hid) if tensor.dim() == 2 else rows(tensor, hid)
+            elif name == "out_proj.weight":
+                tensor = cols(tensor, hid)
+            new[f"classifier.{name}"] = tensor
+
+    smaller = type(model)(new_config)
+    smaller.load_state_dict({k: v.clone() for k, v in new.items()}, strict=True)
+    return smaller.train(model.training)

