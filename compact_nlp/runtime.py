@@ -168,3 +168,20 @@ class ORTModelForSequenceClassification(ORTModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None) -> SequenceClassifierOutput:
         outputs, as_torch = self.run(input_ids, attention_mask, token_type_ids)
         return SequenceClassifierOutput(logits=_out(dict(zip(self.output_names, outputs))["logits"], as_torch))
+
+
+
+class ORTCompactBertConfig(CompactBertConfig):
+    """Only a key: under it transformers' Auto mapping lists the ORT class (see below); never instantiated."""
+
+
+def _register_with_pipelines() -> None:
+    """transformers' text-classification pipeline logs an error for model classes that its Auto mapping does not
+    list (it checks class names). List ORTModelForSequenceClassification there under a key of its own, so that
+    CompactBertConfig still maps to the PyTorch class alone."""
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.register(ORTCompactBertConfig, ORTModelForSequenceClassification, exist_ok=True)
+
+
+_register_with_pipelines()

@@ -89,3 +89,31 @@ def minilm_path() -> Path:
     from compact_nlp.pretrained import MIRRORS, DEFAULT_MODEL
 
     return MIRRORS[DEFAULT_MODEL].path()
+
+
+TINY_WORDS = ("the a an is was and of to in it this that film movie story good bad great dull charming boring "
+              "journey actor plot ending slow fast funny sad warm cold long short very not no yes best worst").split()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A real WordPiece tokenizer over a 99-entry vocabulary, matching the tiny models' vocab_size."""
+    from transformers import BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_WORDS
+    vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,!?")
+    vocab = list(dict.fromkeys(vocab))[:99]
+    vocab += [f"[unused{i}]" for i in range(99 - len(vocab))]
+    folder = tmp_path_factory.mktemp("tokenizer")
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
+
+
+@pytest.fixture
+def tiny_bert_classifier():
+    from compact_nlp.convert import from_hf_model
+
+    config = tiny_hf_config("bert")
+    config.num_labels = 2
+    config.id2label, config.label2id = {0: "NEGATIVE", 1: "POSITIVE"}, {"NEGATIVE": 0, "POSITIVE": 1}
+    return from_hf_model(tf.AutoModelForSequenceClassification.from_config(config)).eval()

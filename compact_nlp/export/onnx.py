@@ -122,8 +122,8 @@ def export_onnx(model, path: str | os.PathLike, opset: int = DEFAULT_OPSET, atol
     example = example_inputs(model, batch=2, length=16)
     batch = torch.export.Dim("batch", min=1, max=4096)
     sequence = torch.export.Dim("sequence", min=1, max=model.config.max_sequence_length)
-    dynamic = {name: {0: batch, 1: sequence} for name in ["input_ids", "attention_mask", "token_type_ids"]}
-    args = tuple(example[n] for n in names) + ((None,) if "token_type_ids" not in names else ())
+    args = tuple(example[n] for n in names)  # families without token types get a two-input graph
+    dynamic = tuple({0: batch, 1: sequence} for _ in names)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter warns about torchvision ops we do not use
         torch.onnx.export(

@@ -1,0 +1,115 @@
+"""ONNX Runtime-backed models: same call and outputs as PyTorch, accepted by transformers pipelines."""
+
+import numpy as np
+import pytest
+import torch
+import transformers as tf
+from transformers import pipeline
+
+from compact_nlp import (
+    AutoCompactModel,
+    AutoCompactModelForSequenceClassification,
+    ORTModelForFeatureExtraction,
+    ORTModelForSequenceClassification,
+    export_model,
+)
+from compact_nlp.convert import from_hf_model
+from conftest import padded_batch, tiny_hf_config
+
+TEXTS = ["a charming journey", "the film was very slow and the ending was dull", "best movie", "no"]
+
+
+@pytest.fixture(scope="module")
+def classifier_folder(tmp_path_factory, tiny_tokenizer):
+    config = tiny_hf_config("bert")
+    config.num_labels = 2
+    config.id2label, config.label2id = {0: "NEGATIVE", 1: "POSITIVE"}, {"NEGATIVE": 0, "POSITIVE": 1}
+    model = from_hf_model(tf.AutoModelForSequenceClassification.from_config(config)).eval()
+    folder = tmp_path_factory.mktemp("classifier")
+    export_model(model, folder, tokenizer_source=tiny_tokenizer, mobile=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def encoder_folder(tmp_path_factory, tiny_tokenizer):
+    model = from_hf_model(tf.AutoModel.from_config(tiny_hf_config("bert"))).eval()
+    folder = tmp_path_factory.mktemp("encoder")
+    export_model(model, folder, tokenizer_source=tiny_tokenizer, mobile=True)
+    return folder
+
+
+def test_classification_pipeline_with_both_backends(classifier_folder, tiny_tokenizer, parity):
+    torch_model = AutoCompactModelForSequenceClassification.from_pretrained(classifier_folder)
+    fast = AutoCompactModelForSequenceClassification.from_pretrained(classifier_folder, backend="onnxruntime")
+    assert isinstance(fast, ORTModelForSequenceClassification)
+    expected = pipeline("text-classification", model=torch_model, tokenizer=tiny_tokenizer, top_k=None)(TEXTS)
+    got = pipeline("text-classification", model=fast, tokenizer=tiny_tokenizer, top_k=None)(TEXTS)
+    worst = 0.0
+    for e, g in zip(expected, got):
+        assert [x["label"] for x in e] == [x["label"] for x in g]
+        assert {x["label"] for x in e} == {"NEGATIVE", "POSITIVE"}
+        worst = max(worst, max(abs(a["score"] - b["score"]) for a, b in zip(e, g)))
+    assert parity("bert", "text-classification pipeline scores, ORT vs PyTorch", worst) <= 1e-5
+
+
+@pytest.mark.parametrize("file_name", ["model.onnx", "model.ort"])
+def test_feature_extraction_pipeline_with_both_backends(encoder_folder, tiny_tokenizer, file_name, parity):
+    torch_model = AutoCompactModel.from_pretrained(encoder_folder)
+    fast = AutoCompactModel.from_pretrained(encoder_folder, backend="onnxruntime", file_name=file_name)
+    assert isinstance(fast, ORTModelForFeatureExtraction)
+    expected = pipeline("feature-extraction", model=torch_model, tokenizer=tiny_tokenizer)(TEXTS)
+    got = pipeline("feature-extraction", model=fast, tokenizer=tiny_tokenizer)(TEXTS)
+    worst = max(float(np.abs(np.array(e) - np.array(g)).max()) for e, g in zip(expected, got))
+    assert parity("bert", f"feature-extraction pipeline, ORT ({file_name}) vs PyTorch", worst) <= 1e-4
+
+
+def test_ort_file_runs_through_the_same_class(classifier_folder, tiny_tokenizer):
+    fast = ORTModelForSequenceClassification.from_pretrained(classifier_folder, file_name="model.ort", threads=1)
+    batch = tiny_tokenizer(TEXTS, padding=True, return_tensors="pt")
+    reference = AutoCompactModelForSequenceClassification.from_pretrained(classifier_folder).eval()
+    with torch.no_grad():
+        expected = reference(**batch).logits
+    assert torch.allclose(fast(**batch).logits, expected, atol=1e-5)
+    numpy_logits = fast(**tiny_tokenizer(TEXTS, padding=True, return_tensors="np")).logits
+    assert isinstance(numpy_logits, np.ndarray) and np.allclose(numpy_logits, expected.numpy(), atol=1e-5)
+
+
+def test_same_outputs_as_pytorch_including_pooler_and_sentence_embedding(encoder_folder):
+    reference = AutoCompactModel.from_pretrained(encoder_folder).eval()
+    fast = AutoCompactModel.from_pretrained(encoder_folder, backend="onnxruntime")
+    ids, mask = padded_batch(99, 0)
+    with torch.no_grad():
+        expected = reference(ids, attention_mask=mask)
+        embedding = reference.sentence_embedding(ids, mask, normalize=True)
+    got = fast(ids, attention_mask=mask)
+    assert torch.allclose(got.last_hidden_state, expected.last_hidden_state, atol=1e-5)
+    assert torch.allclose(got.pooler_output, expected.pooler_output, atol=1e-5)
+    assert torch.allclose(fast.sentence_embedding(ids, mask, normalize=True), embedding, atol=1e-5)
+
+
+def test_export_on_the_fly_from_a_transformers_checkpoint(tmp_path, tiny_tokenizer):
+    tf.AutoModel.from_config(tiny_hf_config("distilbert")).save_pretrained(tmp_path / "hf")
+    with pytest.raises(FileNotFoundError, match="pass export=True"):
+        AutoCompactModel.from_pretrained(tmp_path / "hf", backend="onnxruntime")
+    fast = AutoCompactModel.from_pretrained(tmp_path / "hf", backend="onnxruntime", export=True)
+    fast.save_pretrained(tmp_path / "saved")
+    again = ORTModelForFeatureExtraction.from_pretrained(tmp_path / "saved")
+    ids, mask = padded_batch(99, 0)
+    assert torch.equal(fast(ids, attention_mask=mask).last_hidden_state, again(ids, attention_mask=mask).last_hidden_state)
+
+
+@pytest.mark.parametrize("input_ids, message", [
+    (np.zeros((0, 4), dtype=np.int64), "empty batch"),
+    (np.ones((1, 65), dtype=np.int64), "truncation=True, max_length=64"),
+])
+def test_bad_inputs_are_clear_errors(encoder_folder, input_ids, message):
+    fast = ORTModelForFeatureExtraction.from_pretrained(encoder_folder)
+    with pytest.raises(ValueError, match=message):
+        fast(input_ids)
+
+
+def test_runs_on_cpu_only(encoder_folder):
+    fast = ORTModelForFeatureExtraction.from_pretrained(encoder_folder)
+    assert fast.to("cpu") is fast
+    with pytest.raises(ValueError, match="CPU execution provider"):
+        fast.to("cuda")
