@@ -37,7 +37,7 @@ def real_sentences(glue_dir: str | os.PathLike | None = None, limit: int | None 
     if glue_dir is not None and (glue_dir / "SST-2" / "dev.tsv").exists():
         with open(glue_dir / "SST-2" / "dev.tsv", newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-        texts, source = [r["sentence"] for r in rows], f"SST-2 dev ({glue_dir})"
+        texts, source = [r["sentence"] for r in rows], "SST-2 dev"
     else:
         lines = SAMPLE_TEXT.read_text().splitlines()
         texts, source = [line for line in lines if line and not line.startswith("#")], "compact sample sentences"
@@ -203,3 +203,30 @@ def bench_folder(folder: str | os.PathLike, glue_dir: str | os.PathLike | None =
     with atomic_path(folder / "bench.md") as tmp:
         tmp.write_text(markdown)
     return {**results, "markdown": markdown}
+
+
+def feature_agreement(expected: list, got: list) -> dict:
+    """Compare two feature-extraction pipeline outputs (one (1, T, H) nested list per sentence): max abs difference
+    of token embeddings, and cosine of the mean-pooled sentence embeddings."""
+    max_abs, cosines = 0.0, []
+    for a, b in zip(expected, got, strict=True):
+        a, b = np.asarray(a[0]), np.asarray(b[0])  # (T, H)
+        max_abs = max(max_abs, float(np.abs(a - b).max()))
+        ea, eb = a.mean(0), b.mean(0)
+        cosines.append(float(ea @ eb / (np.linalg.norm(ea) * np.linalg.norm(eb))))
+    return {"sentences": len(expected), "max_abs_diff": max_abs, "min_cosine": min(cosines),
+            "mean_cosine": float(np.mean(cosines))}
+
+
+def pipeline_agreement(folder: str | os.PathLike, sentences: list[str], file_name: str = "model.onnx") -> dict:
+    """`pipeline("feature-extraction")` with the PyTorch and the ONNX Runtime backend of one exported folder."""
+    from transformers import AutoTokenizer, pipeline
+
+    from .auto import AutoCompactModel
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    torch_model = AutoCompactModel.from_pretrained(folder)
+    ort_model = AutoCompactModel.from_pretrained(folder, backend="onnxruntime", file_name=file_name)
+    expected = pipeline("feature-extraction", model=torch_model, tokenizer=tokenizer)(sentences)
+    got = pipeline("feature-extraction", model=ort_model, tokenizer=tokenizer)(sentences)
+    return {"file": file_name, **feature_agreement(expected, got)}

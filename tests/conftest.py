@@ -54,9 +54,9 @@ def pytest_terminal_summary(terminalreporter):
     if not PARITY_ROWS:
         return
     terminalreporter.section("parity: max abs diff against the reference")
-    terminalreporter.write_line(f"{'family':<14} {'compared':<58} max abs diff")
+    terminalreporter.write_line(f"{'family':<18} {'compared':<60} max abs diff")
     for family, what, diff in PARITY_ROWS:
-        terminalreporter.write_line(f"{family:<14} {what:<58} {diff:.2e}")
+        terminalreporter.write_line(f"{family:<18} {what:<60} {diff:.2e}")
 
 
 @pytest.fixture(autouse=True)

