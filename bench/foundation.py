@@ -34,7 +34,7 @@ from compact_nlp.bench import (
     time_side_by_side,
 )
 from compact_nlp.export import export_model
-from compact_nlp.io import atomic_path, write_json
+from compact_nlp.io import write_json, write_text
 from compact_nlp.pretrained import DEFAULT_MODEL, resolve_checkpoint
 
 LENGTHS = (16, 64, 128, 256)
@@ -170,8 +170,7 @@ def main() -> None:
     }
     out = Path(args.out)
     write_json(out / "foundation.json", results)
-    with atomic_path(out / "foundation.md") as tmp:
-        tmp.write_text(markdown(results))
+    write_text(out / "foundation.md", markdown(results))
     print(markdown(results))
 
 

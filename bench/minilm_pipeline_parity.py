@@ -17,7 +17,7 @@ from transformers import AutoModel, AutoTokenizer, pipeline
 
 from compact_nlp import AutoCompactModel, export_model
 from compact_nlp.bench import default_glue_dir, feature_agreement, pipeline_agreement, real_sentences
-from compact_nlp.io import atomic_path, write_json
+from compact_nlp.io import write_json, write_text
 from compact_nlp.pretrained import DEFAULT_MODEL, resolve_checkpoint
 
 RESULTS = Path(__file__).parent / "results"
@@ -59,8 +59,7 @@ def main() -> None:
     lines += ["", f"Sizes (MB): {report['size_mb']}. Export parity on random + padded batches: ONNX "
               f"{report['onnx_parity']['max_abs_diff']:.2e}, .ort {report['ort_parity']['max_abs_diff']:.2e}. "
               f"Mobile usability (onnxruntime): {report['mobile_usability']['verdict']}.", ""]
-    with atomic_path(out / "minilm_pipeline_parity.md") as tmp:
-        tmp.write_text("\n".join(lines))
+    write_text(out / "minilm_pipeline_parity.md", "\n".join(lines))
     print("\n".join(lines))
 
 

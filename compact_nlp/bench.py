@@ -146,7 +146,7 @@ def bench_folder(folder: str | os.PathLike, glue_dir: str | os.PathLike | None =
     from transformers import AutoTokenizer
 
     from .auto import AutoCompactModel, AutoCompactModelForSequenceClassification
-    from .io import atomic_path, write_json
+    from .io import write_json, write_text
     from .modeling import CompactBertConfig
     from .runtime import session_options
 
@@ -200,8 +200,7 @@ def bench_folder(folder: str | os.PathLike, glue_dir: str | os.PathLike | None =
     markdown = (f"Batch 1, real unpadded inputs ({text_source}); variants timed side by side "
                 f"({rounds} rounds x {calls} calls).\n\n" + "\n".join(table) + "\n")
     write_json(folder / "bench.json", results)
-    with atomic_path(folder / "bench.md") as tmp:
-        tmp.write_text(markdown)
+    write_text(folder / "bench.md", markdown)
     return {**results, "markdown": markdown}
 
 

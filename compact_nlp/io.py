@@ -32,9 +32,13 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path: str | os.PathLike, data) -> None:
+def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_pretrained_atomic(obj, save_directory: str | os.PathLike) -> list[str]:

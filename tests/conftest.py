@@ -7,6 +7,7 @@ is printed at the end of the run (pytest's terminal summary), so every run shows
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 import transformers as tf
 
 from compact_nlp.bench import default_glue_dir
+from compact_nlp.io import write_text
 
 PARITY_ROWS: list[tuple[str, str, float]] = []
 
@@ -57,6 +59,14 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"{'family':<18} {'compared':<60} max abs diff")
     for family, what, diff in PARITY_ROWS:
         terminalreporter.write_line(f"{family:<18} {what:<60} {diff:.2e}")
+    out = os.environ.get("COMPACT_PARITY_REPORT")  # `make parity` keeps the table as a results file
+    if out:
+        lines = ["# Parity measured by the test suite (max abs diff against the reference)", "",
+                 "Tiny random models of every family unless the row says otherwise; written by "
+                 "`make parity` (pytest with COMPACT_PARITY_REPORT set).", "",
+                 "| family | compared | max abs diff |", "|---|---|---|"]
+        lines += [f"| {family} | {what} | {diff:.2e} |" for family, what, diff in PARITY_ROWS]
+        write_text(out, "\n".join(lines) + "\n")
 
 
 @pytest.fixture(autouse=True)

@@ -105,7 +105,7 @@ def test_real_minilm_parity_and_sentence_transformers_round_trip(minilm_path, tm
     to_hf_model(compact).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     word = models.Transformer(str(tmp_path))
-    st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean")], device="cpu")
+    st = SentenceTransformer(modules=[word, models.Pooling(compact.config.hidden_size, "mean")], device="cpu")
     sentences = ["A charming and often affecting journey.", "Unflinchingly bleak and desperate."]
     ours = compact.sentence_embedding(**tokenizer(sentences, padding=True, return_tensors="pt"))
     diff = max_diff(torch.from_numpy(st.encode(sentences)), ours.detach())

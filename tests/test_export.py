@@ -144,3 +144,16 @@ def test_export_leaves_a_training_model_in_training_mode(tmp_path, tiny_bert_cla
     tiny_bert_classifier.train()
     export_onnx(tiny_bert_classifier, tmp_path / "model.onnx")
     assert tiny_bert_classifier.training
+
+
+def test_failed_export_leaves_no_file_and_the_mode_unchanged(tmp_path, tiny_bert_classifier, monkeypatch):
+    import compact_nlp.export.onnx as onnx_export
+
+    def diverging(*args, **kwargs):
+        raise ExportParityError("injected")
+
+    monkeypatch.setattr(onnx_export, "check_parity", diverging)
+    tiny_bert_classifier.train()
+    with pytest.raises(ExportParityError, match="injected"):
+        export_onnx(tiny_bert_classifier, tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == [] and tiny_bert_classifier.training

@@ -124,17 +124,19 @@ def export_onnx(model, path: str | os.PathLike, opset: int = DEFAULT_OPSET, atol
     sequence = torch.export.Dim("sequence", min=1, max=model.config.max_sequence_length)
     args = tuple(example[n] for n in names)  # families without token types get a two-input graph
     dynamic = tuple({0: batch, 1: sequence} for _ in names)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter warns about torchvision ops we do not use
-        torch.onnx.export(
-            wrapper, args, str(tmp), dynamo=True, external_data=False, opset_version=opset,
-            input_names=names, output_names=wrapper.outputs, dynamic_shapes=dynamic, verbose=False,
-            optimize=True,
-        )
-        report = None
-        if check:
-            import onnxruntime as ort
+    report = None
+    try:
+        with atomic_path(path) as tmp, warnings.catch_warnings():  # a failed export or parity check leaves no file
+            warnings.simplefilter("ignore")  # the exporter warns about torchvision ops we do not use
+            torch.onnx.export(
+                wrapper, args, str(tmp), dynamo=True, external_data=False, opset_version=opset,
+                input_names=names, output_names=wrapper.outputs, dynamic_shapes=dynamic, verbose=False,
+                optimize=True,
+            )
+            if check:
+                import onnxruntime as ort
 
-            report = check_parity(model, ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]), atol)
-    model.train(was_training)
+                report = check_parity(model, ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]), atol)
+    finally:
+        model.train(was_training)
     return report
