@@ -44,7 +44,8 @@ class _AutoCompact:
         config = AutoConfig.from_pretrained(path, **{k: v for k, v in hf_kwargs.items() if k in _HUB_KWARGS})
         if isinstance(config, CompactBertConfig):
             return cls.compact_class.from_pretrained(path, **hf_kwargs)
-        return load_hf_checkpoint(path, with_head=cls.compact_class is CompactBertForSequenceClassification, **hf_kwargs)
+        return load_hf_checkpoint(path, config.model_type,
+                                  with_head=cls.compact_class is CompactBertForSequenceClassification, **hf_kwargs)
 
 
 class AutoCompactModel(_AutoCompact):

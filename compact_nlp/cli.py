@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from huggingface_hub.errors import StrictDataclassError  # how transformers 5 reports an invalid config
+
     from .convert import UnsupportedArchitectureError
     from .export import ExportParityError
     from .modeling import CompactConfigError
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (CompactConfigError, UnsupportedArchitectureError, CorruptWeightsError, ExportParityError,
-            FileNotFoundError, ValueError, OSError) as error:
+            StrictDataclassError, ValueError, OSError) as error:
         print(f"compact: error: {error}", file=sys.stderr)
         return 2
 

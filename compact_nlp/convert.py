@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoModelForSequenceClassification,
     BertConfig,
@@ -199,6 +198,11 @@ def map_state_dict(source: dict[str, torch.Tensor], pairs: list[tuple[str, str]]
     return mapped, used
 
 
+def head_module_names(model_type: str) -> set[str]:
+    """Classification-head module names on both sides; they sit outside the base model's prefix."""
+    return set(HEAD_MODULES[model_type]) | set(HEAD_MODULES[model_type].values())
+
+
 def _check_all_used(state_dict: dict, used: set[str], what: str) -> None:
     unused = sorted(k for k in state_dict if k not in used and not k.endswith(IGNORED_HF_KEYS))
     if unused:
@@ -213,23 +217,21 @@ def from_hf_model(hf_model: PreTrainedModel) -> CompactBertModel | CompactBertFo
     check_supported(hf_config.model_type)
     base = hf_model.base_model
     with_head = base is not hf_model
-    config = compact_config_from_hf(hf_config, add_pooler=getattr(base, "pooler", None) is not None)
-    model_class = CompactBertForSequenceClassification if with_head else CompactBertModel
     if with_head and not type(hf_model).__name__.endswith("ForSequenceClassification"):
         raise UnsupportedArchitectureError(
             f"{type(hf_model).__name__} is not supported; compact converts base models and *ForSequenceClassification."
         )
+    config = compact_config_from_hf(hf_config, add_pooler=getattr(base, "pooler", None) is not None)
     pairs = [(theirs, ours) for ours, theirs in module_pairs(config, with_head)]
     hf_prefix = f"{hf_model.base_model_prefix}." if with_head else ""
     our_prefix = "compact_bert." if with_head else ""
-    head_names = set(HEAD_MODULES[config.source_model_type]) | set(HEAD_MODULES[config.source_model_type].values())
     hf_state = hf_model.state_dict()
-    state, used = map_state_dict(hf_state, pairs, hf_prefix, our_prefix, head_names)
+    state, used = map_state_dict(hf_state, pairs, hf_prefix, our_prefix, head_module_names(config.source_model_type))
     _check_all_used(hf_state, used, type(hf_model).__name__)
 
-    model = model_class(config)
+    model = (CompactBertForSequenceClassification if with_head else CompactBertModel)(config)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return model.eval() if not hf_model.training else model
+    return model.train(hf_model.training)
 
 
 def to_hf_model(model: CompactBertModel | CompactBertForSequenceClassification) -> PreTrainedModel:
@@ -240,9 +242,8 @@ def to_hf_model(model: CompactBertModel | CompactBertForSequenceClassification) 
     auto = AutoModelForSequenceClassification if with_head else AutoModel
     hf_model = auto.from_config(hf_config)
     hf_prefix = f"{hf_model.base_model_prefix}." if with_head else ""
-    head_names = set(HEAD_MODULES[hf_config.model_type]) | set(HEAD_MODULES[hf_config.model_type].values())
     state, _ = map_state_dict(model.state_dict(), module_pairs(config, with_head), "compact_bert." if with_head else "",
-                           hf_prefix, head_names)
+                              hf_prefix, head_module_names(hf_config.model_type))
     missing, unexpected = hf_model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith(IGNORED_HF_KEYS)]
     if not config.add_pooler and hf_config.model_type in ("bert", "roberta", "xlm-roberta") and not with_head:
@@ -252,11 +253,9 @@ def to_hf_model(model: CompactBertModel | CompactBertForSequenceClassification) 
     return hf_model.eval()
 
 
-def load_hf_checkpoint(name_or_path: str, with_head: bool, **hf_kwargs):
+def load_hf_checkpoint(name_or_path: str, model_type: str, with_head: bool, **hf_kwargs):
     """Load a transformers checkpoint (hub id or local folder) with its own classes, then convert it."""
-    config_kwargs = {k: v for k, v in hf_kwargs.items() if k in ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code")}
-    model_type = AutoConfig.from_pretrained(name_or_path, **config_kwargs).model_type
-    check_supported(model_type)
+    check_supported(model_type)  # before loading weights that cannot be converted
     auto = AutoModelForSequenceClassification if with_head else AutoModel
     hf_model = auto.from_pretrained(name_or_path, **hf_kwargs)
     return from_hf_model(hf_model.eval())

@@ -243,11 +243,11 @@ def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor | No
     return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # (B, H)
 
 
-def check_inputs(input_ids: torch.Tensor | None, config: CompactBertConfig) -> None:
-    """Turn the inputs the model cannot run into errors that say what to do."""
+def check_inputs(input_ids, config: CompactBertConfig) -> None:
+    """Turn the inputs the model cannot run into errors that say what to do (torch or numpy input_ids)."""
     if input_ids is None:
         raise ValueError("input_ids is required (CompactBert does not take inputs_embeds).")
-    if input_ids.dim() != 2:
+    if len(input_ids.shape) != 2:
         raise ValueError(f"input_ids must have shape (batch, sequence), got {tuple(input_ids.shape)}.")
     batch, length = input_ids.shape
     if batch == 0 or length == 0:

@@ -119,9 +119,8 @@ class ORTModel:
     def run(self, input_ids, attention_mask=None, token_type_ids=None) -> tuple[list[np.ndarray], bool]:
         """Feed the session; returns numpy outputs and whether the caller passed torch tensors."""
         as_torch = isinstance(input_ids, torch.Tensor)
-        ids = torch.as_tensor(np.asarray(input_ids)) if not as_torch else input_ids
-        check_inputs(ids, self.config)
         feed = {"input_ids": _int64(input_ids)}
+        check_inputs(feed["input_ids"], self.config)
         feed["attention_mask"] = _int64(attention_mask) if attention_mask is not None else np.ones_like(feed["input_ids"])
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = (

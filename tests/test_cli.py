@@ -48,3 +48,12 @@ def test_errors_are_one_line_with_the_fix(tmp_path, capsys):
     assert "compact: error: compact cannot convert model_type 'gpt2'. Supported:" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "missing")]) == 2
     assert "compact: error:" in capsys.readouterr().err
+
+
+def test_an_inconsistent_config_is_an_error_not_a_traceback(hf_folder, tmp_path, capsys):
+    assert main(["convert", str(hf_folder), str(tmp_path / "compact"), "--to", "compact"]) == 0
+    config = json.loads((tmp_path / "compact" / "config.json").read_text())
+    config["intermediate_size_per_layer"] = config["intermediate_size_per_layer"][:1]
+    (tmp_path / "compact" / "config.json").write_text(json.dumps(config))
+    assert main(["export", str(tmp_path / "compact"), str(tmp_path / "out")]) == 2
+    assert "give exactly one entry per layer" in capsys.readouterr().err
