@@ -35,7 +35,9 @@ def session_options(threads: int | None = None):
 class ORTModel:
     """An ONNX Runtime session with the calling convention of the PyTorch model it was exported from."""
 
-    auto_task: str = ""
+    auto_task: str = ""  # the pipeline task, and the key of compact_nlp.auto.AUTO_CLASSES
+    auto_class: str = ""  # the drop-in class that loads this one with backend="onnxruntime"
+    required_output: str = ""  # the graph output that tells the two tasks apart
     main_input_name = "input_ids"
 
     def __init__(self, session, config: CompactBertConfig, model_path: Path):
@@ -44,6 +46,12 @@ class ORTModel:
         self.model_path = Path(model_path)
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
+        if self.required_output not in self.output_names:
+            other = next(c for c in ORTModel.__subclasses__() if c.required_output in self.output_names)
+            raise ValueError(
+                f"{self.model_path} is a {other.auto_task} graph (outputs {self.output_names}), not "
+                f"{self.auto_task}; load it with {other.__name__} (or {other.auto_class}, backend='onnxruntime')."
+            )
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, export: bool = False, file_name: str | None = None,
@@ -141,6 +149,8 @@ def _out(array: np.ndarray, as_torch: bool):
 
 class ORTModelForFeatureExtraction(ORTModel):
     auto_task = "feature-extraction"
+    auto_class = "AutoCompactModel"
+    required_output = "last_hidden_state"
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None) -> BaseModelOutputWithPooling:
         outputs, as_torch = self.run(input_ids, attention_mask, token_type_ids)
@@ -163,6 +173,8 @@ class ORTModelForFeatureExtraction(ORTModel):
 
 class ORTModelForSequenceClassification(ORTModel):
     auto_task = "text-classification"
+    auto_class = "AutoCompactModelForSequenceClassification"
+    required_output = "logits"
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None) -> SequenceClassifierOutput:
         outputs, as_torch = self.run(input_ids, attention_mask, token_type_ids)

@@ -113,3 +113,10 @@ def test_runs_on_cpu_only(encoder_folder):
     assert fast.to("cpu") is fast
     with pytest.raises(ValueError, match="CPU execution provider"):
         fast.to("cuda")
+
+
+def test_a_graph_loaded_with_the_wrong_task_names_the_right_class(classifier_folder, encoder_folder):
+    with pytest.raises(ValueError, match="text-classification graph .* load it with ORTModelForSequenceClassification"):
+        AutoCompactModel.from_pretrained(classifier_folder, backend="onnxruntime")
+    with pytest.raises(ValueError, match="feature-extraction graph .* load it with ORTModelForFeatureExtraction"):
+        ORTModelForSequenceClassification.from_pretrained(encoder_folder)
