@@ -28,3 +28,16 @@ def test_import_registers_auto_classes_and_leaves_heavy_backends_unloaded():
 def test_compact_command_is_installed():
     out = subprocess.run([Path(sys.executable).parent / "compact", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "export" in out.stdout and "bench" in out.stdout
+
+
+def test_the_wheel_maps_the_technique_packages_and_ships_the_data(tmp_path):
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("compact_nlp-*.whl"))).namelist()
+    for expected in ("compact_nlp/hat/__init__.py", "compact_nlp/token_pruning/__init__.py",
+                     "compact_nlp/quant/__init__.py", "compact_nlp/export/onnx.py",
+                     "compact_nlp/data/sample_sentences.txt"):
+        assert expected in names
+    assert not any(name.startswith(("hat/", "quant/", "token_pruning/", "tests/")) for name in names)
