@@ -1,0 +1,154 @@
+"""GLUE tasks, loaders (local glue_data layout and hub, same objects), metrics, held-out split and bad data."""
+
+
+import datasets
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, matthews_corrcoef
+
+from compact_nlp.glue import (
+    TASKS,
+    GlueDataError,
+    carve_heldout,
+    features,
+    get_task,
+    load_glue,
+    read_split,
+)
+from compact_nlp.metrics import compute_glue_metrics, glue_metric, glue_score
+from conftest import GLUE_DIR, requires_glue
+
+MNLI_HEADER = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+               "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label")
+MNLI_DEV_HEADER = MNLI_HEADER.replace("label1\tgold_label", "label1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label")
+
+
+def mnli_row(i, premise, hypothesis, label, dev=False):
+    parses = "\t".join(["( x )"] * 4)
+    labels = "\t".join([label] * (5 if dev else 1))
+    return f"{i}\t{1000 + i}\t{1000 + i}e\tfiction\t{parses}\t{premise}\t{hypothesis}\t{labels}\t{label}"
+
+
+@pytest.fixture
+def glue_dir(tmp_path):
+    """QQP and MNLI in the real glue_data format (their real files are not available here)."""
+    (tmp_path / "QQP").mkdir()
+    qqp = ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"]
+    qqp += [f"{i}\t{2 * i}\t{2 * i + 1}\tHow do I learn {w}?\tWhat is the best way to learn {w}?\t{i % 2}"
+            for i, w in enumerate(["python", "piano", "chess", "french", "to swim", "to cook"])]
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "QQP" / name).write_text("\n".join(qqp) + "\n")
+    (tmp_path / "MNLI").mkdir()
+    labels = ["entailment", "neutral", "contradiction"]
+    rows = [mnli_row(i, f"A man is playing {w}.", f"Someone plays {w}.", labels[i % 3])
+            for i, w in enumerate(["guitar", "chess", "football", "piano", "cards", "golf"])]
+    (tmp_path / "MNLI" / "train.tsv").write_text("\n".join([MNLI_HEADER] + rows) + "\n")
+    for name in ("dev_matched.tsv", "dev_mismatched.tsv"):
+        dev = [mnli_row(i, "The cat sat \"quietly\" on the mat.", "A cat sat.", labels[i % 3], dev=True)
+               for i in range(4)]
+        (tmp_path / "MNLI" / name).write_text("\n".join([MNLI_DEV_HEADER] + dev) + "\n")
+    return tmp_path
+
+
+def test_registry_covers_all_nine_tasks_with_hub_names():
+    assert list(TASKS) == ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+    assert get_task("SST-2") is TASKS["sst2"] and get_task("STS-B").is_regression
+    assert TASKS["mnli"].dev_splits == ("validation_matched", "validation_mismatched")
+    assert TASKS["mnli"].num_labels == 3 and TASKS["stsb"].num_labels == 1
+    with pytest.raises(GlueDataError, match="unknown GLUE task 'squad'; the tasks are cola, sst2"):
+        get_task("squad")
+
+
+def test_mnli_and_qqp_in_the_real_format(glue_dir):
+    mnli = load_glue("mnli", glue_dir)
+    assert list(mnli) == ["train", "validation_matched", "validation_mismatched"]
+    assert mnli["train"].features == features(TASKS["mnli"])
+    assert mnli["train"][2] == {"premise": "A man is playing football.", "hypothesis": "Someone plays football.",
+                                "label": 2, "idx": 2}
+    assert mnli["validation_matched"][0]["premise"] == 'The cat sat "quietly" on the mat.'  # quotes kept as text
+    qqp = load_glue("qqp", glue_dir)
+    assert qqp["train"].features["label"].names == ["not_duplicate", "duplicate"]
+    assert qqp["validation"]["label"] == [0, 1, 0, 1, 0, 1]
+
+
+def test_the_environment_variable_points_at_the_data(glue_dir, monkeypatch):
+    monkeypatch.setenv("COMPACT_GLUE_DIR", str(glue_dir))
+    assert len(load_glue("qqp")["train"]) == 6
+
+
+def test_hub_failure_says_how_to_use_local_data(monkeypatch):
+    monkeypatch.delenv("COMPACT_GLUE_DIR", raising=False)
+
+    def offline(*args, **kwargs):  # no test contacts a hub
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(GlueDataError, match="--glue-dir DIR or COMPACT_GLUE_DIR=DIR"):
+        load_glue("sst2")
+
+
+def test_missing_file_malformed_row_and_bad_label(glue_dir):
+    (glue_dir / "MNLI" / "dev_mismatched.tsv").unlink()
+    with pytest.raises(GlueDataError, match="dev_mismatched.tsv is missing.*glue_data layout"):
+        load_glue("mnli", glue_dir)
+    lines = (glue_dir / "QQP" / "train.tsv").read_text().splitlines()
+    (glue_dir / "QQP" / "train.tsv").write_text("\n".join(lines[:3] + ["7\t8\tHow do I?"] + lines[3:]))
+    with pytest.raises(GlueDataError, match="train.tsv:4: expected 6 tab-separated fields, found 3"):
+        load_glue("qqp", glue_dir)
+    (glue_dir / "QQP" / "train.tsv").write_text("\n".join(lines[:2] + ["9\t1\t2\tA?\tB?\t2"]))
+    with pytest.raises(GlueDataError, match="label '2' is outside qqp's labels"):
+        load_glue("qqp", glue_dir)
+    (glue_dir / "QQP" / "train.tsv").write_text("question\tanswer\n")
+    with pytest.raises(GlueDataError, match="lacks a column"):
+        load_glue("qqp", glue_dir)
+    with pytest.raises(GlueDataError, match="does not exist"):
+        load_glue("qqp", glue_dir / "nowhere")
+
+
+@requires_glue
+@pytest.mark.real_data
+@pytest.mark.parametrize("task", ["cola", "sst2", "mrpc", "stsb", "rte", "wnli"])
+def test_local_files_yield_the_official_sizes(task):
+    data = load_glue(task, GLUE_DIR)
+    assert {split: len(rows) for split, rows in data.items()} == TASKS[task].sizes
+    assert data["train"].features == features(TASKS[task])
+
+
+@requires_glue
+@pytest.mark.real_data
+def test_qnli_dev_yields_the_official_size():  # QNLI train is not available here
+    task = TASKS["qnli"]
+    assert len(read_split(task, GLUE_DIR, task.local["validation"])["label"]) == task.sizes["validation"]
+
+
+def test_heldout_is_seeded_stratified_and_disjoint(glue_dir):
+    mnli = load_glue("mnli", glue_dir)
+    train = datasets.concatenate_datasets([mnli["train"]] * 10).map(lambda row, i: {"idx": i}, with_indices=True)
+    a_train, a_held = carve_heldout(train, size=15, seed=3)
+    b_train, b_held = carve_heldout(train, size=15, seed=3)
+    assert a_held["idx"] == b_held["idx"] and len(a_held) == 15 and len(a_train) == 45
+    assert not set(a_held["idx"]) & set(a_train["idx"])
+    assert sorted(np.bincount(a_held["label"])) == [5, 5, 5]  # stratified by label
+    assert carve_heldout(train, size=15, seed=4)[1]["idx"] != a_held["idx"]
+
+
+def test_metrics_per_task_match_scikit_learn_and_scipy():
+    labels = np.array([0, 1, 1, 0, 1, 1, 0, 1])
+    logits = np.array([[2, 1], [0, 3], [1, 0], [3, 1], [0, 2], [0, 5], [1, 2], [0, 1]], dtype=float)
+    predictions = logits.argmax(-1)
+    mrpc = compute_glue_metrics("mrpc", logits, labels)
+    assert mrpc["f1"] == pytest.approx(f1_score(labels, predictions))
+    assert mrpc["combined_score"] == pytest.approx((mrpc["accuracy"] + mrpc["f1"]) / 2)
+    cola = compute_glue_metrics("cola", logits, labels)
+    assert cola["matthews_correlation"] == pytest.approx(matthews_corrcoef(labels, predictions))
+    assert compute_glue_metrics("sst2", logits, labels) == {"accuracy": 0.75}
+    scores = np.array([0.0, 1.5, 3.0, 4.5, 5.0])
+    stsb = compute_glue_metrics("stsb", (scores * 2 + 1).reshape(-1, 1), scores)
+    assert stsb["pearson"] == pytest.approx(1.0) and stsb["spearmanr"] == pytest.approx(1.0)
+    assert glue_metric("sst2") is glue_metric("sst2")  # loaded once per task
+
+
+def test_glue_score_averages_tasks_and_mnli_halves():
+    score = glue_score({"sst2": {"accuracy": 0.9}, "mrpc": {"accuracy": 0.8, "f1": 0.9, "combined_score": 0.85},
+                        "mnli_matched": {"accuracy": 0.8}, "mnli_mismatched": {"accuracy": 0.7}})
+    assert score == pytest.approx(100 * (0.9 + 0.85 + 0.75) / 3)
