@@ -1,0 +1,181 @@
+"""CompactTrainer: transformers' Trainer plus distillation and technique hooks, and nothing else.
+
+What killed ORTTrainer, OVTrainer and INCTrainer was copying the training loop. This class adds logic only where
+Trainer expects subclasses to: `compute_loss`, `create_optimizer`, `log`, `train` (to restore the distillation
+projections on resume) and `TrainerCallback`s. It therefore keeps working under `accelerate launch`, with gradient
+accumulation, and when resuming from checkpoints.
+
+The technique hook interface is `CompactHook`, a `TrainerCallback` with one more method:
+    - the usual callback events change the model per step: `on_step_begin` samples a SubTransformer (hat/) or
+      updates a pruning schedule (token_pruning/); `on_epoch_begin` freezes observers (quant/). The model comes in
+      `kwargs["model"]`, as for every TrainerCallback.
+    - `loss_terms(model, inputs, outputs)` returns named, already weighted loss terms that are added to the training
+      loss and logged as `loss_<name>`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from .distill import DistillationConfig, Distiller
+
+DISTILLER_FILE = "distiller.safetensors"
+COMPACT_CONFIG_VERSION = 1
+
+
+@dataclass
+class CompactConfig:
+    """The compression a CompactTrainer applies. Techniques add their sections (hat, token_pruning, quant)."""
+
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    version: int = COMPACT_CONFIG_VERSION
+
+    def __post_init__(self):
+        if isinstance(self.distillation, dict):
+            self.distillation = DistillationConfig.from_dict(self.distillation)
+        if self.version != COMPACT_CONFIG_VERSION:
+            raise ValueError(f"compact config version {self.version} is not supported (expected "
+                             f"{COMPACT_CONFIG_VERSION}).")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CompactConfig:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown compact config keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}.")
+        return cls(**data)
+
+
+class CompactHook(TrainerCallback):
+    """A technique's part in training: TrainerCallback events, plus loss terms (see the module docstring)."""
+
+    def loss_terms(self, model, inputs: dict, outputs) -> dict[str, torch.Tensor]:
+        return {}
+
+
+class CompactTrainer(Trainer):
+    def __init__(self, model=None, args=None, *, compact_config: CompactConfig | None = None, teacher_model=None,
+                 hooks: list[CompactHook] | tuple = (), **kwargs):
+        self.hooks = list(hooks)
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + self.hooks
+        super().__init__(model=model, args=args, **kwargs)
+        self.compact_config = compact_config or CompactConfig()
+        self.teacher = None
+        self.distiller = None
+        if teacher_model is not None:
+            self.teacher = teacher_model.to(self.args.device).eval().requires_grad_(False)
+            self.distiller = Distiller(self.compact_config.distillation, self.model, self.teacher).to(self.args.device)
+            if any(True for _ in self.distiller.parameters()):
+                self.add_callback(_DistillerCallback(self))
+        self._terms: dict[str, float] = defaultdict(float)
+        self._term_calls = 0
+
+    # --- the loss ----------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:  # evaluation: the task loss only
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        distill = self.distiller is not None
+        cfg = self.compact_config.distillation
+        flags = {"output_hidden_states": True} if distill and cfg.needs_hidden_states else {}
+        if distill and cfg.needs_attentions:
+            flags["output_attentions"] = True
+        outputs = model(**inputs, **flags)
+        terms, weighted = {}, []
+        if outputs.loss is not None:
+            terms["task"] = outputs.loss
+            weighted.append((cfg.task_weight if distill else 1.0) * outputs.loss)
+        if distill:
+            features = {k: v for k, v in inputs.items() if k != "labels"}
+            with torch.no_grad():
+                teacher_out = self.teacher(**features, **flags)
+            mask = inputs.get("attention_mask")
+            if mask is None:
+                mask = torch.ones_like(inputs["input_ids"])
+            for name, value in self.distiller.losses(outputs, teacher_out, mask,
+                                                     kept=getattr(outputs, "kept_indices", None)).items():
+                terms[name] = value
+                weighted.append(self.distiller.weight(name) * value)
+        for hook in self.hooks:
+            for name, value in hook.loss_terms(model, inputs, outputs).items():
+                terms[name] = value
+                weighted.append(value)
+        if not weighted:
+            raise ValueError("nothing to train on: the batch has no labels and there is no teacher or hook loss; pass "
+                             "labels, a teacher_model, or a hook with loss terms.")
+        for name, value in terms.items():
+            self._terms[name] += float(value.detach())
+        self._term_calls += 1
+        loss = torch.stack(weighted).sum()
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Add the mean of each loss term since the last log to the training logs."""
+        if "loss" in logs and self._term_calls:
+            logs.update({f"loss_{name}": round(total / self._term_calls, 6) for name, total in self._terms.items()})
+            self._terms.clear()
+            self._term_calls = 0
+        super().log(logs, *args, **kwargs)
+
+    # --- the distiller's own parameters (projections) ----------------------------------------------------------
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.distiller is not None:
+            params = [p for p in self.distiller.parameters() if p.requires_grad]
+            known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            if params and not any(id(p) in known for p in params):
+                optimizer.add_param_group({"params": params, "weight_decay": 0.0})
+        return optimizer
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint and self.distiller is not None and any(True for _ in self.distiller.parameters()):
+            folder = (get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True
+                      else resume_from_checkpoint)
+            path = Path(folder) / DISTILLER_FILE
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: the checkpoint was not written by a CompactTrainer with "
+                                        "the same distillation setup, so its projections cannot be restored.")
+            from safetensors.torch import load_file
+
+            self.distiller.load_state_dict(load_file(path))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+
+class _DistillerCallback(TrainerCallback):
+    """Train the distiller's projections like model parameters: gradients averaged across processes and zeroed
+    after each optimizer step, weights saved with every checkpoint."""
+
+    def __init__(self, trainer: CompactTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # the projections live outside the DDP-wrapped model, so average their gradients by hand
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes > 1:
+            for p in self.trainer.distiller.parameters():
+                if p.grad is not None:
+                    p.grad = accelerator.reduce(p.grad, reduction="mean")
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        # Trainer zeroes the model's gradients after each step; the projections are not in the model
+        self.trainer.distiller.zero_grad(set_to_none=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            from safetensors.torch import save_file
+
+            from .io import atomic_path
+
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            with atomic_path(folder / DISTILLER_FILE) as tmp:
+                save_file({k: v.contiguous() for k, v in self.trainer.distiller.state_dict().items()}, str(tmp))
+
+
+__all__ = ["CompactConfig", "CompactHook", "CompactTrainer", "DistillationConfig"]
