@@ -3,6 +3,7 @@
     compact export SRC OUT [--mobile] [--target-platform arm|amd64] [--task ...]   folder + model.onnx (+ .ort)
     compact bench DIR [--glue-dir DIR]                                             latency/size of an exported folder
     compact convert SRC OUT --to hf|compact                                        change layouts, weights unchanged
+    compact run RECIPE [--glue-dir DIR] [--out DIR] [--set key=value]              a GLUE recipe end to end
 
 SRC is a hub id, a local transformers checkpoint or a compact folder. The offline default
 "sentence-transformers/all-MiniLM-L6-v2" is read from its pip package when installed (compact-nlp[models]).
@@ -77,6 +78,20 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from .recipe import load_recipe
+    from .run import run_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
+    out = Path(args.out or Path("out") / Path(args.recipe).stem)
+    results = run_recipe(recipe, out, glue_dir=args.glue_dir)
+    summary = {k: v for k, v in results["summary"].items() if isinstance(v, dict)}
+    for name, stats in summary.items():
+        print(f"{recipe.task} dev {name}: {stats['mean']:.2f} +- {stats['sd']:.2f} over seeds {results['summary']['seeds']}")
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compact", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=3)
     bench.add_argument("--calls", type=int, default=10)
     bench.set_defaults(func=cmd_bench)
+
+    run = sub.add_parser("run", help="a GLUE recipe end to end: train, select on held-out, export, evaluate")
+    run.add_argument("recipe", help="recipes/glue/<task>.yaml")
+    run.add_argument("--glue-dir", default=None,
+                     help="local glue_data folder (else $COMPACT_GLUE_DIR, else the hub's nyu-mll/glue)")
+    run.add_argument("--out", default=None, help="output folder (default out/<recipe name>)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a recipe key, e.g. --set protocol.epochs=1 (repeatable)")
+    run.set_defaults(func=cmd_run)
 
     convert = sub.add_parser("convert", help="write a model in the stock transformers layout or as a compact folder")
     convert.add_argument("src")

@@ -127,3 +127,36 @@ def tiny_bert_classifier():
     config.num_labels = 2
     config.id2label, config.label2id = {0: "NEGATIVE", 1: "POSITIVE"}, {"NEGATIVE": 0, "POSITIVE": 1}
     return from_hf_model(tf.AutoModelForSequenceClassification.from_config(config)).eval()
+
+
+# QQP and MNLI in the real glue_data format (their real files are not available here).
+MNLI_HEADER = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+               "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label")
+MNLI_DEV_HEADER = MNLI_HEADER.replace("label1\tgold_label", "label1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label")
+
+
+def mnli_row(i, premise, hypothesis, label, dev=False):
+    parses = "\t".join(["( x )"] * 4)
+    labels = "\t".join([label] * (5 if dev else 1))
+    return f"{i}\t{1000 + i}\t{1000 + i}e\tfiction\t{parses}\t{premise}\t{hypothesis}\t{labels}\t{label}"
+
+
+@pytest.fixture
+def glue_dir(tmp_path):
+    """A glue_data folder with QQP and MNLI files in the real format."""
+    (tmp_path / "QQP").mkdir()
+    qqp = ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"]
+    qqp += [f"{i}\t{2 * i}\t{2 * i + 1}\tHow do I learn {w}?\tWhat is the best way to learn {w}?\t{i % 2}"
+            for i, w in enumerate(["python", "piano", "chess", "french", "to swim", "to cook"])]
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "QQP" / name).write_text("\n".join(qqp) + "\n")
+    (tmp_path / "MNLI").mkdir()
+    labels = ["entailment", "neutral", "contradiction"]
+    rows = [mnli_row(i, f"A man is playing {w}.", f"Someone plays {w}.", labels[i % 3])
+            for i, w in enumerate(["guitar", "chess", "football", "piano", "cards", "golf"])]
+    (tmp_path / "MNLI" / "train.tsv").write_text("\n".join([MNLI_HEADER] + rows) + "\n")
+    for name in ("dev_matched.tsv", "dev_mismatched.tsv"):
+        dev = [mnli_row(i, "The cat sat \"quietly\" on the mat.", "A cat sat.", labels[i % 3], dev=True)
+               for i in range(4)]
+        (tmp_path / "MNLI" / name).write_text("\n".join([MNLI_DEV_HEADER] + dev) + "\n")
+    return tmp_path

@@ -1,0 +1,156 @@
+"""Recipes: one YAML per GLUE task, the baseline protocol's settings, validated before anything trains.
+
+    task: mrpc
+    model: sentence-transformers/all-MiniLM-L6-v2
+    protocol: {train_subset: null, heldout: 0.1, epochs: 3, max_length: 128, batch_size: 32,
+               learning_rate: 5.0e-5, warmup: 0.1, weight_decay: 0.01, seeds: [1, 2, 3]}
+    teacher: null                       # a fine-tuned model folder to distil from
+    distillation: {}                    # DistillationConfig fields
+    export: {mobile: true, target_platform: arm}
+    hat: null                           # technique sections: filled by their issues
+    token_pruning: null
+    quant: null
+
+`--set protocol.epochs=1 --set protocol.seeds=[7]` overrides any key (values are parsed as YAML).
+docs/protocol.md explains the protocol's numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .distill import DistillationConfig
+from .glue import get_task
+
+
+class RecipeError(ValueError):
+    pass
+
+
+@dataclass
+class Protocol:
+    train_subset: int | None = None  # seeded subset of train (before the held-out split); None = all of it
+    heldout: float | int = 0.1  # fraction or count carved from train for model selection
+    epochs: float = 3.0
+    max_length: int = 128
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup: float = 0.1  # fraction of the steps
+    weight_decay: float = 0.01
+    seeds: list[int] = field(default_factory=lambda: [42])
+
+
+@dataclass
+class Export:
+    mobile: bool = True
+    target_platform: str = "arm"
+
+
+@dataclass
+class Recipe:
+    task: str
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    protocol: Protocol = field(default_factory=Protocol)
+    teacher: str | None = None
+    distillation: dict = field(default_factory=dict)
+    export: Export = field(default_factory=Export)
+    hat: dict | None = None
+    token_pruning: dict | None = None
+    quant: dict | None = None
+
+    def validate(self) -> None:
+        get_task(self.task)
+        p = self.protocol
+        if p.train_subset is not None and p.train_subset <= 0:
+            raise RecipeError(f"protocol.train_subset must be positive or null, got {p.train_subset}.")
+        if not (0 < p.heldout < 1 or (isinstance(p.heldout, int) and p.heldout >= 1)):
+            raise RecipeError(f"protocol.heldout must be a fraction in (0, 1) or a count >= 1, got {p.heldout}.")
+        for name in ("epochs", "max_length", "batch_size", "learning_rate"):
+            if getattr(p, name) <= 0:
+                raise RecipeError(f"protocol.{name} must be positive, got {getattr(p, name)}.")
+        if not p.seeds or len(set(p.seeds)) != len(p.seeds):
+            raise RecipeError(f"protocol.seeds must be a non-empty list of distinct integers, got {p.seeds}.")
+        if self.export.target_platform not in ("arm", "amd64"):
+            raise RecipeError(f"export.target_platform must be arm or amd64, got {self.export.target_platform!r}.")
+        if self.distillation and not self.teacher:
+            raise RecipeError("distillation settings need a teacher: set teacher to a fine-tuned model folder.")
+        DistillationConfig.from_dict(self.distillation)
+        for technique in ("hat", "token_pruning", "quant"):
+            if getattr(self, technique):
+                raise RecipeError(f"the {technique} section is not implemented yet; leave it null.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _build(cls, data, where: str):
+    """Construct a recipe dataclass from plain data, rejecting unknown keys and wrong types with their path."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where or 'the recipe'} must be a mapping, got {type(data).__name__}.")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise RecipeError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + k for k in unknown)}; "
+                          f"{where or 'top-level '}keys are: {', '.join(known)}.")
+    values = {}
+    for name, value in data.items():
+        nested = {"protocol": Protocol, "export": Export}.get(name) if cls is Recipe else None
+        values[name] = _build(nested, value, f"{name}.") if nested else _check_type(value, known[name], where + name)
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise RecipeError(f"{where or 'the recipe'} is incomplete: {error}.") from None
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,),
+          "list[int]": (list,)}
+
+
+def _check_type(value, spec, path: str):
+    annotation = str(spec.type).replace(" ", "")
+    allowed = [part for part in annotation.split("|")]
+    if value is None:
+        if "None" in allowed:
+            return None
+        raise RecipeError(f"{path} must not be null.")
+    for part in allowed:
+        types = _TYPES.get(part)
+        if types and isinstance(value, types) and not (part != "bool" and isinstance(value, bool)):
+            if part == "list[int]" and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                continue
+            return float(value) if part == "float" and "int" not in allowed else value
+    raise RecipeError(f"{path} must be {' or '.join(allowed)}, got {value!r} ({type(value).__name__}).")
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """`key.sub=value` strings (values parsed as YAML) applied to a copy of the recipe data."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r} must look like key=value, e.g. protocol.epochs=1.")
+        key, raw = item.split("=", 1)
+        target, parts = data, key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise RecipeError(f"--set {key}: {part} is not a section.")
+        target[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist; the GLUE recipes are in recipes/glue/.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path} is not valid YAML: {error}") from None
+    recipe = _build(Recipe, apply_overrides(data, list(overrides)), "")
+    recipe.validate()
+    return recipe

@@ -1,0 +1,102 @@
+"""`compact run`: recipes validated before training, end to end on MNLI/QQP in the real format, and resumable."""
+
+import json
+
+import pytest
+import transformers as tf
+import yaml
+
+from compact_nlp.cli import main
+from compact_nlp.recipe import RecipeError, load_recipe
+from compact_nlp.run import run_recipe
+from conftest import tiny_hf_config
+
+RECIPES = "recipes/glue"
+
+
+@pytest.fixture
+def tiny_model(tmp_path, tiny_tokenizer):
+    folder = tmp_path / "tiny-bert"
+    tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def quick(tiny_model, *extra):
+    return [f"model={tiny_model}", "protocol.epochs=1", "protocol.seeds=[1]", "protocol.batch_size=4",
+            "protocol.max_length=32", "protocol.heldout=3", "export.mobile=false", *extra]
+
+
+@pytest.mark.parametrize("task", ["mnli", "qqp"])
+def test_recipe_runs_end_to_end_on_real_format_data(task, tiny_model, glue_dir, tmp_path):
+    recipe = load_recipe(f"{RECIPES}/{task}.yaml", quick(tiny_model, "protocol.train_subset=null"))
+    results = run_recipe(recipe, tmp_path / "out", glue_dir=str(glue_dir))
+    seed = results["per_seed"][0]
+    expected_splits = ["validation_matched", "validation_mismatched"] if task == "mnli" else ["validation"]
+    assert list(seed["dev"]) == expected_splits and seed["artifact"] == "model.onnx"
+    assert seed["train_examples"] == 3 and seed["heldout_examples"] == 3  # held-out carved from train
+    assert seed["latency_ms_batch1"]["median"] > 0 and seed["export_parity"] <= 1e-4
+    assert (tmp_path / "out" / "seed-1" / "model" / "model.onnx").exists()
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["summary"]["seeds"] == [1] and f"{expected_splits[0]}/accuracy" in saved["summary"]
+
+
+def test_every_task_has_a_valid_recipe():
+    for task in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"):
+        assert load_recipe(f"{RECIPES}/{task}.yaml").task == task
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["protocol.epoch=2"], "unknown key protocol.epoch; protocol.keys are"),
+    (["learning_rate=1e-4"], "unknown key learning_rate"),
+    (["protocol.epochs=three"], "protocol.epochs must be float, got 'three'"),
+    (["protocol.seeds=[1, 1]"], "distinct integers"),
+    (["protocol.batch_size=true"], "protocol.batch_size must be int"),
+    (["task=squad"], "unknown GLUE task 'squad'"),
+    (["export.target_platform=riscv"], "arm or amd64"),
+    (["distillation={temperature: 2}"], "need a teacher"),
+    (["quant={bits: 8}"], "not implemented yet"),
+    (["protocol.epochs"], "must look like key=value"),
+])
+def test_bad_recipes_fail_before_training(overrides, message):
+    with pytest.raises((RecipeError, ValueError), match=message):
+        load_recipe(f"{RECIPES}/mrpc.yaml", overrides)
+
+
+def test_bad_recipe_file_and_data_errors_through_the_cli(tmp_path, glue_dir, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"task": "mrpc", "protocol": {"epochs": 1, "lr": 1}}))
+    assert main(["run", str(bad)]) == 2
+    assert "unknown key protocol.lr" in capsys.readouterr().err
+    assert main(["run", f"{RECIPES}/mrpc.yaml", "--glue-dir", str(glue_dir)]) == 2  # glue_dir has no MRPC
+    assert "MRPC/train.tsv is missing" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_resumes(tiny_model, glue_dir, tmp_path, monkeypatch):
+    """The run dies in seed 2's second epoch; run again, seed 1 is not redone and seed 2 continues from its
+    epoch-1 checkpoint (3 training rows, batch 4: one step per epoch)."""
+    from compact_nlp.trainer import CompactTrainer
+
+    recipe = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, "protocol.seeds=[1, 2]", "protocol.epochs=2"))
+    real_step, crash, steps = CompactTrainer.training_step, {"armed": True}, []
+
+    def training_step(self, *args, **kwargs):
+        if crash["armed"] and "seed-2" in self.args.output_dir and self.state.global_step == 1:
+            raise KeyboardInterrupt
+        steps.append(self.args.output_dir)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(CompactTrainer, "training_step", training_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, tmp_path / "out", glue_dir=str(glue_dir))
+    seed1 = (tmp_path / "out" / "seed-1" / "results.json").read_text()
+    assert not (tmp_path / "out" / "seed-2" / "results.json").exists()
+    assert (tmp_path / "out" / "seed-2" / "checkpoints" / "checkpoint-1").is_dir()
+
+    crash["armed"], steps[:] = False, []
+    results = run_recipe(recipe, tmp_path / "out", glue_dir=str(glue_dir))
+    assert (tmp_path / "out" / "seed-1" / "results.json").read_text() == seed1  # finished seed not redone
+    assert len(steps) == 1 and "seed-2" in steps[0]  # only the step that was left
+    assert [r["seed"] for r in results["per_seed"]] == [1, 2]
