@@ -4,6 +4,7 @@
     compact bench DIR [--glue-dir DIR]                                             latency/size of an exported folder
     compact convert SRC OUT --to hf|compact                                        change layouts, weights unchanged
     compact run RECIPE [--glue-dir DIR] [--out DIR] [--set key=value]              a GLUE recipe end to end
+    compact push DIR REPO [--private] [--dry-run]                                  upload to the hub
 
 SRC is a hub id, a local transformers checkpoint or a compact folder. The offline default
 "sentence-transformers/all-MiniLM-L6-v2" is read from its pip package when installed (compact-nlp[models]).
@@ -92,6 +93,17 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_push(args) -> int:
+    from .hub import push_folder
+
+    files = push_folder(args.dir, args.repo, private=args.private, commit_message=args.message, dry_run=args.dry_run)
+    verb = "would upload" if args.dry_run else "uploaded"
+    print(f"{verb} {len(files)} files ({sum(size for _, size in files) / 2**20:.1f} MB) to {args.repo}:")
+    for name, size in files:
+        print(f"  {name}  {size / 2**20:.2f} MB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compact", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe key, e.g. --set protocol.epochs=1 (repeatable)")
     run.set_defaults(func=cmd_run)
+
+    push = sub.add_parser("push", help="upload a compact folder to the Hugging Face hub")
+    push.add_argument("dir", help="a folder written by compact export / compact run (OUT/seed-N/model)")
+    push.add_argument("repo", help="hub repository id, e.g. me/minilm-sst2-compact")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--message", default=None, help="commit message")
+    push.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
+    push.set_defaults(func=cmd_push)
 
     convert = sub.add_parser("convert", help="write a model in the stock transformers layout or as a compact folder")
     convert.add_argument("src")

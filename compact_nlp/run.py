@@ -8,7 +8,8 @@ For each seed of the recipe's protocol, in OUT/seed-<seed>/:
     4. evaluate the dev split(s) on the exported artifact that ships (model.ort, else model.onnx), and time it at
        batch 1 on the dev set's real, unpadded inputs;
     5. write results.json.
-OUT/results.json aggregates the seeds (mean and sd). A finished seed is skipped when the run starts again; an
+OUT/results.json aggregates the seeds (mean and sd), and each OUT/seed-<seed>/model/README.md is a model card with
+those numbers (push a seed's folder with `compact push`). A finished seed is skipped when the run starts again; an
 interrupted one resumes from its last Trainer checkpoint.
 """
 
@@ -198,4 +199,8 @@ def run_recipe(recipe: Recipe, out: str | os.PathLike, glue_dir: str | None = No
         per_seed.append(result)
     results = {"recipe": recipe.to_dict(), "summary": summarize(per_seed), "per_seed": per_seed}
     write_json(out / RESULTS_FILE, results)
+    from .hub import write_model_card
+
+    for seed in recipe.protocol.seeds:  # every seed's folder ships with the card of the whole run
+        write_model_card(out / f"seed-{seed}" / "model", results)
     return results

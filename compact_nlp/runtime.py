@@ -101,6 +101,14 @@ class ORTModel:
         with atomic_path(save_directory / self.model_path.name) as tmp:
             shutil.copyfile(self.model_path, tmp)
 
+    def push_to_hub(self, repo_id: str, private: bool = False, commit_message: str | None = None,
+                    token: str | None = None):
+        """Upload the folder this model was loaded from (config, ONNX/ORT files, tokenizer, card)."""
+        from .hub import push_folder
+
+        return push_folder(self.model_path.parent, repo_id, private=private, commit_message=commit_message,
+                           token=token)
+
     # --- what transformers pipelines use -----------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

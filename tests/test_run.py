@@ -5,6 +5,7 @@ import json
 import pytest
 import transformers as tf
 import yaml
+from huggingface_hub import ModelCard
 
 from compact_nlp.cli import main
 from compact_nlp.recipe import RecipeError, load_recipe
@@ -39,6 +40,8 @@ def test_recipe_runs_end_to_end_on_real_format_data(task, tiny_model, glue_dir, 
     assert (tmp_path / "out" / "seed-1" / "model" / "model.onnx").exists()
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["summary"]["seeds"] == [1] and f"{expected_splits[0]}/accuracy" in saved["summary"]
+    card = ModelCard.load(tmp_path / "out" / "seed-1" / "model" / "README.md")  # the card ships with the model
+    assert card.data.base_model == str(tiny_model) and card.data.eval_results[0].dataset_config == task
 
 
 def test_every_task_has_a_valid_recipe():

@@ -1,0 +1,126 @@
+"""Model cards that state what was measured on the shipped artifact, and uploads through huggingface_hub.
+
+The card's metadata (base_model, datasets, tags, library name, model-index) is written by huggingface_hub's
+`ModelCardData`/`EvalResult`, so the hub reads it as it reads any card.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .io import write_text
+
+# never uploaded: training state, scratch files
+IGNORED = ("checkpoints/*", "checkpoint-*/*", ".*", "*/.*", "*.tmp", "bench.json", "bench.md")
+
+METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "matthews_correlation": "Matthews correlation",
+                "pearson": "Pearson", "spearmanr": "Spearman", "combined_score": "Combined score"}
+
+
+def model_card(results: dict, repo_name: str | None = None) -> str:
+    """README.md for a folder written by `compact run`; `results` is its OUT/results.json."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    recipe, summary, runs = results["recipe"], results["summary"], results["per_seed"]
+    task, first = recipe["task"], runs[0]
+    glue_names = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
+                  "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+    evals = []
+    for key, stats in summary.items():
+        if not isinstance(stats, dict) or "/" not in key:
+            continue
+        split, metric = key.split("/")
+        evals.append(EvalResult(task_type="text-classification", dataset_type="nyu-mll/glue",
+                                dataset_name=f"GLUE {glue_names[task]}", dataset_config=task, dataset_split=split,
+                                metric_type=metric, metric_name=METRIC_NAMES.get(metric, metric),
+                                metric_value=stats["mean"]))
+    data = ModelCardData(
+        base_model=recipe["model"], datasets=["nyu-mll/glue"], library_name="compact-nlp", license="apache-2.0",
+        language="en", pipeline_tag="text-classification", model_name=repo_name or f"compact-{task}",
+        tags=["compact-nlp", "onnx", "onnxruntime", "ort-mobile", "glue", task], eval_results=evals,
+    )
+    rows = "\n".join(
+        f"| {key} | {stats['mean']:.2f} ± {stats['sd']:.2f} | {', '.join(f'{v:.2f}' for v in stats['values'])} |"
+        for key, stats in summary.items() if isinstance(stats, dict) and "/" in key)
+    p = recipe["protocol"]
+    latency = first["latency_ms_batch1"]
+    body = f"""
+# {repo_name or f"compact-{task}"}
+
+`{recipe['model']}` fine-tuned on GLUE {glue_names[task]} with [compact](https://pypi.org/project/compact-nlp/)
+{f"(distilled from `{recipe['teacher']}`)" if recipe['teacher'] else ""} and exported to ONNX Runtime and ONNX Runtime
+Mobile (`{first['artifact']}`, opset 20, target {recipe['export']['target_platform']}).
+
+## Measured on the file that ships (`{first['artifact']}`)
+
+Dev-set scores ×100, mean ± sd over seeds {summary['seeds']}. The model was selected on a held-out split carved from
+train; the dev set was only used for these numbers.
+
+| split/metric | mean ± sd | per seed |
+|---|---|---|
+{rows}
+
+| what | value |
+|---|---|
+| latency, batch 1, 1 thread, real dev inputs ({latency['mean_tokens']} tokens on average) | median {latency['median']} ms, p90 {latency['p90']} ms |
+| size | {first['size_mb'].get(first['artifact'])} MB (`{first['artifact']}`), {first['size_mb'].get('model.safetensors')} MB (PyTorch) |
+| max abs difference, ONNX Runtime vs PyTorch | {first['export_parity']:.1e} |
+| hardware | {first['machine']['platform']}, {first['machine']['cores']} cores |
+| versions | {", ".join(f"{k} {v}" for k, v in first['versions'].items())} |
+
+Training: {first['train_examples']} examples ({"all of train" if p['train_subset'] is None else f"a seeded subset of {p['train_subset']}"}
+minus {first['heldout_examples']} held out), {p['epochs']} epochs, batch {p['batch_size']}, learning rate
+{p['learning_rate']}, max length {p['max_length']}; {summary['train_minutes_per_seed']} min per seed.
+
+## Use
+
+```python
+from compact_nlp import AutoCompactModelForSequenceClassification
+from transformers import pipeline
+
+model = AutoCompactModelForSequenceClassification.from_pretrained("THIS_REPO", backend="onnxruntime",
+                                                                  file_name="{first['artifact']}")
+pipeline("text-classification", model=model, tokenizer="THIS_REPO")("a charming journey")
+```
+"""
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+
+
+def write_model_card(folder: str | os.PathLike, results: dict, repo_name: str | None = None) -> Path:
+    path = Path(folder) / "README.md"
+    write_text(path, model_card(results, repo_name))
+    return path
+
+
+def files_to_upload(folder: str | os.PathLike) -> list[tuple[str, int]]:
+    """(relative path, bytes) of what `push_folder` uploads, with IGNORED left out."""
+    from fnmatch import fnmatch
+
+    folder = Path(folder)
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if not any(fnmatch(relative, pattern) for pattern in IGNORED):
+            files.append((relative, path.stat().st_size))
+    return files
+
+
+def push_folder(folder: str | os.PathLike, repo_id: str, private: bool = False, commit_message: str | None = None,
+                dry_run: bool = False, token: str | None = None, api=None) -> list[tuple[str, int]]:
+    """Upload a compact folder to the hub (one commit); with dry_run, only return what would be uploaded."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a compact folder (no config.json); push the folder that "
+                                "`compact export` or `compact run` wrote (OUT/seed-N/model).")
+    files = files_to_upload(folder)
+    if dry_run:
+        return files
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", ignore_patterns=list(IGNORED),
+                      commit_message=commit_message or "Upload compact model")
+    return files
