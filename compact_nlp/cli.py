@@ -1,5 +1,6 @@
 """The `compact` command.
 
+    compact demo [--glue-dir DIR]                                                  the README's main job
     compact export SRC OUT [--mobile] [--target-platform arm|amd64] [--task ...]   folder + model.onnx (+ .ort)
     compact bench DIR [--glue-dir DIR]                                             latency/size of an exported folder
     compact convert SRC OUT --to hf|compact                                        change layouts, weights unchanged
@@ -13,6 +14,7 @@ SRC is a hub id, a local transformers checkpoint or a compact folder. The offlin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -104,6 +106,34 @@ def cmd_push(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    """The README's main job: the SST-2 recipe end to end when GLUE data is reachable (a local glue_data folder or
+    the hub); otherwise the offline model exported to ORT Mobile and benchmarked, saying what was skipped."""
+    from .bench import default_glue_dir
+    from .glue import GLUE_DIR_ENV, GlueDataError, load_glue
+
+    out = Path(args.out)
+    glue_dir = args.glue_dir or os.environ.get(GLUE_DIR_ENV) or default_glue_dir()
+    try:
+        load_glue("sst2", glue_dir)
+    except GlueDataError as error:
+        print(f"compact demo: no GLUE data here, so the SST-2 recipe is skipped ({error})\n"
+              f"To run it: compact demo --glue-dir DIR, or {GLUE_DIR_ENV}=DIR, with DIR in the classic glue_data "
+              f"layout. Running the offline part instead: {args.model} -> ORT Mobile, with parity and latency.\n")
+        export = argparse.Namespace(src=args.model, out=str(out / "export"), task="auto", mobile=True,
+                                    target_platform="arm", opset=20, atol=1e-4)
+        cmd_export(export)
+        return cmd_bench(argparse.Namespace(dir=str(out / "export"), glue_dir=None, threads=[1, 2],
+                                            lengths=[16, 64, 128], rounds=3, calls=10))
+    recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "glue" / "sst2.yaml"
+    if not recipe_path.is_file():
+        raise FileNotFoundError(f"{recipe_path} not found: compact demo runs from a checkout of compact; elsewhere "
+                                "use compact run with a recipe file.")
+    print(f"compact demo: SST-2 from {glue_dir or 'the hub'}, recipe {recipe_path}")
+    return cmd_run(argparse.Namespace(recipe=str(recipe_path), glue_dir=glue_dir, out=str(out / "sst2"),
+                                      set=[f"model={args.model}", *args.set]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compact", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe key, e.g. --set protocol.epochs=1 (repeatable)")
     run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="the main job: the SST-2 recipe if GLUE is reachable, else the offline export")
+    demo.add_argument("--glue-dir", default=None, help="glue_data folder (else $COMPACT_GLUE_DIR, ../shared, the hub)")
+    demo.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    demo.add_argument("--out", default="out/demo")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the SST-2 recipe")
+    demo.set_defaults(func=cmd_demo)
 
     push = sub.add_parser("push", help="upload a compact folder to the Hugging Face hub")
     push.add_argument("dir", help="a folder written by compact export / compact run (OUT/seed-N/model)")

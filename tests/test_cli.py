@@ -57,3 +57,28 @@ def test_an_inconsistent_config_is_an_error_not_a_traceback(hf_folder, tmp_path,
     (tmp_path / "compact" / "config.json").write_text(json.dumps(config))
     assert main(["export", str(tmp_path / "compact"), str(tmp_path / "out")]) == 2
     assert "give exactly one entry per layer" in capsys.readouterr().err
+
+
+def write_sst2(folder, rows=12):
+    (folder / "SST-2").mkdir(parents=True)
+    words = ["good", "bad", "great", "dull", "charming", "boring"]
+    lines = ["sentence\tlabel"] + [f"a {words[i % 6]} film \t{int(words[i % 6] in ('good', 'great', 'charming'))}"
+                                   for i in range(rows)]
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / "SST-2" / name).write_text("\n".join(lines) + "\n")
+
+
+def test_demo_runs_the_sst2_recipe_when_glue_is_there(hf_folder, tmp_path, capsys):
+    write_sst2(tmp_path / "glue")
+    assert main(["demo", "--glue-dir", str(tmp_path / "glue"), "--model", str(hf_folder), "--out", str(tmp_path / "o"),
+                 "--set", "protocol.epochs=1", "--set", "protocol.heldout=4", "--set", "export.mobile=false"]) == 0
+    assert "sst2 dev validation/accuracy" in capsys.readouterr().out
+    assert (tmp_path / "o" / "sst2" / "results.json").is_file()
+
+
+def test_demo_without_glue_exports_the_model_and_says_what_it_skipped(hf_folder, tmp_path, capsys):
+    assert main(["demo", "--glue-dir", str(tmp_path / "no-glue"), "--model", str(hf_folder),
+                 "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "the SST-2 recipe is skipped" in printed and "--glue-dir DIR, or COMPACT_GLUE_DIR=DIR" in printed
+    assert (tmp_path / "o" / "export" / "model.ort").is_file() and (tmp_path / "o" / "export" / "bench.md").is_file()
