@@ -91,7 +91,7 @@ class Recipe:
 def _build(cls, data, where: str):
     """Construct a recipe dataclass from plain data, rejecting unknown keys and wrong types with their path."""
     if not isinstance(data, dict):
-        raise RecipeError(f"{where or 'the recipe'} must be a mapping, got {type(data).__name__}.")
+        raise RecipeError(f"{where.rstrip('.') or 'the recipe'} must be a mapping, got {type(data).__name__}.")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -104,7 +104,7 @@ def _build(cls, data, where: str):
     try:
         return cls(**values)
     except TypeError as error:
-        raise RecipeError(f"{where or 'the recipe'} is incomplete: {error}.") from None
+        raise RecipeError(f"{where.rstrip('.') or 'the recipe'} is incomplete: {error}.") from None
 
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,),
@@ -113,7 +113,7 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), 
 
 def _check_type(value, spec, path: str):
     annotation = str(spec.type).replace(" ", "")
-    allowed = [part for part in annotation.split("|")]
+    allowed = annotation.split("|")
     if value is None:
         if "None" in allowed:
             return None

@@ -93,7 +93,8 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
         compute_metrics=lambda prediction: compute_glue_metrics(task.name, prediction.predictions,
                                                                 prediction.label_ids),
     )
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(args.output_dir) is not None or None)
+    interrupted = os.path.isdir(args.output_dir) and get_last_checkpoint(args.output_dir) is not None
+    trainer.train(resume_from_checkpoint=True if interrupted else None)
     train_seconds = time.perf_counter() - started
     heldout_scores = trainer.evaluate()
 
