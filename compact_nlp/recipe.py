@@ -4,6 +4,7 @@
     model: sentence-transformers/all-MiniLM-L6-v2
     protocol: {train_subset: null, heldout: 0.1, epochs: 3, max_length: 128, batch_size: 32,
                learning_rate: 5.0e-5, warmup: 0.1, weight_decay: 0.01, seeds: [1, 2, 3]}
+    student_layers: null                # keep only these pretrained layers (a shallower student), e.g. [1, 3, 5]
     teacher: null                       # a fine-tuned model folder to distil from
     distillation: {}                    # DistillationConfig fields
     export: {mobile: true, target_platform: arm}
@@ -56,6 +57,7 @@ class Recipe:
     task: str
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     protocol: Protocol = field(default_factory=Protocol)
+    student_layers: list[int] | None = None  # pretrained layers the student keeps (e.g. [1, 3, 5]); None = all
     teacher: str | None = None
     distillation: dict = field(default_factory=dict)
     export: Export = field(default_factory=Export)
@@ -77,6 +79,9 @@ class Recipe:
             raise RecipeError(f"protocol.seeds must be a non-empty list of distinct integers, got {p.seeds}.")
         if self.export.target_platform not in ("arm", "amd64"):
             raise RecipeError(f"export.target_platform must be arm or amd64, got {self.export.target_platform!r}.")
+        if self.student_layers is not None and (not self.student_layers or min(self.student_layers) < 0
+                                                or len(set(self.student_layers)) != len(self.student_layers)):
+            raise RecipeError(f"student_layers must list distinct layer indices >= 0, got {self.student_layers}.")
         if self.distillation and not self.teacher:
             raise RecipeError("distillation settings need a teacher: set teacher to a fine-tuned model folder.")
         DistillationConfig.from_dict(self.distillation)

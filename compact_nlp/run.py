@@ -55,6 +55,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     from .export import export_model
     from .metrics import compute_glue_metrics
     from .pretrained import resolve_checkpoint
+    from .shrink import shrink
     from .trainer import CompactConfig, CompactTrainer
 
     task, p = get_task(recipe.task), recipe.protocol
@@ -72,6 +73,12 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
                                                 label2id={n: i for i, n in enumerate(task.label_names)})
     model = AutoCompactModelForSequenceClassification.from_pretrained(recipe.model, num_labels=task.num_labels,
                                                                       **labels)
+    if recipe.student_layers is not None:  # a shallower student initialised from the chosen pretrained layers
+        keep = set(recipe.student_layers)
+        if max(keep) >= model.config.num_hidden_layers:
+            raise ValueError(f"student_layers {sorted(keep)} names layers the model does not have "
+                             f"(it has 0..{model.config.num_hidden_layers - 1}).")
+        model = shrink(model, layers=[i for i in range(model.config.num_hidden_layers) if i not in keep])
     if task.is_regression:
         model.config.problem_type = "regression"
     teacher = (AutoCompactModelForSequenceClassification.from_pretrained(recipe.teacher) if recipe.teacher else None)
@@ -107,6 +114,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     latency = artifact_latency(folder / shipped, folder, data[task.dev_splits[0]], task, p.max_length)
     return {
         "task": task.name, "seed": seed, "model": recipe.model, "teacher": recipe.teacher,
+        "layers": model.config.num_hidden_layers, "parameters": sum(p.numel() for p in model.parameters()),
         "train_examples": len(train), "heldout_examples": len(heldout),
         "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
         "dev": dev, "dev_main_metric": main, "artifact": shipped,

@@ -44,6 +44,19 @@ def test_recipe_runs_end_to_end_on_real_format_data(task, tiny_model, glue_dir, 
     assert card.data.base_model == str(tiny_model) and card.data.eval_results[0].dataset_config == task
 
 
+def test_a_shallower_student_distilled_from_a_teacher(tiny_model, glue_dir, tmp_path):
+    teacher = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model))
+    run_recipe(teacher, tmp_path / "teacher", glue_dir=str(glue_dir))
+    student = load_recipe(f"{RECIPES}/qqp.yaml", quick(
+        tiny_model, "student_layers=[1]", f"teacher={tmp_path / 'teacher' / 'seed-1' / 'model'}",
+        "distillation={temperature: 2.0, hidden_weight: 1.0}"))
+    results = run_recipe(student, tmp_path / "student", glue_dir=str(glue_dir))
+    assert results["per_seed"][0]["layers"] == 1 and results["per_seed"][0]["teacher"].endswith("model")
+    with pytest.raises(ValueError, match="names layers the model does not have"):
+        run_recipe(load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, "student_layers=[5]")), tmp_path / "x",
+                   glue_dir=str(glue_dir))
+
+
 def test_every_task_has_a_valid_recipe():
     for task in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"):
         assert load_recipe(f"{RECIPES}/{task}.yaml").task == task
@@ -59,6 +72,7 @@ def test_every_task_has_a_valid_recipe():
     (["export.target_platform=riscv"], "arm or amd64"),
     (["distillation={temperature: 2}"], "need a teacher"),
     (["quant={bits: 8}"], "not implemented yet"),
+    (["student_layers=[1, 1]"], "distinct layer indices"),
     (["protocol.epochs"], "must look like key=value"),
 ])
 def test_bad_recipes_fail_before_training(overrides, message):
