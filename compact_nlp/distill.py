@@ -15,18 +15,20 @@ Layer maps count hidden states as transformers does: 0 is the embedding output, 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config_section import ConfigSection
+
 DISTILLATION_VERSION = 1
 
 
 @dataclass
-class DistillationConfig:
+class DistillationConfig(ConfigSection):
     """What the student learns from the teacher; the weights of all terms (0 switches a term off)."""
 
     temperature: float = 1.0
@@ -49,9 +51,7 @@ class DistillationConfig:
             raise ValueError(f"attention_loss must be 'mse' or 'relation', got {self.attention_loss!r}.")
         if self.relation_heads is not None and self.relation_heads <= 0:
             raise ValueError(f"relation_heads must be positive or null, got {self.relation_heads}.")
-        if self.version != DISTILLATION_VERSION:
-            raise ValueError(f"distillation config version {self.version} is not supported (expected "
-                             f"{DISTILLATION_VERSION}).")
+        self.check_version(DISTILLATION_VERSION)
 
     @property
     def needs_hidden_states(self) -> bool:
@@ -61,15 +61,6 @@ class DistillationConfig:
     def needs_attentions(self) -> bool:
         return self.attention_weight > 0 and self.attention_loss == "mse"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DistillationConfig:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown distillation keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}.")
-        return cls(**data)
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:

@@ -16,13 +16,14 @@ The technique hook interface is `CompactHook`, a `TrainerCallback` with one more
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from .config_section import ConfigSection
 from .distill import DistillationConfig, Distiller
 
 DISTILLER_FILE = "distiller.safetensors"
@@ -30,7 +31,7 @@ COMPACT_CONFIG_VERSION = 1
 
 
 @dataclass
-class CompactConfig:
+class CompactConfig(ConfigSection):
     """The compression a CompactTrainer applies. Techniques add their sections (hat, token_pruning, quant)."""
 
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
@@ -39,19 +40,7 @@ class CompactConfig:
     def __post_init__(self):
         if isinstance(self.distillation, dict):
             self.distillation = DistillationConfig.from_dict(self.distillation)
-        if self.version != COMPACT_CONFIG_VERSION:
-            raise ValueError(f"compact config version {self.version} is not supported (expected "
-                             f"{COMPACT_CONFIG_VERSION}).")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CompactConfig:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown compact config keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}.")
-        return cls(**data)
+        self.check_version(COMPACT_CONFIG_VERSION)
 
 
 class CompactHook(TrainerCallback):

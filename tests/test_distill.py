@@ -111,7 +111,7 @@ def test_config_validation_and_round_trip():
         DistillationConfig(temperature=0)
     with pytest.raises(ValueError, match="not all 0"):
         DistillationConfig(task_weight=0, logits_weight=0)
-    with pytest.raises(ValueError, match="unknown distillation keys \\['temprature'\\]"):
+    with pytest.raises(ValueError, match="unknown DistillationConfig keys \\['temprature'\\]"):
         DistillationConfig.from_dict({"temprature": 2})
     with pytest.raises(ValueError, match="layer_map needs one teacher hidden-state index"):
         Distiller(DistillationConfig(layer_map=[0, 9]), tiny_classifier(layers=2), tiny_classifier(layers=2))

@@ -111,3 +111,13 @@ def test_two_processes_under_accelerate_launch(tmp_path):
     # the student (DDP) and the projections (averaged by hand) stay identical across processes
     assert torch.equal(ranks[0]["classifier"], ranks[1]["classifier"])
     assert torch.equal(ranks[0]["projection"], ranks[1]["projection"])
+
+
+def test_compact_config_round_trip_and_errors():
+    config = CompactConfig(distillation={"temperature": 3.0, "hidden_weight": 0.5})
+    assert isinstance(config.distillation, DistillationConfig)
+    assert CompactConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown CompactConfig keys \\['quantisation'\\]"):
+        CompactConfig.from_dict({"quantisation": {}})
+    with pytest.raises(ValueError, match="CompactConfig version 9 is not supported"):
+        CompactConfig(version=9)
