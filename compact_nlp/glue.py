@@ -146,17 +146,37 @@ def load_glue(task_name: str, glue_dir: str | os.PathLike | None = None):
     return load_local(task, folder) if folder is not None else load_hub(task)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub endpoint answers at all. Without this check an offline machine waits minutes while
+    `datasets` retries with backoff before failing."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_hub(task: GlueTask):
     import datasets
 
+    hint = (f"Point compact at a local copy in the classic glue_data layout: --glue-dir DIR or {GLUE_DIR_ENV}=DIR "
+            "(DIR holds CoLA/, SST-2/, MRPC/, ...).")
+    if not hub_reachable():
+        raise GlueDataError(f"the hub is not reachable from here, so {HUB_DATASET}/{task.name} cannot be "
+                            f"downloaded. {hint}")
     try:
         loaded = datasets.load_dataset(HUB_DATASET, task.name)
-    except Exception as error:  # offline, blocked, or missing: all end the same way for the user
-        raise GlueDataError(
-            f"could not load {HUB_DATASET}/{task.name} from the hub ({type(error).__name__}: {error}). "
-            f"Point compact at a local copy in the classic glue_data layout: --glue-dir DIR or {GLUE_DIR_ENV}=DIR "
-            "(DIR holds CoLA/, SST-2/, MRPC/, ...)."
-        ) from error
+    except Exception as error:  # blocked, missing or failing part-way: all end the same way for the user
+        raise GlueDataError(f"could not load {HUB_DATASET}/{task.name} from the hub ({type(error).__name__}: "
+                            f"{error}). {hint}") from error
     return datasets.DatasetDict({split: loaded[split] for split in ("train", *task.dev_splits)})
 
 

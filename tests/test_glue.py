@@ -1,11 +1,14 @@
 """GLUE tasks, loaders (local glue_data layout and hub, same objects), metrics, held-out split and bad data."""
 
 
+import time
+
 import datasets
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, matthews_corrcoef
 
+import compact_nlp.glue as glue
 from compact_nlp.glue import (
     TASKS,
     GlueDataError,
@@ -46,13 +49,22 @@ def test_the_environment_variable_points_at_the_data(glue_dir, monkeypatch):
 
 def test_hub_failure_says_how_to_use_local_data(monkeypatch):
     monkeypatch.delenv("COMPACT_GLUE_DIR", raising=False)
+    real_probe = glue.hub_reachable
 
     def offline(*args, **kwargs):  # no test contacts a hub
         raise ConnectionError("offline")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(GlueDataError, match="--glue-dir DIR or COMPACT_GLUE_DIR=DIR"):
+    monkeypatch.setattr(glue, "hub_reachable", lambda: True)  # the endpoint answers but the download fails
+    with pytest.raises(GlueDataError, match="could not load .*--glue-dir DIR or COMPACT_GLUE_DIR=DIR"):
         load_glue("sst2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(glue, "hub_reachable", real_probe)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    started = time.perf_counter()
+    with pytest.raises(GlueDataError, match="not reachable from here.*--glue-dir DIR"):
+        load_glue("sst2")
+    assert time.perf_counter() - started < 5  # fails at once instead of retrying for minutes
 
 
 def test_missing_file_malformed_row_and_bad_label(glue_dir):
