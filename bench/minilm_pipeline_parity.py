@@ -16,7 +16,8 @@ from pathlib import Path
 from transformers import AutoModel, AutoTokenizer, pipeline
 
 from compact_nlp import AutoCompactModel, export_model
-from compact_nlp.bench import default_glue_dir, feature_agreement, pipeline_agreement, real_sentences
+from compact_nlp.bench import feature_agreement, pipeline_agreement, real_sentences
+from compact_nlp.glue import default_glue_dir
 from compact_nlp.io import write_json, write_text
 from compact_nlp.pretrained import DEFAULT_MODEL, resolve_checkpoint
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import statistics
@@ -25,19 +24,14 @@ import numpy as np
 SAMPLE_TEXT = Path(__file__).parent / "data" / "sample_sentences.txt"
 
 
-def default_glue_dir() -> Path | None:
-    """$COMPACT_GLUE_DIR, else ../shared/data/glue_data next to the checkout, if it exists."""
-    candidates = [os.environ.get("COMPACT_GLUE_DIR"), Path(__file__).resolve().parents[2] / "shared/data/glue_data"]
-    return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
-
-
 def real_sentences(glue_dir: str | os.PathLike | None = None, limit: int | None = None) -> tuple[list[str], str]:
     """Real sentences and where they came from: SST-2 dev when a GLUE dir is there, else compact's sample text."""
+    from .glue import TASKS, default_glue_dir, read_split
+
     glue_dir = Path(glue_dir) if glue_dir else default_glue_dir()
-    if glue_dir is not None and (glue_dir / "SST-2" / "dev.tsv").exists():
-        with open(glue_dir / "SST-2" / "dev.tsv", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-        texts, source = [r["sentence"] for r in rows], "SST-2 dev"
+    sst2 = TASKS["sst2"]
+    if glue_dir is not None and (glue_dir / sst2.local["validation"].path).exists():
+        texts, source = read_split(sst2, glue_dir, sst2.local["validation"])["sentence"], "SST-2 dev"
     else:
         lines = SAMPLE_TEXT.read_text().splitlines()
         texts, source = [line for line in lines if line and not line.startswith("#")], "compact sample sentences"

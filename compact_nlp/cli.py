@@ -14,7 +14,6 @@ SRC is a hub id, a local transformers checkpoint or a compact folder. The offlin
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -109,11 +108,10 @@ def cmd_push(args) -> int:
 def cmd_demo(args) -> int:
     """The README's main job: the SST-2 recipe end to end when GLUE data is reachable (a local glue_data folder or
     the hub); otherwise the offline model exported to ORT Mobile and benchmarked, saying what was skipped."""
-    from .bench import default_glue_dir
-    from .glue import GLUE_DIR_ENV, GlueDataError, load_glue
+    from .glue import GLUE_DIR_ENV, GlueDataError, default_glue_dir, load_glue
 
     out = Path(args.out)
-    glue_dir = args.glue_dir or os.environ.get(GLUE_DIR_ENV) or default_glue_dir()
+    glue_dir = args.glue_dir or default_glue_dir()  # default_glue_dir reads $COMPACT_GLUE_DIR first
     try:
         load_glue("sst2", glue_dir)
     except GlueDataError as error:

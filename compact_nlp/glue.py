@@ -139,6 +139,17 @@ def resolve_glue_dir(glue_dir: str | os.PathLike | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
+def default_glue_dir() -> Path | None:
+    """A local glue_data folder if there is one: $COMPACT_GLUE_DIR, else ../shared/data/glue_data beside a checkout."""
+    candidates = [os.environ.get(GLUE_DIR_ENV), Path(__file__).resolve().parents[2] / "shared/data/glue_data"]
+    return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
+
+
+def display_name(task: GlueTask) -> str:
+    """GLUE's own spelling of the task (its glue_data folder): CoLA, SST-2, STS-B, ..."""
+    return task.local["train"].path.split("/")[0]
+
+
 def load_glue(task_name: str, glue_dir: str | os.PathLike | None = None):
     """Labelled splits of one GLUE task as a DatasetDict, from a local glue_data folder or else the hub."""
     task = get_task(task_name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .glue import display_name, get_task
 from .io import write_text
 
 # never uploaded: training state, scratch files
@@ -24,15 +25,14 @@ def model_card(results: dict, repo_name: str | None = None) -> str:
 
     recipe, summary, runs = results["recipe"], results["summary"], results["per_seed"]
     task, first = recipe["task"], runs[0]
-    glue_names = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
-                  "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+    glue_name = display_name(get_task(task))
     evals = []
     for key, stats in summary.items():
         if not isinstance(stats, dict) or "/" not in key:
             continue
         split, metric = key.split("/")
         evals.append(EvalResult(task_type="text-classification", dataset_type="nyu-mll/glue",
-                                dataset_name=f"GLUE {glue_names[task]}", dataset_config=task, dataset_split=split,
+                                dataset_name=f"GLUE {glue_name}", dataset_config=task, dataset_split=split,
                                 metric_type=metric, metric_name=METRIC_NAMES.get(metric, metric),
                                 metric_value=stats["mean"]))
     data = ModelCardData(
@@ -48,7 +48,7 @@ def model_card(results: dict, repo_name: str | None = None) -> str:
     body = f"""
 # {repo_name or f"compact-{task}"}
 
-`{recipe['model']}` fine-tuned on GLUE {glue_names[task]} with [compact](https://pypi.org/project/compact-nlp/)
+`{recipe['model']}` fine-tuned on GLUE {glue_name} with [compact](https://pypi.org/project/compact-nlp/)
 {f"(distilled from `{recipe['teacher']}`)" if recipe['teacher'] else ""} and exported to ONNX Runtime and ONNX Runtime
 Mobile (`{first['artifact']}`, opset 20, target {recipe['export']['target_platform']}).
 

@@ -31,9 +31,9 @@ RESULTS_FILE = "results.json"
 
 
 def main_score_name(task_name: str) -> str:
-    task = get_task(task_name)
-    return {"cola": "matthews_correlation", "stsb": "combined_score", "mrpc": "combined_score",
-            "qqp": "combined_score"}.get(task.name, "accuracy")
+    """The task's one score for model selection: its metric, or the mean of its two (GLUE's combined_score)."""
+    metrics = get_task(task_name).metrics
+    return "combined_score" if len(metrics) > 1 else metrics[0]
 
 
 def tokenize(dataset, tokenizer, task, max_length: int):

@@ -14,7 +14,7 @@ import pytest
 import torch
 import transformers as tf
 
-from compact_nlp.bench import default_glue_dir
+from compact_nlp.glue import default_glue_dir
 from compact_nlp.io import write_text
 
 PARITY_ROWS: list[tuple[str, str, float]] = []
