@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -132,6 +133,21 @@ def _check_type(value, spec, path: str):
     raise RecipeError(f"{path} must be {' or '.join(allowed)}, got {value!r} ({type(value).__name__}).")
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where `1e-4` (no dot) is a string; users write learning rates that way, so floats
+    follow YAML 1.2 here."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."))
+
+
+def _parse_yaml(text: str):
+    return yaml.load(text, Loader=_RecipeLoader)
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """`key.sub=value` strings (values parsed as YAML) applied to a copy of the recipe data."""
     data = copy.deepcopy(data)
@@ -144,7 +160,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise RecipeError(f"--set {key}: {part} is not a section.")
-        target[parts[-1]] = yaml.safe_load(raw)
+        target[parts[-1]] = _parse_yaml(raw)
     return data
 
 
@@ -153,7 +169,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist; the GLUE recipes are in recipes/glue/.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise RecipeError(f"{path} is not valid YAML: {error}") from None
     recipe = _build(Recipe, apply_overrides(data, list(overrides)), "")

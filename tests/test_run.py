@@ -62,6 +62,14 @@ def test_every_task_has_a_valid_recipe():
         assert load_recipe(f"{RECIPES}/{task}.yaml").task == task
 
 
+def test_scientific_notation_is_a_float_as_in_yaml_1_2():
+    # PyYAML alone reads `1e-4` as the string '1e-4'; users write learning rates that way.
+    recipe = load_recipe(f"{RECIPES}/mrpc.yaml", ["protocol.learning_rate=1e-4", "protocol.epochs=5",
+                                                  "teacher=t", "distillation={temperature: 2e0}"])
+    assert recipe.protocol.learning_rate == 1e-4 and recipe.protocol.epochs == 5.0
+    assert recipe.distillation == {"temperature": 2.0}
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["protocol.epoch=2"], "unknown key protocol.epoch; protocol.keys are"),
     (["learning_rate=1e-4"], "unknown key learning_rate"),
