@@ -84,7 +84,7 @@ def cmd_run(args) -> int:
     from .recipe import load_recipe
     from .run import run_recipe
 
-    recipe = load_recipe(args.recipe, args.set)
+    recipe = load_recipe(args.recipe, args.set, presets=args.preset)
     out = Path(args.out or Path("out") / Path(args.recipe).stem)
     results = run_recipe(recipe, out, glue_dir=args.glue_dir)
     summary = {k: v for k, v in results["summary"].items() if isinstance(v, dict)}
@@ -123,13 +123,15 @@ def cmd_demo(args) -> int:
         cmd_export(export)
         return cmd_bench(argparse.Namespace(dir=str(out / "export"), glue_dir=None, threads=[1, 2],
                                             lengths=[16, 64, 128], rounds=3, calls=10))
-    recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "glue" / "sst2.yaml"
+    from .recipe import RECIPES_DIR
+
+    recipe_path = RECIPES_DIR / "glue" / "sst2.yaml"
     if not recipe_path.is_file():
         raise FileNotFoundError(f"{recipe_path} not found: compact demo runs from a checkout of compact; elsewhere "
                                 "use compact run with a recipe file.")
     print(f"compact demo: SST-2 from {glue_dir or 'the hub'}, recipe {recipe_path}")
     return cmd_run(argparse.Namespace(recipe=str(recipe_path), glue_dir=glue_dir, out=str(out / "sst2"),
-                                      set=[f"model={args.model}", *args.set]))
+                                      set=[f"model={args.model}", *args.set], preset=[]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--glue-dir", default=None,
                      help="local glue_data folder (else $COMPACT_GLUE_DIR, else the hub's nyu-mll/glue)")
     run.add_argument("--out", default=None, help="output folder (default out/<recipe name>)")
+    run.add_argument("--preset", action="append", default=[], metavar="NAME",
+                     help="merge a preset over the recipe: recipes/presets/NAME.yaml or a YAML path (repeatable)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a recipe key, e.g. --set protocol.epochs=1 (repeatable)")
+                     help="override a recipe key after the presets, e.g. --set protocol.epochs=1 (repeatable)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the main job: the SST-2 recipe if GLUE is reachable, else the offline export")

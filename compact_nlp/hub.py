@@ -43,6 +43,7 @@ def model_card(results: dict, repo_name: str | None = None) -> str:
     rows = "\n".join(
         f"| {key} | {stats['mean']:.2f} ± {stats['sd']:.2f} | {', '.join(f'{v:.2f}' for v in stats['values'])} |"
         for key, stats in summary.items() if isinstance(stats, dict) and "/" in key)
+    comparison = _comparison(summary, first)
     p = recipe["protocol"]
     latency = first["latency_ms_batch1"]
     body = f"""
@@ -68,10 +69,10 @@ train; the dev set was only used for these numbers.
 | max abs difference, ONNX Runtime vs PyTorch | {first['export_parity']:.1e} |
 | hardware | {first['machine']['platform']}, {first['machine']['cores']} cores |
 | versions | {", ".join(f"{k} {v}" for k, v in first['versions'].items())} |
-
-Training: {first['train_examples']} examples ({"all of train" if p['train_subset'] is None else f"a seeded subset of {p['train_subset']}"}
-minus {first['heldout_examples']} held out), {p['epochs']} epochs, batch {p['batch_size']}, learning rate
-{p['learning_rate']}, max length {p['max_length']}; {summary['train_minutes_per_seed']} min per seed.
+{comparison}
+Training: {first['train_examples']} training examples{"" if p.get('train_subset') is None else f" (a seeded subset of {p['train_subset']})"},
+{first['heldout_examples']} more held out for model selection; {p['epochs']} epochs, batch {p['batch_size']}, learning
+rate {p['learning_rate']}, max length {p['max_length']}{f"; {summary['train_minutes_per_seed']} min per seed" if summary.get('train_minutes_per_seed') is not None else ""}.
 
 ## Use
 
@@ -85,6 +86,25 @@ pipeline("text-classification", model=model, tokenizer="THIS_REPO")("a charming 
 ```
 """
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+
+
+def _comparison(summary: dict, first: dict) -> str:
+    """The card's 'against the original' table, when an original (teacher, fp32 model) was measured beside it."""
+    original = summary.get("original")
+    if not original:
+        return ""
+    main = next(key for key in summary if key.endswith("/" + first["dev_main_metric"]))
+    ours_ms, their_ms = summary["latency_ms_batch1_median"], original["latency_ms_batch1_median"]
+    ours_mb, their_mb = first["size_mb"][first["artifact"]], original["size_mb"]
+    return f"""
+### Against the original (`{original['folder']}`, its `{original['artifact']}`, measured the same way, side by side)
+
+| | this model | original | change |
+|---|---|---|---|
+| dev {main} | {summary[main]['mean']:.2f} | {original[main]:.2f} | {summary[main]['mean'] - original[main]:+.2f} |
+| latency, median ms | {ours_ms} | {their_ms} | {their_ms / ours_ms:.2f}x faster |
+| size, MB | {ours_mb} | {their_mb} | {their_mb / ours_mb:.2f}x smaller |
+"""
 
 
 def write_model_card(folder: str | os.PathLike, results: dict, repo_name: str | None = None) -> Path:

@@ -12,7 +12,10 @@
     token_pruning: null
     quant: null
 
-`--set protocol.epochs=1 --set protocol.seeds=[7]` overrides any key (values are parsed as YAML).
+Presets (`--preset NAME`, recipes/presets/NAME.yaml, or a path to a YAML file) are partial recipes merged over the
+recipe in order, e.g. `smoke` (a minutes-long check that a recipe runs) or `distil-half` (a half-depth student with
+the tuned distillation settings). `--set protocol.epochs=1 --set protocol.seeds=[7]` then overrides any key (values
+are parsed as YAML).
 docs/protocol.md explains the protocol's numbers.
 """
 
@@ -28,6 +31,9 @@ import yaml
 
 from .distill import DistillationConfig
 from .glue import get_task
+
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 
 class RecipeError(ValueError):
@@ -164,14 +170,53 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {path} does not exist; the GLUE recipes are in recipes/glue/.")
+def _read_yaml(path: Path) -> dict:
     try:
         data = _parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise RecipeError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path} must hold a mapping of recipe keys, got {type(data).__name__}.")
+    return data
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in (RECIPES_DIR / "presets").glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """A preset name (recipes/presets/NAME.yaml) or a path to a YAML file."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+    else:
+        path = RECIPES_DIR / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        raise RecipeError(f"unknown preset {name!r}; the presets are: {', '.join(available_presets())} "
+                          "(or give a path to a YAML file).")
+    return path
+
+
+def merge(base: dict, update: dict) -> dict:
+    """`update` over `base`, section by section (a preset's protocol.epochs keeps the recipe's other protocol keys)."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key in _SECTIONS:
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+_SECTIONS = ("protocol", "export")  # merged key by key; other mappings (distillation, techniques) are replaced whole
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] = (), presets: list[str] = ()) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist; the GLUE recipes are in recipes/glue/.")
+    data = _read_yaml(path)
+    for name in presets:
+        data = merge(data, _read_yaml(preset_path(name)))
     recipe = _build(Recipe, apply_overrides(data, list(overrides)), "")
     recipe.validate()
     return recipe

@@ -3,11 +3,11 @@
 For each seed of the recipe's protocol, in OUT/seed-<seed>/:
     1. load the task (local glue_data or the hub); take the seeded train subset; carve the held-out split;
     2. train with CompactTrainer, evaluating on the held-out split each epoch and keeping the best epoch there
-       (the dev set is never looked at until step 4);
-    3. save the compact folder and export model.onnx (+ model.ort);
-    4. evaluate the dev split(s) on the exported artifact that ships (model.ort, else model.onnx), and time it at
-       batch 1 on the dev set's real, unpadded inputs;
-    5. write results.json.
+       (the dev set is never looked at until step 3);
+    3. ship it (compact_nlp.ship): save the compact folder, export model.onnx (+ model.ort), evaluate the dev
+       split(s) on the exported file that ships, and time it at batch 1 on the dev set's real, unpadded inputs,
+       side by side with the teacher's exported file when there is a teacher (the original it is compared with);
+    4. write results.json.
 OUT/results.json aggregates the seeds (mean and sd), and each OUT/seed-<seed>/model/README.md is a model card with
 those numbers (push a seed's folder with `compact push`). A finished seed is skipped when the run starts again; an
 interrupted one resumes from its last Trainer checkpoint.
@@ -16,24 +16,15 @@ interrupted one resumes from its last Trainer checkpoint.
 from __future__ import annotations
 
 import os
-import platform
-import statistics
 import time
 from pathlib import Path
-
-import numpy as np
 
 from .glue import carve_heldout, get_task, load_glue
 from .io import write_json
 from .recipe import Recipe
+from .ship import main_score_name, ship, summarize
 
 RESULTS_FILE = "results.json"
-
-
-def main_score_name(task_name: str) -> str:
-    """The task's one score for model selection: its metric, or the mean of its two (GLUE's combined_score)."""
-    metrics = get_task(task_name).metrics
-    return "combined_score" if len(metrics) > 1 else metrics[0]
 
 
 def tokenize(dataset, tokenizer, task, max_length: int):
@@ -52,7 +43,6 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
 
     from .auto import AutoCompactModelForSequenceClassification
     from .distill import DistillationConfig
-    from .export import export_model
     from .metrics import compute_glue_metrics
     from .pretrained import resolve_checkpoint
     from .shrink import shrink
@@ -105,91 +95,16 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     train_seconds = time.perf_counter() - started
     heldout_scores = trainer.evaluate()
 
-    folder = out / "model"
-    report = export_model(trainer.model.eval(), folder, tokenizer_source=tokenizer, mobile=recipe.export.mobile,
-                          target_platform=recipe.export.target_platform)
-    shipped = "model.ort" if recipe.export.mobile else "model.onnx"
-    dev = {split: evaluate_artifact(folder / shipped, folder, data[split], task, p.max_length)
-           for split in task.dev_splits}
-    latency = artifact_latency(folder / shipped, folder, data[task.dev_splits[0]], task, p.max_length)
+    shipped = ship(trainer.model, tokenizer, out / "model", task.name, {split: data[split] for split in task.dev_splits},
+                   p.max_length, mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
+                   original=recipe.teacher)
     return {
         "task": task.name, "seed": seed, "model": recipe.model, "teacher": recipe.teacher,
-        "layers": model.config.num_hidden_layers, "parameters": sum(p.numel() for p in model.parameters()),
         "train_examples": len(train), "heldout_examples": len(heldout),
         "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
-        "dev": dev, "dev_main_metric": main, "artifact": shipped,
-        "latency_ms_batch1": latency, "size_mb": report["size_mb"],
-        "export_parity": report.get("ort_parity", report["onnx_parity"])["max_abs_diff"],
+        **shipped,
         "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
-        "versions": _versions(), "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
     }
-
-
-def _ort_model(path: Path, folder: Path, threads: int | None = None):
-    from .runtime import ORTModelForSequenceClassification
-
-    return ORTModelForSequenceClassification.from_pretrained(folder, file_name=path.name, threads=threads)
-
-
-def evaluate_artifact(path: Path, folder: Path, split, task, max_length: int, batch_size: int = 64) -> dict:
-    """The task metric of the exported file on a labelled split (batched; padding does not change outputs)."""
-    from transformers import AutoTokenizer
-
-    from .metrics import compute_glue_metrics
-
-    model, tokenizer = _ort_model(path, folder), AutoTokenizer.from_pretrained(folder)
-    logits = []
-    for start in range(0, len(split), batch_size):
-        rows = split[start:start + batch_size]
-        encoded = tokenizer(*[rows[c] for c in task.text_columns], truncation=True, max_length=max_length,
-                            padding=True, return_tensors="np")
-        logits.append(model(**encoded).logits)
-    return compute_glue_metrics(task.name, np.concatenate(logits), np.asarray(split["label"]))
-
-
-def artifact_latency(path: Path, folder: Path, split, task, max_length: int, examples: int = 200) -> dict:
-    """Median/p90 ms at batch 1, one thread, on the split's first `examples` real, unpadded inputs."""
-    from transformers import AutoTokenizer
-
-    model, tokenizer = _ort_model(path, folder, threads=1), AutoTokenizer.from_pretrained(folder)
-    rows = split[:examples]
-    inputs = [tokenizer(*[[rows[c][i]] for c in task.text_columns], truncation=True, max_length=max_length,
-                        return_tensors="np") for i in range(len(rows["label"]))]
-    for encoded in inputs[:10]:
-        model(**encoded)
-    times = []
-    for encoded in inputs:
-        start = time.perf_counter()
-        model(**encoded)
-        times.append((time.perf_counter() - start) * 1e3)
-    lengths = [int(e["input_ids"].shape[1]) for e in inputs]
-    return {"median": round(statistics.median(times), 3), "p90": round(float(np.percentile(times, 90)), 3),
-            "examples": len(times), "mean_tokens": round(float(np.mean(lengths)), 1), "threads": 1}
-
-
-def _versions() -> dict:
-    import onnxruntime
-    import torch
-    import transformers
-
-    from . import __version__
-
-    return {"compact": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "onnxruntime": onnxruntime.__version__}
-
-
-def summarize(per_seed: list[dict]) -> dict:
-    """Mean and sd over seeds of every dev metric, and the wall time."""
-    summary: dict = {"seeds": [r["seed"] for r in per_seed]}
-    for split in per_seed[0]["dev"]:
-        for metric in per_seed[0]["dev"][split]:
-            values = [100 * r["dev"][split][metric] for r in per_seed]
-            summary[f"{split}/{metric}"] = {"mean": round(statistics.mean(values), 2),
-                                             "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
-                                             "values": [round(v, 2) for v in values]}
-    summary["train_minutes_per_seed"] = round(statistics.mean(r["train_seconds"] for r in per_seed) / 60, 1)
-    summary["latency_ms_batch1_median"] = round(statistics.mean(r["latency_ms_batch1"]["median"] for r in per_seed), 3)
-    return summary
 
 
 def run_recipe(recipe: Recipe, out: str | os.PathLike, glue_dir: str | None = None) -> dict:

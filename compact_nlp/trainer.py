@@ -15,6 +15,7 @@ The technique hook interface is `CompactHook`, a `TrainerCallback` with one more
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,54 @@ class CompactTrainer(Trainer):
             self._terms.clear()
             self._term_calls = 0
         super().log(logs, *args, **kwargs)
+
+    # --- what ships ---------------------------------------------------------------------------------------------
+    def save_compact(self, output_dir: str | os.PathLike, *, task: str, dev, max_length: int = 128,
+                     mobile: bool = True, target_platform: str = "arm", original: str | os.PathLike | None = None,
+                     base_model: str | None = None) -> dict:
+        """Write the deployable folder: weights, tokenizer, model.onnx (+ model.ort), results.json and a model card
+        (README.md) with the dev scores, latency and size measured on the exported file, next to `original` (an
+        exported folder of the model you started from, e.g. the teacher) measured the same way.
+
+        task: the GLUE task name (its metric); dev: the labelled raw dev split (a `datasets.Dataset` with the task's
+        text columns), or a dict of them (MNLI: matched and mismatched). Returns the results.
+        """
+        from .hub import write_model_card
+        from .io import write_json
+        from .ship import ship, summarize
+
+        if self.processing_class is None:
+            raise ValueError("save_compact needs the tokenizer: create the CompactTrainer with processing_class=.")
+        splits = dict(dev) if isinstance(dev, dict) else {"validation": dev}
+        result = ship(self.model, self.processing_class, output_dir, task, splits, max_length, mobile=mobile,
+                      target_platform=target_platform, original=original)
+        result.update(self.training_facts(task, max_length, target_platform, base_model))
+        results = {"recipe": result.pop("recipe"), "summary": summarize([result]), "per_seed": [result]}
+        write_json(Path(output_dir) / "results.json", results)
+        write_model_card(output_dir, results)
+        return results
+
+    def training_facts(self, task: str, max_length: int, target_platform: str = "arm",
+                       base_model: str | None = None) -> dict:
+        """What was done, in the shape `compact run` records it, for results.json and the model card."""
+        args = self.args
+        runtime = next((e["train_runtime"] for e in reversed(self.state.log_history) if "train_runtime" in e), None)
+        teacher = getattr(self.teacher.config, "_name_or_path", None) if self.teacher is not None else None
+        return {
+            "recipe": {
+                "task": task, "model": base_model or getattr(self.model.config, "_name_or_path", None) or "unknown",
+                "teacher": teacher or None,
+                "distillation": self.compact_config.distillation.to_dict() if self.teacher is not None else {},
+                "protocol": {"train_subset": None, "epochs": args.num_train_epochs,
+                             "batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
+                             * args.world_size, "learning_rate": args.learning_rate, "max_length": max_length},
+                "export": {"target_platform": target_platform},
+            },
+            "task": task, "seed": args.seed, "teacher": teacher,
+            "train_examples": len(self.train_dataset) if self.train_dataset is not None else 0,
+            "heldout_examples": len(self.eval_dataset) if self.eval_dataset is not None else 0,
+            "train_seconds": round(runtime, 1) if runtime is not None else None,
+        }
 
     # --- the distiller's own parameters (projections) ----------------------------------------------------------
     def create_optimizer(self, model=None):

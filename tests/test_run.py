@@ -52,9 +52,53 @@ def test_a_shallower_student_distilled_from_a_teacher(tiny_model, glue_dir, tmp_
         "distillation={temperature: 2.0, hidden_weight: 1.0}"))
     results = run_recipe(student, tmp_path / "student", glue_dir=str(glue_dir))
     assert results["per_seed"][0]["layers"] == 1 and results["per_seed"][0]["teacher"].endswith("model")
+    original = results["summary"]["original"]  # the teacher, measured beside the student on the same dev inputs
+    assert original["artifact"] == "model.onnx" and original["latency_ms_batch1_median"] > 0
+    assert "validation/accuracy" in original
+    card = (tmp_path / "student" / "seed-1" / "model" / "README.md").read_text()
+    assert "Against the original" in card and "x faster" in card and "x smaller" in card
     with pytest.raises(ValueError, match="names layers the model does not have"):
         run_recipe(load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, "student_layers=[5]")), tmp_path / "x",
                    glue_dir=str(glue_dir))
+
+
+def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(tiny_model, glue_dir, tmp_path):
+    from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+
+    from compact_nlp import AutoCompactModelForSequenceClassification
+    from compact_nlp.glue import get_task, load_glue
+    from compact_nlp.run import tokenize
+    from compact_nlp.trainer import CompactTrainer
+
+    data, task = load_glue("qqp", str(glue_dir)), get_task("qqp")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    teacher_dir = tmp_path / "teacher"  # a PyTorch checkpoint only: save_compact exports it to compare
+    AutoCompactModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    trainer = CompactTrainer(
+        model=AutoCompactModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2),
+        args=TrainingArguments(str(tmp_path / "ckpt"), max_steps=2, per_device_train_batch_size=2, report_to=[],
+                               use_cpu=True, save_strategy="no"),
+        train_dataset=tokenize(data["train"], tokenizer, task, 32),
+        teacher_model=AutoCompactModelForSequenceClassification.from_pretrained(teacher_dir),
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+    trainer.train()
+    results = trainer.save_compact(tmp_path / "shipped", task="qqp", dev=data["validation"], max_length=32,
+                                   mobile=False, original=teacher_dir, base_model="tiny-bert")
+    assert results["per_seed"][0]["artifact"] == "model.onnx" and results["summary"]["original"]["size_mb"] > 0
+    assert results["summary"]["train_minutes_per_seed"] is not None
+    card = ModelCard.load(tmp_path / "shipped" / "README.md")
+    assert card.data.base_model == "tiny-bert" and "Against the original" in card.text
+    assert json.loads((tmp_path / "shipped" / "results.json").read_text())["summary"] == results["summary"]
+    assert not (teacher_dir / "model.onnx").exists()  # the original's export went to a scratch folder
+
+
+def test_presets_merge_over_the_recipe_before_set():
+    recipe = load_recipe(f"{RECIPES}/mrpc.yaml", ["protocol.epochs=2"], presets=["smoke"])
+    assert recipe.protocol.train_subset == 512 and recipe.protocol.seeds == [1]  # from the preset
+    assert recipe.protocol.epochs == 2.0 and recipe.protocol.learning_rate == 5e-5  # --set wins; the rest is kept
+    with pytest.raises(RecipeError, match="unknown preset 'fast'; the presets are: .*smoke"):
+        load_recipe(f"{RECIPES}/mrpc.yaml", presets=["fast"])
 
 
 def test_every_task_has_a_valid_recipe():

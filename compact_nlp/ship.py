@@ -1,0 +1,191 @@
+"""What ships, measured: export a trained model, score the exported file on dev, time it against the original.
+
+`ship()` is the one place that turns a trained model into a deployable folder with honest numbers; both
+`CompactTrainer.save_compact()` and `compact run` call it. Every number is taken on the file that ships
+(`model.ort`, else `model.onnx`) through ONNX Runtime, never on the PyTorch model it came from. "The original" is the
+model the user started from (the teacher of a distillation, the fp32 model of a quantization): it is scored on the same
+dev data and timed on the same inputs, interleaved with the shipped file, so the ratio survives a noisy machine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .glue import get_task
+
+SHIPPED_FILES = ("model.ort", "model.onnx")
+
+
+def shipped_file(folder: str | os.PathLike) -> Path:
+    """The file a folder ships: model.ort if there is one, else model.onnx."""
+    for name in SHIPPED_FILES:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    raise FileNotFoundError(f"{folder} has neither model.ort nor model.onnx; export it first (`compact export`).")
+
+
+def _ort_model(path: Path, threads: int | None = None):
+    from .runtime import ORTModelForSequenceClassification
+
+    return ORTModelForSequenceClassification.from_pretrained(path.parent, file_name=path.name, threads=threads)
+
+
+def _encode(tokenizer, rows: dict, task, max_length: int, padding: bool):
+    return tokenizer(*[rows[c] for c in task.text_columns], truncation=True, max_length=max_length, padding=padding,
+                     return_tensors="np")
+
+
+def evaluate_artifact(path: Path, split, task_name: str, max_length: int, batch_size: int = 64) -> dict:
+    """The task metric of an exported file on a labelled raw split (batched; padding does not change outputs)."""
+    from transformers import AutoTokenizer
+
+    from .metrics import compute_glue_metrics
+
+    task = get_task(task_name)
+    model, tokenizer = _ort_model(path), AutoTokenizer.from_pretrained(path.parent)
+    logits = [model(**_encode(tokenizer, split[start:start + batch_size], task, max_length, padding=True)).logits
+              for start in range(0, len(split), batch_size)]
+    return compute_glue_metrics(task.name, np.concatenate(logits), np.asarray(split["label"]))
+
+
+def latency_side_by_side(paths: dict[str, Path], split, task_name: str, max_length: int,
+                         examples: int = 200) -> dict[str, dict]:
+    """Median/p90 ms at batch 1, one thread, on the split's first `examples` real, unpadded inputs. With several
+    files, each input runs on all of them back to back (alternating who goes first), so they see the same machine."""
+    from transformers import AutoTokenizer
+
+    task = get_task(task_name)
+    models = {name: _ort_model(path, threads=1) for name, path in paths.items()}
+    rows = split[:examples]
+    inputs = {}  # each file with its own tokenizer: a compressed model may have a trimmed vocabulary
+    for name, path in paths.items():
+        tokenizer = AutoTokenizer.from_pretrained(path.parent)
+        inputs[name] = [_encode(tokenizer, {c: [rows[c][i]] for c in task.text_columns}, task, max_length, False)
+                        for i in range(len(rows["label"]))]
+    for name, model in models.items():
+        for encoded in inputs[name][:10]:
+            model(**encoded)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    order = list(models)
+    for i in range(len(rows["label"])):
+        for name in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            models[name](**inputs[name][i])
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: {"median": round(statistics.median(t), 3), "p90": round(float(np.percentile(t, 90)), 3),
+                   "examples": len(t), "threads": 1,
+                   "mean_tokens": round(float(np.mean([e["input_ids"].shape[1] for e in inputs[name]])), 1)}
+            for name, t in times.items()}
+
+
+def versions() -> dict:
+    import onnxruntime
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"compact": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cores": os.cpu_count()}
+
+
+def _size_mb(path: Path) -> float:
+    return round(path.stat().st_size / 2**20, 3)
+
+
+def ship(model, tokenizer, folder: str | os.PathLike, task_name: str, dev: dict, max_length: int,
+         mobile: bool = True, target_platform: str = "arm", original: str | os.PathLike | None = None) -> dict:
+    """Export `model` (+ tokenizer) to `folder`, score the shipped file on each labelled raw split in `dev`, time it,
+    and do the same for `original` (an exported folder) when given. Returns the measurements."""
+    from .export import export_model
+
+    folder = Path(folder)
+    report = export_model(model.eval(), folder, tokenizer_source=tokenizer, mobile=mobile,
+                          target_platform=target_platform)
+    shipped = shipped_file(folder)
+    with tempfile.TemporaryDirectory() as scratch:
+        files = {"shipped": shipped}
+        if original is not None:
+            files["original"] = _original_file(Path(original), shipped.name, Path(scratch), target_platform)
+        return _measure(files, report, task_name, dev, max_length, original)
+
+
+def _measure(files: dict[str, Path], report: dict, task_name: str, dev: dict, max_length: int, original) -> dict:
+    shipped = files["shipped"]
+    first_split = next(iter(dev))
+    latency = latency_side_by_side(files, dev[first_split], task_name, max_length)
+    result = {
+        "artifact": shipped.name,
+        "dev": {split: evaluate_artifact(shipped, data, task_name, max_length) for split, data in dev.items()},
+        "dev_main_metric": main_score_name(task_name),
+        "latency_ms_batch1": latency["shipped"], "size_mb": report["size_mb"],
+        "export_parity": report.get("ort_parity", report["onnx_parity"])["max_abs_diff"],
+        "parameters": report["parameters"], "layers": report["layers"],
+        "versions": versions(), "machine": machine(),
+    }
+    if original is not None:
+        result["original"] = {
+            "folder": str(original), "artifact": files["original"].name,
+            "dev": {split: evaluate_artifact(files["original"], data, task_name, max_length)
+                    for split, data in dev.items()},
+            "latency_ms_batch1": latency["original"], "size_mb": {files["original"].name: _size_mb(files["original"])},
+        }
+    return result
+
+
+def _original_file(original: Path, prefer: str, scratch: Path, target_platform: str) -> Path:
+    """The original's file of the same kind as the shipped one (.ort with .ort), exported to `scratch` if the
+    original is a PyTorch checkpoint only."""
+    if (original / prefer).is_file():
+        return original / prefer
+    from .auto import AutoCompactModelForSequenceClassification
+    from .export import export_model
+    from .pretrained import resolve_checkpoint
+
+    source = resolve_checkpoint(str(original))
+    model = AutoCompactModelForSequenceClassification.from_pretrained(source)
+    export_model(model, scratch, tokenizer_source=source, mobile=prefer == "model.ort",
+                 target_platform=target_platform)
+    return scratch / prefer
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """Mean and sd over seeds of every dev metric, and the wall time."""
+    summary: dict = {"seeds": [r["seed"] for r in per_seed]}
+    for split in per_seed[0]["dev"]:
+        for metric in per_seed[0]["dev"][split]:
+            values = [100 * r["dev"][split][metric] for r in per_seed]
+            summary[f"{split}/{metric}"] = {"mean": round(statistics.mean(values), 2),
+                                             "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+                                             "values": [round(v, 2) for v in values]}
+    seconds = [r["train_seconds"] for r in per_seed if r.get("train_seconds") is not None]
+    summary["train_minutes_per_seed"] = round(statistics.mean(seconds) / 60, 1) if seconds else None
+    summary["latency_ms_batch1_median"] = round(statistics.mean(r["latency_ms_batch1"]["median"] for r in per_seed), 3)
+    if "original" in per_seed[0]:  # the same original measured beside each seed's model
+        originals = [r["original"] for r in per_seed]
+        summary["original"] = {
+            "folder": originals[0]["folder"], "artifact": originals[0]["artifact"],
+            "size_mb": originals[0]["size_mb"][originals[0]["artifact"]],
+            "latency_ms_batch1_median": round(statistics.mean(o["latency_ms_batch1"]["median"] for o in originals), 3),
+            **{f"{split}/{metric}": round(statistics.mean(100 * o["dev"][split][metric] for o in originals), 2)
+               for split in originals[0]["dev"] for metric in originals[0]["dev"][split]},
+        }
+    return summary
+
+
+def main_score_name(task_name: str) -> str:
+    """The task's one score for model selection: its metric, or the mean of its two (GLUE's combined_score)."""
+    metrics = get_task(task_name).metrics
+    return "combined_score" if len(metrics) > 1 else metrics[0]
