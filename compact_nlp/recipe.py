@@ -92,7 +92,11 @@ class Recipe:
         if self.distillation and not self.teacher:
             raise RecipeError("distillation settings need a teacher: set teacher to a fine-tuned model folder.")
         DistillationConfig.from_dict(self.distillation)
-        for technique in ("hat", "token_pruning", "quant"):
+        if self.quant:
+            from compact_nlp.quant.recipes import int8_config
+
+            int8_config(self.quant)
+        for technique in ("hat", "token_pruning"):
             if getattr(self, technique):
                 raise RecipeError(f"the {technique} section is not implemented yet; leave it null.")
 

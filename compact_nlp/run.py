@@ -45,6 +45,9 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     from .distill import DistillationConfig
     from .metrics import compute_glue_metrics
     from .pretrained import resolve_checkpoint
+    from .quant.recipes import exporter as quant_exporter
+    from .quant.recipes import int8_config
+    from .quant.recipes import prepare as prepare_quant
     from .shrink import shrink
     from .trainer import CompactConfig, CompactTrainer
 
@@ -57,11 +60,13 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
         train = train.shuffle(seed=seed).select(range(p.train_subset))
     train, heldout = carve_heldout(train, p.heldout, seed)
 
-    source = resolve_checkpoint(recipe.model)
+    model_name = recipe.model.replace("{seed}", str(seed))  # e.g. start QAT of seed s from the fp32 model of seed s
+    teacher_name = recipe.teacher.replace("{seed}", str(seed)) if recipe.teacher else None
+    source = resolve_checkpoint(model_name)
     tokenizer = AutoTokenizer.from_pretrained(source)
     labels = {} if task.is_regression else dict(id2label=dict(enumerate(task.label_names)),
                                                 label2id={n: i for i, n in enumerate(task.label_names)})
-    model = AutoCompactModelForSequenceClassification.from_pretrained(recipe.model, num_labels=task.num_labels,
+    model = AutoCompactModelForSequenceClassification.from_pretrained(model_name, num_labels=task.num_labels,
                                                                       **labels)
     if recipe.student_layers is not None:  # a shallower student initialised from the chosen pretrained layers
         keep = set(recipe.student_layers)
@@ -71,7 +76,9 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
         model = shrink(model, layers=[i for i in range(model.config.num_hidden_layers) if i not in keep])
     if task.is_regression:
         model.config.problem_type = "regression"
-    teacher = (AutoCompactModelForSequenceClassification.from_pretrained(recipe.teacher) if recipe.teacher else None)
+    teacher = AutoCompactModelForSequenceClassification.from_pretrained(teacher_name) if teacher_name else None
+    int8 = int8_config(recipe.quant)
+    hooks = prepare_quant(model, int8) if int8 else []
 
     main = main_score_name(task.name)
     args = TrainingArguments(
@@ -84,7 +91,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     )
     trainer = CompactTrainer(
         model=model, args=args, train_dataset=tokenize(train, tokenizer, task, p.max_length),
-        eval_dataset=tokenize(heldout, tokenizer, task, p.max_length), teacher_model=teacher,
+        eval_dataset=tokenize(heldout, tokenizer, task, p.max_length), teacher_model=teacher, hooks=hooks,
         compact_config=CompactConfig(distillation=DistillationConfig.from_dict(recipe.distillation)),
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
         compute_metrics=lambda prediction: compute_glue_metrics(task.name, prediction.predictions,
@@ -95,16 +102,27 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     train_seconds = time.perf_counter() - started
     heldout_scores = trainer.evaluate()
 
+    exporter = None
+    if int8:  # calibration / parity text: real training examples (never dev)
+        texts = _examples(train, task, int8.calibration_examples)
+        exporter = quant_exporter(int8, tokenizer, texts, p.max_length, recipe.export.mobile,
+                                  recipe.export.target_platform)
     shipped = ship(trainer.model, tokenizer, out / "model", task.name, {split: data[split] for split in task.dev_splits},
                    p.max_length, mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
-                   original=recipe.teacher)
+                   original=teacher_name, exporter=exporter)
     return {
-        "task": task.name, "seed": seed, "model": recipe.model, "teacher": recipe.teacher,
+        "task": task.name, "seed": seed, "model": model_name, "teacher": teacher_name,
         "train_examples": len(train), "heldout_examples": len(heldout),
         "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
         **shipped,
         "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _examples(split, task, count: int) -> list:
+    rows = split.select(range(min(count, len(split))))
+    columns = [rows[c] for c in task.text_columns]
+    return list(zip(*columns)) if len(columns) > 1 else columns[0]
 
 
 def run_recipe(recipe: Recipe, out: str | os.PathLike, glue_dir: str | None = None) -> dict:

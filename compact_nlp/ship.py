@@ -106,14 +106,23 @@ def _size_mb(path: Path) -> float:
 
 
 def ship(model, tokenizer, folder: str | os.PathLike, task_name: str, dev: dict, max_length: int,
-         mobile: bool = True, target_platform: str = "arm", original: str | os.PathLike | None = None) -> dict:
+         mobile: bool = True, target_platform: str = "arm", original: str | os.PathLike | None = None,
+         exporter=None) -> dict:
     """Export `model` (+ tokenizer) to `folder`, score the shipped file on each labelled raw split in `dev`, time it,
-    and do the same for `original` (an exported folder) when given. Returns the measurements."""
+    and do the same for `original` (an exported folder) when given. Returns the measurements.
+
+    exporter: `exporter(model, folder) -> report` for a technique with its own export (quant/); the report has
+    size_mb, parameters, layers and `parity` (max abs diff of the shipped file against what it claims to compute).
+    """
     from .export import export_model
 
     folder = Path(folder)
-    report = export_model(model.eval(), folder, tokenizer_source=tokenizer, mobile=mobile,
-                          target_platform=target_platform)
+    if exporter is None:
+        report = export_model(model.eval(), folder, tokenizer_source=tokenizer, mobile=mobile,
+                              target_platform=target_platform)
+        report["parity"] = report.get("ort_parity", report["onnx_parity"])["max_abs_diff"]
+    else:
+        report = exporter(model.eval(), folder)
     shipped = shipped_file(folder)
     with tempfile.TemporaryDirectory() as scratch:
         files = {"shipped": shipped}
@@ -131,7 +140,7 @@ def _measure(files: dict[str, Path], report: dict, task_name: str, dev: dict, ma
         "dev": {split: evaluate_artifact(shipped, data, task_name, max_length) for split, data in dev.items()},
         "dev_main_metric": main_score_name(task_name),
         "latency_ms_batch1": latency["shipped"], "size_mb": report["size_mb"],
-        "export_parity": report.get("ort_parity", report["onnx_parity"])["max_abs_diff"],
+        "export_parity": report["parity"], **({"quant": report["quant"]} if "quant" in report else {}),
         "parameters": report["parameters"], "layers": report["layers"],
         "versions": versions(), "machine": machine(),
     }

@@ -62,6 +62,26 @@ def test_a_shallower_student_distilled_from_a_teacher(tiny_model, glue_dir, tmp_
                    glue_dir=str(glue_dir))
 
 
+@pytest.mark.parametrize("mode", ["qat", "ptq"])
+def test_an_int8_recipe_trains_exports_and_measures_what_ships(mode, tiny_model, glue_dir, tmp_path):
+    fp32 = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, "protocol.seeds=[1, 2]"))
+    run_recipe(fp32, tmp_path / "fp32", glue_dir=str(glue_dir))
+    start = tmp_path / "fp32" / "seed-{seed}" / "model"  # each seed starts from the fp32 model of that seed
+    recipe = load_recipe(f"{RECIPES}/qqp.yaml", quick(
+        tiny_model, f"model={start}", f"teacher={start}", "protocol.seeds=[1, 2]", "export.mobile=true",
+        f"quant={{int8: {{mode: {mode}}}}}", *(["distillation={logits_weight: 1.0}"] if mode == "qat" else [])))
+    results = run_recipe(recipe, tmp_path / mode, glue_dir=str(glue_dir))
+    first = results["per_seed"][0]
+    assert first["model"].endswith("seed-1/model") and results["per_seed"][1]["teacher"].endswith("seed-2/model")
+    assert first["artifact"] == "model.ort" and first["quant"]["config"]["mode"] == mode
+    assert first["size_mb"]["model.ort"] < results["summary"]["original"]["size_mb"]  # against the fp32 original
+    folder = tmp_path / mode / "seed-1" / "model"
+    assert json.loads((folder / "config.json").read_text())["quant"]["int8"]["mode"] == mode
+    if mode == "qat":
+        assert first["quant"]["weights_match_training"] and (folder / "qdq" / "model.ort").exists()
+        assert first["export_parity"] < 0.1  # model.ort vs the PyTorch QAT model (dynamic activations)
+
+
 def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(tiny_model, glue_dir, tmp_path):
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
@@ -123,7 +143,8 @@ def test_scientific_notation_is_a_float_as_in_yaml_1_2():
     (["task=squad"], "unknown GLUE task 'squad'"),
     (["export.target_platform=riscv"], "arm or amd64"),
     (["distillation={temperature: 2}"], "need a teacher"),
-    (["quant={bits: 8}"], "not implemented yet"),
+    (["quant={bits: 8}"], r"quant section has unknown keys \['bits'\]"),
+    (["quant={int8: {mode: qat, activations: static, calibration: minmax}}"], "calibration does not apply to QAT"),
     (["student_layers=[1, 1]"], "distinct layer indices"),
     (["protocol.epochs"], "must look like key=value"),
 ])

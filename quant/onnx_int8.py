@@ -1,0 +1,326 @@
+"""int8 ONNX graphs through onnxruntime.quantization: dynamic (the fast x86 path) and static QDQ (what NNAPI and
+CoreML accept), from a CompactBert export folder.
+
+onnxruntime.quantization does the quantizing. What we add is what it does not know about our graph:
+  - the exporter writes every nn.Linear as Gemm(transB=1), which ORT's dynamic quantizer skips (it quantizes MatMul),
+    so `gemm_to_matmul` rewrites them as MatMul + Add first, keeping the weight's name so a weight can still be
+    traced to its module (QAT scales, keep_fp32);
+  - which nodes stay fp32 (`keep_fp32`: classifier, pooler, position/token-type embeddings);
+  - calibration data: real task text, one unpadded example per batch, checked against the graph's inputs;
+  - QAT: trained activation scales passed to the QDQ quantizer as TensorQuantOverrides, never re-calibrated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from compact_nlp.io import atomic_path, write_json
+
+from .config import Int8Config, QuantConfigError
+
+QUANTIZED_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulInteger", "QLinearMatMul",
+                 "DynamicQuantizeMatMul", "MatMulNBits", "QGemm", "GatherBlockQuantized"}
+# files of an export folder that describe the model and its tokenizer (the fp32 weights are not copied: the int8
+# graph is what ships)
+_FOLDER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                 "generation_config.json")
+
+
+class AlreadyQuantizedError(ValueError):
+    pass
+
+
+class CalibrationError(ValueError):
+    pass
+
+
+def _module_of(weight_name: str) -> str | None:
+    """The keep_fp32 kind a weight belongs to, from its parameter name (exported initializers keep them)."""
+    for kind in ("classifier", "pooler", "word_embeddings", "position_embeddings", "token_type_embeddings"):
+        if kind in weight_name:
+            return kind
+    return None
+
+
+def check_not_quantized(model_or_path) -> None:
+    import onnx
+
+    model = onnx.load(str(model_or_path), load_external_data=False) if isinstance(model_or_path, (str, Path)) \
+        else model_or_path
+    found = sorted({n.op_type for n in model.graph.node} & QUANTIZED_OPS)
+    if found:
+        raise AlreadyQuantizedError(
+            f"this graph is already quantized (it has {', '.join(found)}); quantizing twice compounds the error. "
+            "Quantize the fp32 export (the folder `compact export` or `compact run` wrote) instead.")
+
+
+def gemm_to_matmul(model) -> list[str]:
+    """Rewrite Gemm(A, W, b, transB=1) with a constant W as MatMul(A, W^T) + b, in place. Returns the MatMul names.
+
+    The transposed weight keeps W's name, so later passes still see which module it came from."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    nodes, names = [], []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in initializers:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])
+        if attrs.get("transB", 0):
+            weight = weight.T
+        initializers[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(weight), node.input[1]))
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = node.output[0] + "_matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], node.input[1]], [product], name=node.name))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=node.name + "_bias"))
+        names.append(node.name)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    # the exporter recorded shapes of the old (untransposed) weights; let shape inference redo them
+    del graph.value_info[:]
+    onnx.checker.check_model(model)
+    return names
+
+
+def nodes_to_quantize(model, config: Int8Config) -> list[str]:
+    """MatMuls with a weight whose module is not kept fp32. Attention's activation-by-activation MatMuls stay fp32,
+    as in Q8BERT (only weight-bearing layers are quantized)."""
+    initializers = {i.name for i in model.graph.initializer}
+    keep = set(config.keep_fp32)
+    return [node.name for node in model.graph.node
+            if node.op_type == "MatMul" and node.input[1] in initializers and _module_of(node.input[1]) not in keep]
+
+
+def quantize_embeddings(model, keep_fp32: Iterable[str]) -> list[str]:
+    """Store each embedding table that is not kept fp32 as int8 with one symmetric scale per row, in place:
+    Gather(table) becomes Gather(int8 table) -> Cast -> Mul(Gather(row scales)). Returns the tables' names.
+
+    Written here because ORT's quantizers do not do it: the QDQ quantizer leaves a Gather fp32 unless its consumer is
+    quantized (ours is an Add), and the dynamic one uses one scale for the whole table. Only standard ops, so it
+    runs from .ort and on mobile EPs, and only the gathered rows are dequantized."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    keep, done, nodes = set(keep_fp32), [], []
+    for node in graph.node:
+        table = node.input[0] if node.op_type == "Gather" else None
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+        kind = _module_of(table) if table in initializers else None
+        if kind is None or kind in keep or axis != 0:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(initializers[table]).astype(np.float32)
+        scale = np.maximum(np.abs(weight).max(axis=1, keepdims=True), 1e-12) / 127.0
+        codes = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+        initializers[table].CopyFrom(numpy_helper.from_array(codes, table))
+        scale_name, out = table + "_row_scale", node.output[0]
+        graph.initializer.append(numpy_helper.from_array(scale.astype(np.float32), scale_name))
+        nodes += [
+            helper.make_node("Gather", [table, node.input[1]], [out + "_int8"], name=node.name, axis=0),
+            helper.make_node("Cast", [out + "_int8"], [out + "_codes"], name=node.name + "_cast", to=1),
+            helper.make_node("Gather", [scale_name, node.input[1]], [out + "_scale"], name=node.name + "_scale",
+                             axis=0),
+            helper.make_node("Mul", [out + "_codes", out + "_scale"], [out], name=node.name + "_dequant"),
+        ]
+        done.append(table)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return done
+
+
+class TextCalibrationReader:
+    """onnxruntime CalibrationDataReader over tokenized real text: one unpadded example per call."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._iter = iter(feeds)
+
+    def get_next(self):
+        return next(self._iter, None)
+
+    @staticmethod
+    def check(feeds: list[dict], input_names: list[str]) -> list[dict[str, np.ndarray]]:
+        if not feeds:
+            raise CalibrationError("no calibration examples: pass real task text (a few hundred examples).")
+        checked = []
+        for i, feed in enumerate(feeds):
+            missing = sorted(set(input_names) - set(feed))
+            extra = sorted(set(feed) - set(input_names))
+            if missing or extra:
+                raise CalibrationError(f"calibration example {i} has inputs {sorted(feed)}; the graph takes "
+                                       f"{input_names} (missing {missing}, unexpected {extra}).")
+            arrays = {k: np.asarray(v) for k, v in feed.items()}
+            shapes = {k: a.shape for k, a in arrays.items()}
+            if any(a.ndim != 2 for a in arrays.values()) or len(set(shapes.values())) != 1:
+                raise CalibrationError(f"calibration example {i} has shapes {shapes}; each input must be "
+                                       "(batch, sequence) and all the same shape, as the tokenizer returns them with "
+                                       "return_tensors='np'.")
+            checked.append({k: a.astype(np.int64) for k, a in arrays.items()})
+        return checked
+
+
+def calibration_feeds(tokenizer, texts: Iterable, max_length: int, input_names: list[str]) -> list[dict]:
+    """Tokenize real examples (strings, or tuples for sentence pairs) one per feed, unpadded."""
+    feeds = []
+    for text in texts:
+        pair = text if isinstance(text, (tuple, list)) else (text,)
+        encoded = tokenizer(*pair, truncation=True, max_length=max_length, return_tensors="np")
+        feeds.append({k: v for k, v in encoded.items() if k in input_names})
+    return feeds
+
+
+def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] | None = None,
+                   activation_scales: dict[str, float] | None = None) -> dict:
+    """Write the int8 graph of `src` (an fp32 model.onnx) to `dst`. Static activations need `feeds` (PTQ) or
+    `activation_scales` (QAT: tensor name -> trained scale, zero point as trained)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    model = onnx.load(str(src))
+    check_not_quantized(model)
+    input_names = [i.name for i in model.graph.input]
+    converted = gemm_to_matmul(model)
+    embeddings = quantize_embeddings(model, config.keep_fp32)
+    chosen = nodes_to_quantize(model, config)
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        onnx.save(model, str(prepared))
+        with atomic_path(dst) as tmp:
+            if config.activations == "dynamic":
+                quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+                                 nodes_to_quantize=chosen, op_types_to_quantize=["MatMul", "Gather"],
+                                 extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
+            else:
+                preprocessed = Path(scratch) / "preprocessed.onnx"
+                # skip_optimization: its ORT pass would fuse our MatMul + Add back into Gemm, which the quantizer skips
+                quant_pre_process(str(prepared), str(preprocessed), auto_merge=True, skip_optimization=True)
+                if activation_scales is not None:
+                    overrides = {name: [{"scale": np.asarray(s, dtype=np.float32), "zero_point": np.asarray(z, dtype=_zp_dtype(config))}]
+                                 for name, (s, z) in activation_scales.items()}
+                    feeds = feeds or []
+                else:
+                    overrides = {}
+                    feeds = TextCalibrationReader.check(feeds or [], input_names)
+                method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                          "percentile": CalibrationMethod.Percentile}[config.calibration or "minmax"]
+                quantize_static(
+                    str(preprocessed), str(tmp), _ScaleOnlyReader(feeds, input_names) if activation_scales is not None
+                    else TextCalibrationReader(feeds), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8 if config.activation_type == "uint8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=config.per_channel, nodes_to_quantize=chosen,
+                    op_types_to_quantize=["MatMul"], calibrate_method=method,
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "MatMulConstBOnly": True,
+                                   "TensorQuantOverrides": overrides})
+    return {"gemms_rewritten": len(converted), "matmuls_quantized": len(chosen), "int8_embeddings": embeddings}
+
+
+def _zp_dtype(config: Int8Config):
+    return np.uint8 if config.activation_type == "uint8" else np.int8
+
+
+class _ScaleOnlyReader(TextCalibrationReader):
+    """QAT: every activation has a trained scale, so calibration needs no statistics; ORT still runs the reader
+    once, so give it one real example (or none when all scales are overridden)."""
+
+    def __init__(self, feeds, input_names):
+        super().__init__(TextCalibrationReader.check(feeds[:1], input_names) if feeds else [])
+
+
+def quantize_folder(src: str | os.PathLike, out: str | os.PathLike, config: Int8Config | None = None,
+                    texts: Iterable | None = None, max_length: int = 128, mobile: bool = True,
+                    target_platform: str = "arm") -> dict:
+    """int8 post-training quantization of an export folder (model.onnx + config + tokenizer) into `out`:
+    model.onnx (int8), model.ort (with mobile), the tokenizer, and config.json with the Int8Config under `quant`.
+
+    texts: real task examples (strings, or (a, b) pairs) for static calibration and for the fp32-vs-int8 agreement
+    that the report records.
+    """
+    from transformers import AutoTokenizer
+
+    from compact_nlp.export import convert_to_ort
+
+    config = config or Int8Config()
+    if config.mode != "ptq":
+        raise QuantConfigError("quantize_folder is post-training quantization; a QAT config is exported from the "
+                               "trained model with quant.export_qat (after training with quant.QuantizationHook).")
+    src, out = Path(src), Path(out)
+    source = src / "model.onnx"
+    if not source.is_file():
+        raise FileNotFoundError(f"{src} has no model.onnx; export the fp32 model first (`compact export SRC {src}`).")
+    model_config = json.loads((src / "config.json").read_text())
+    if model_config.get("quant"):
+        raise AlreadyQuantizedError(f"{src} is already quantized ({model_config['quant']}); quantize its fp32 export.")
+    texts = list(texts or [])
+    if config.activations == "static" and not texts:
+        raise CalibrationError("static activations need calibration text: pass texts= (real task examples).")
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    out.mkdir(parents=True, exist_ok=True)
+    input_names = _input_names(source)
+    feeds = calibration_feeds(tokenizer, texts[:config.calibration_examples], max_length, input_names)
+    report = {"config": config.to_dict(), "source": str(src)}
+    report.update(quantize_graph(source, out / "model.onnx", config, feeds if config.activations == "static" else None))
+    _copy_folder_files(src, out, config)
+    if mobile:
+        report["ort_mobile"] = convert_to_ort(out / "model.onnx", target_platform=target_platform)
+    report["agreement"] = agreement(source, out / ("model.ort" if mobile else "model.onnx"),
+                                    calibration_feeds(tokenizer, texts[:200], max_length, input_names))
+    report["size_mb"] = {name: round((out / name).stat().st_size / 2**20, 3)
+                         for name in ("model.onnx", "model.ort") if (out / name).exists()}
+    report["source_size_mb"] = round(source.stat().st_size / 2**20, 3)
+    write_json(out / "quant_report.json", report)
+    return report
+
+
+def _input_names(path: Path) -> list[str]:
+    import onnx
+
+    return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+
+
+def _copy_folder_files(src: Path, out: Path, config: Int8Config) -> None:
+    for name in _FOLDER_FILES:
+        if (src / name).is_file() and name != "config.json":
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(src / name, tmp)
+    model_config = json.loads((src / "config.json").read_text())
+    model_config["quant"] = {"int8": config.to_dict()}
+    write_json(out / "config.json", model_config)
+
+
+def agreement(reference: Path, candidate: Path, feeds: list[dict]) -> dict:
+    """How closely the quantized file follows the fp32 one on real inputs: max |diff| of the outputs and, for
+    classifiers, how often the argmax agrees."""
+    import onnxruntime as ort
+
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (reference, candidate)]
+    diffs, same = [], []
+    for feed in feeds:
+        a, b = (s.run(None, feed)[0] for s in sessions)
+        diffs.append(float(np.abs(a - b).max()))
+        if a.ndim == 2 and a.shape[-1] > 1:
+            same.append(bool((a.argmax(-1) == b.argmax(-1)).all()))
+    result = {"examples": len(feeds), "max_abs_diff": max(diffs) if diffs else None,
+              "median_abs_diff": float(np.median(diffs)) if diffs else None}
+    if same:
+        result["argmax_agreement"] = round(sum(same) / len(same), 4)
+    return result

@@ -1,0 +1,283 @@
+"""int8 quantization-aware training (Q8BERT): fake-quantized weights and activations with a straight-through
+estimator, trained inside CompactTrainer (usually distilled from the fp32 model), then exported twice with the
+trained scales.
+
+    model = prepare_qat(fp32_model, Int8Config(mode="qat"))            # swaps Linear/Embedding in place
+    trainer = CompactTrainer(model=model, teacher_model=fp32_model, hooks=[QuantizationHook()], ...)
+    trainer.train()
+    export_qat(model, folder, tokenizer)      # model.onnx: trained int8 weights, dynamic activations (fast on x86)
+                                              # model.qdq.onnx (+ .ort): static QDQ with the trained activation
+                                              # scales (the form NNAPI / CoreML run)
+
+What is fake-quantized is exactly what the exports quantize: every Linear not in `keep_fp32` (its weight symmetric
+int8, one scale per output row or per tensor; its input uint8/int8 with a range tracked as an EMA of batch min/max),
+and the word embeddings (int8, one scale per row). Weight scales are max|w|/127 of the current weights, as Q8BERT
+does, so the exports reproduce them exactly; the exporters' int8 codes are checked against ours.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compact_nlp.trainer import CompactHook
+
+from .config import Int8Config, QuantConfigError
+
+INT8_MAX = 127
+
+
+def fake_quant_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """Symmetric int8 with scale max|w|/127 (per output row or per tensor); straight-through gradient."""
+    return weight + (snap_weight(weight.detach(), per_channel) - weight).detach()
+
+
+def weight_scale(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    amax = weight.abs().amax(dim=1, keepdim=True) if per_channel else weight.abs().max()
+    return amax.clamp_min(1e-12) / INT8_MAX
+
+
+def snap_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """The weight on its int8 grid: scale * round(w / scale)."""
+    scale = weight_scale(weight, per_channel)
+    return torch.clamp(torch.round(weight / scale), -INT8_MAX, INT8_MAX) * scale
+
+
+class ActivationObserver(nn.Module):
+    """Tracks an activation's range (EMA of batch min/max) and fake-quantizes with it.
+
+    uint8: asymmetric, zero point in [0, 255]; int8: symmetric, zero point 0. The range always contains 0, as ONNX
+    QuantizeLinear requires."""
+
+    def __init__(self, dtype: str, decay: float):
+        super().__init__()
+        self.dtype, self.decay = dtype, decay
+        self.register_buffer("low", torch.zeros(()))
+        self.register_buffer("high", torch.zeros(()))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.bool))
+        self.observing = True
+
+    def scale_and_zero_point(self) -> tuple[torch.Tensor, torch.Tensor]:
+        low, high = self.low.clamp(max=0), self.high.clamp(min=0)
+        if self.dtype == "uint8":
+            scale = ((high - low) / 255).clamp_min(1e-12)
+            return scale, torch.clamp(torch.round(-low / scale), 0, 255)
+        scale = (torch.maximum(-low, high) / INT8_MAX).clamp_min(1e-12)
+        return scale, torch.zeros(())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.observing:
+            with torch.no_grad():
+                low, high = x.min(), x.max()
+                if not bool(self.seen):
+                    self.low.copy_(low), self.high.copy_(high), self.seen.fill_(True)
+                else:
+                    self.low.mul_(self.decay).add_((1 - self.decay) * low)
+                    self.high.mul_(self.decay).add_((1 - self.decay) * high)
+        if not bool(self.seen):  # never observed (e.g. evaluated before training): pass through
+            return x
+        scale, zero = self.scale_and_zero_point()
+        qmin, qmax = (0, 255) if self.dtype == "uint8" else (-INT8_MAX, INT8_MAX)
+        quantized = (torch.clamp(torch.round(x / scale) + zero, qmin, qmax) - zero) * scale
+        return x + (quantized - x).detach()
+
+
+class QATLinear(nn.Linear):
+    """nn.Linear with fake-quantized input and weight; the same parameter names, so checkpoints stay compatible."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, config: Int8Config):
+        super().__init__(in_features, out_features, bias=bias)
+        self.per_channel = config.per_channel
+        self.input_observer = ActivationObserver(config.activation_type or "uint8", config.ema_decay)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.input_observer(x), fake_quant_weight(self.weight, self.per_channel), self.bias)
+
+
+class QATEmbedding(nn.Embedding):
+    """nn.Embedding whose table is fake-quantized to int8 with one scale per row (what the export stores)."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, fake_quant_weight(self.weight, per_channel=True), self.padding_idx)
+
+
+def _kind(name: str) -> str | None:
+    for kind in ("classifier", "pooler", "word_embeddings", "position_embeddings", "token_type_embeddings"):
+        if kind in name:
+            return kind
+    return None
+
+
+def prepare_qat(model: nn.Module, config: Int8Config) -> nn.Module:
+    """Swap the model's Linear and word-embedding modules for fake-quantized ones, in place; records the config in
+    `model.config.quant`. Parameters are shared, not copied."""
+    if config.mode != "qat":
+        raise QuantConfigError("prepare_qat needs Int8Config(mode='qat').")
+    if any(isinstance(m, (QATLinear, QATEmbedding)) for m in model.modules()):
+        raise QuantConfigError("this model is already prepared for QAT; quantizing twice compounds the error.")
+    if getattr(model.config, "quant", None):
+        raise QuantConfigError(f"this model is already quantized ({model.config.quant}); start from the fp32 model.")
+    keep = set(config.keep_fp32)
+    for name, module in list(model.named_modules()):
+        if _kind(name) in keep:
+            continue
+        if type(module) is nn.Linear:
+            swapped = QATLinear(module.in_features, module.out_features, module.bias is not None, config)
+        elif type(module) is nn.Embedding and _kind(name) == "word_embeddings":
+            swapped = QATEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
+        else:
+            continue
+        swapped.weight = module.weight
+        if getattr(module, "bias", None) is not None:
+            swapped.bias = module.bias
+        swapped.to(module.weight.device)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, swapped)
+    model.config.quant = {"int8": config.to_dict()}
+    return model
+
+
+class QuantizationHook(CompactHook):
+    """Freezes the activation ranges once `freeze_after` of the training steps are done, so the last steps train
+    the weights against the ranges that will ship (the 'freeze observers' event of the hook interface)."""
+
+    def __init__(self, freeze_after: float = 0.5):
+        if not 0 <= freeze_after <= 1:
+            raise ValueError(f"freeze_after is a fraction of the steps, got {freeze_after}.")
+        self.freeze_after = freeze_after
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None and state.max_steps and state.global_step >= self.freeze_after * state.max_steps:
+            for module in model.modules():
+                if isinstance(module, ActivationObserver):
+                    module.observing = False
+
+
+def activation_scales(model: nn.Module) -> dict[str, tuple[float, int]]:
+    """Trained (scale, zero point) of each fake-quantized Linear's input, by module name."""
+    scales = {}
+    for name, module in model.named_modules():
+        if isinstance(module, QATLinear) and bool(module.input_observer.seen):
+            scale, zero = module.input_observer.scale_and_zero_point()
+            scales[name] = (float(scale), int(zero))
+    return scales
+
+
+def strip_qat(model: nn.Module) -> nn.Module:
+    """A plain fp32 copy whose weights sit exactly on their trained int8 grids (for export)."""
+    plain = copy.deepcopy(model).cpu().eval()
+    for name, module in list(plain.named_modules()):
+        if isinstance(module, QATLinear):
+            swapped = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+            swapped.weight = nn.Parameter(snap_weight(module.weight.detach(), module.per_channel))
+        elif isinstance(module, QATEmbedding):
+            swapped = nn.Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
+            swapped.weight = nn.Parameter(snap_weight(module.weight.detach(), per_channel=True))
+        else:
+            continue
+        if getattr(module, "bias", None) is not None:
+            swapped.bias = nn.Parameter(module.bias.detach().clone())
+        parent, _, child = name.rpartition(".")
+        setattr(plain.get_submodule(parent) if parent else plain, child, swapped)
+    plain.config.quant = None  # the copy is fp32 (on the grid); the int8 config goes into the exported folders
+    return plain
+
+
+def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=None, max_length: int = 128,
+               mobile: bool = True, target_platform: str = "arm") -> dict:
+    """Both exports of a QAT model into `folder`, with the trained scales:
+        model.onnx (+ model.ort): trained int8 weights, dynamic activations (the fast x86 path);
+        qdq/model.onnx (+ qdq/model.ort): static QDQ with the trained activation scales (mobile EPs).
+    texts: a few real examples, used only to check that the exports follow the PyTorch QAT model."""
+    import json
+    import tempfile
+
+    import onnx
+
+    from compact_nlp.export import convert_to_ort, export_model
+
+    from .onnx_int8 import _copy_folder_files, _input_names, agreement, calibration_feeds, quantize_graph
+
+    config = Int8Config.from_dict(model.config.quant["int8"])
+    folder = Path(folder)
+    plain = strip_qat(model)
+    scales = activation_scales(model)
+    report = {"config": config.to_dict()}
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = Path(scratch)
+        export_model(plain, fp32, tokenizer_source=tokenizer, mobile=False)
+        graph = onnx.load(str(fp32 / "model.onnx"))
+        by_weight = {n.input[1]: n.input[0] for n in graph.graph.node if n.op_type == "Gemm"}
+        tensor_scales = {}
+        for module, (scale, zero) in scales.items():
+            tensor = by_weight.get(f"model.{module}.weight") or by_weight.get(f"{module}.weight")
+            if tensor is None:
+                raise RuntimeError(f"no Gemm in the exported graph takes {module}.weight; the exporter's naming "
+                                   "changed, so the trained scales cannot be placed.")
+            tensor_scales.setdefault(tensor, (scale, zero))
+        input_names = _input_names(fp32 / "model.onnx")
+        feeds = calibration_feeds(tokenizer, list(texts or [])[:64], max_length, input_names)
+        dynamic = Int8Config.from_dict({**config.to_dict(), "mode": "ptq", "activations": "dynamic",
+                                        "activation_type": None, "calibration": None})
+        static = Int8Config.from_dict({**config.to_dict(), "mode": "qat", "activations": "static",
+                                       "calibration": None})
+        (folder / "qdq").mkdir(parents=True, exist_ok=True)
+        report["dynamic"] = quantize_graph(fp32 / "model.onnx", folder / "model.onnx", dynamic)
+        report["static_qdq"] = quantize_graph(fp32 / "model.onnx", folder / "qdq" / "model.onnx", static,
+                                              feeds=feeds, activation_scales=tensor_scales)
+        report["weights_match_training"] = _codes_match(plain, folder / "model.onnx")
+        for out in (folder, folder / "qdq"):
+            _copy_folder_files(fp32, out, config)
+            if mobile:
+                report.setdefault("ort_mobile", {})[str(out.relative_to(folder)) or "."] = convert_to_ort(
+                    out / "model.onnx", target_platform=target_platform)
+        if feeds:
+            report["parity_vs_pytorch"] = {
+                str(p.relative_to(folder)): _parity(model, p, feeds)
+                for p in (folder / "model.onnx", folder / "qdq" / "model.onnx", folder / "model.ort",
+                          folder / "qdq" / "model.ort") if p.exists()}
+    report["size_mb"] = {str(p.relative_to(folder)): round(p.stat().st_size / 2**20, 3)
+                         for p in sorted(folder.rglob("model.*")) if p.suffix in (".onnx", ".ort")}
+    (folder / "quant_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _parity(model: nn.Module, path: Path, feeds: list[dict]) -> float:
+    """Max |ORT - PyTorch QAT model| over the feeds (the QAT model in eval mode: fake quantization with the trained,
+    frozen activation ranges)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    device = next(model.parameters()).device
+    worst = 0.0
+    with torch.no_grad():
+        for feed in feeds:
+            expected = model.eval()(**{k: torch.from_numpy(v).to(device) for k, v in feed.items()})[0].cpu().numpy()
+            worst = max(worst, float(np.abs(sess.run(None, feed)[0] - expected).max()))
+    return worst
+
+
+def _codes_match(plain: nn.Module, int8_graph: Path) -> bool:
+    """Whether the exported int8 weight codes equal round(w / trained scale) for every quantized Linear."""
+    import onnx
+    from onnx import numpy_helper
+
+    stored = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(int8_graph)).graph.initializer}
+    checked = 0
+    for name, module in plain.named_modules():
+        key = next((k for k in (f"model.{name}.weight_quantized", f"{name}.weight_quantized") if k in stored), None)
+        if not isinstance(module, nn.Linear) or key is None:
+            continue
+        weight = module.weight.detach()
+        per_channel = stored[key.replace("_quantized", "_scale")].size > 1
+        codes = torch.round(weight / weight_scale(weight, per_channel)).numpy().astype(np.int8)
+        if not np.array_equal(codes.T, stored[key]):
+            return False
+        checked += 1
+    return checked > 0

@@ -1,0 +1,164 @@
+"""int8 quantization: configs, post-training quantization through onnxruntime (dynamic and static QDQ), QAT with
+both exports, and the errors a user can run into. Tiny random models; every export path is checked against the
+model it came from."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from compact_nlp.export import export_model
+from compact_nlp.quant.config import Int8Config, QuantConfigError
+from compact_nlp.quant.onnx_int8 import (
+    AlreadyQuantizedError,
+    CalibrationError,
+    TextCalibrationReader,
+    quantize_folder,
+)
+from compact_nlp.quant.qat import QATLinear, QuantizationHook, activation_scales, export_qat, prepare_qat, strip_qat
+from conftest import TINY_WORDS
+
+rng = np.random.default_rng(0)
+TEXTS = [" ".join(rng.choice(TINY_WORDS, size=int(rng.integers(3, 14)))) for _ in range(40)]
+
+
+@pytest.fixture
+def fp32_folder(tmp_path, tiny_bert_classifier, tiny_tokenizer):
+    folder = tmp_path / "fp32"
+    export_model(tiny_bert_classifier, folder, tokenizer_source=tiny_tokenizer, mobile=False)
+    return folder
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def logits(sess, tokenizer, texts):
+    names = {i.name for i in sess.get_inputs()}
+    return np.concatenate([sess.run(None, {k: v for k, v in tokenizer(t, return_tensors="np").items() if k in names})[0]
+                           for t in texts])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(activations="dynamic", calibration="entropy"), "calibration applies to static activations only"),
+    (dict(activations="dynamic", activation_type="int8"), "activation_type applies to static activations only"),
+    (dict(mode="qat", activations="static", calibration="minmax"), "calibration does not apply to QAT"),
+    (dict(weights="per_row"), "weights must be one of"),
+    (dict(keep_fp32=["layernorm"]), "LayerNorm, softmax and GELU are always fp32"),
+    (dict(calibration_examples=0), "calibration_examples must be >= 1"),
+])
+def test_impossible_int8_configs_are_refused(kwargs, message):
+    with pytest.raises(QuantConfigError, match=message):
+        Int8Config(**kwargs)
+
+
+def test_int8_config_round_trips_and_names_unknown_keys():
+    config = Int8Config(activations="static", calibration="percentile")
+    assert Int8Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.activation_type == "uint8"  # U8S8: the fast static form on x86
+    with pytest.raises(ValueError, match=r"unknown Int8Config keys \['bits'\]"):
+        Int8Config.from_dict({"bits": 4})
+
+
+@pytest.mark.parametrize("activations", ["dynamic", "static"])
+def test_ptq_follows_the_fp32_model_and_runs_from_ort(activations, fp32_folder, tiny_tokenizer, tmp_path):
+    out = tmp_path / activations
+    report = quantize_folder(fp32_folder, out, Int8Config(activations=activations), texts=TEXTS, max_length=32)
+    assert report["matmuls_quantized"] == 12 and report["int8_embeddings"]  # 2 layers x 6 Linears; word embeddings
+    graph = onnx.load(str(out / "model.onnx"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert ("DynamicQuantizeLinear" in ops) if activations == "dynamic" else ("QuantizeLinear" in ops)
+    reference = logits(session(fp32_folder / "model.onnx"), tiny_tokenizer, TEXTS)
+    for name in ("model.onnx", "model.ort"):
+        got = logits(session(out / name), tiny_tokenizer, TEXTS)
+        assert np.abs(got - reference).max() < 0.05  # int8 error on a tiny random model, not a parity bound
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["quant"]["int8"]["activations"] == activations
+    assert report["agreement"]["examples"] == len(TEXTS)
+
+
+def test_the_classifier_stays_fp32_and_the_embeddings_int8(fp32_folder, tmp_path):
+    quantize_folder(fp32_folder, tmp_path / "q", Int8Config(), texts=TEXTS, mobile=False)
+    stored = {i.name: i.data_type for i in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.initializer}
+    assert stored["model.compact_bert.embeddings.word_embeddings.weight"] == onnx.TensorProto.INT8
+    assert stored["model.classifier.out_proj.weight"] == onnx.TensorProto.FLOAT
+    assert stored["model.compact_bert.embeddings.position_embeddings.weight"] == onnx.TensorProto.FLOAT
+
+
+def test_quantizing_twice_is_refused(fp32_folder, tmp_path):
+    quantize_folder(fp32_folder, tmp_path / "q", Int8Config(), texts=TEXTS, mobile=False)
+    with pytest.raises(AlreadyQuantizedError, match="already quantized"):
+        quantize_folder(tmp_path / "q", tmp_path / "qq", Int8Config(), texts=TEXTS, mobile=False)
+    (tmp_path / "q" / "config.json").write_text((fp32_folder / "config.json").read_text())  # hide it in the config
+    with pytest.raises(AlreadyQuantizedError, match="the graph is already quantized|already quantized"):
+        quantize_folder(tmp_path / "q", tmp_path / "qq", Int8Config(), texts=TEXTS, mobile=False)
+
+
+def test_static_calibration_needs_text_of_the_right_shape(fp32_folder, tmp_path):
+    with pytest.raises(CalibrationError, match="need calibration text"):
+        quantize_folder(fp32_folder, tmp_path / "q", Int8Config(activations="static"), texts=[], mobile=False)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    with pytest.raises(CalibrationError, match=r"missing \['token_type_ids'\]"):
+        TextCalibrationReader.check([{"input_ids": [[1, 2]], "attention_mask": [[1, 1]]}], names)
+    with pytest.raises(CalibrationError, match=r"must be \(batch, sequence\)"):
+        TextCalibrationReader.check([{n: [1, 2, 3] for n in names}], names)
+
+
+def qat_model(tiny_bert_classifier, steps=5):
+    model = prepare_qat(tiny_bert_classifier, Int8Config(mode="qat"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(steps):
+        ids = torch.randint(5, 90, (4, 12))
+        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.randint(0, 2, (4,))).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+def test_qat_fake_quantizes_what_the_export_quantizes(tiny_bert_classifier):
+    model = qat_model(tiny_bert_classifier)
+    assert sum(isinstance(m, QATLinear) for m in model.modules()) == 12
+    assert len(activation_scales(model)) == 12
+    with pytest.raises(QuantConfigError, match="already prepared for QAT"):
+        prepare_qat(model, Int8Config(mode="qat"))
+    plain = strip_qat(model)  # weights on the grid: the plain model equals the fake-quantized one's weight path
+    ids = torch.randint(5, 90, (2, 9))
+    with torch.no_grad():
+        grid = plain(input_ids=ids).logits
+    assert not any(isinstance(m, QATLinear) for m in plain.modules()) and torch.isfinite(grid).all()
+
+
+def test_qat_exports_use_the_trained_scales_and_follow_pytorch(tiny_bert_classifier, tiny_tokenizer, tmp_path):
+    model = qat_model(tiny_bert_classifier)
+    report = export_qat(model, tmp_path / "qat", tiny_tokenizer, texts=TEXTS, max_length=32)
+    assert report["weights_match_training"]  # the int8 codes in model.onnx are round(w / trained scale)
+    qdq = onnx.load(str(tmp_path / "qat" / "qdq" / "model.onnx"))
+    stored = {i.name: onnx.numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    trained = activation_scales(model)
+    first = "compact_bert.layers.0.attention.query"
+    q_nodes = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear"]
+    assert any(np.isclose(stored[n.input[1]], trained[first][0]) for n in q_nodes if n.input[1] in stored)
+    with torch.no_grad():  # the QDQ graph computes what the fake-quantized PyTorch model computes
+        fake = torch.cat([model(**tiny_tokenizer(t, return_tensors="pt")).logits for t in TEXTS]).numpy()
+    for name in ("qdq/model.onnx", "qdq/model.ort"):
+        got = logits(session(tmp_path / "qat" / name), tiny_tokenizer, TEXTS)
+        assert np.abs(got - fake).max() < 2e-2
+    dynamic = logits(session(tmp_path / "qat" / "model.ort"), tiny_tokenizer, TEXTS)
+    assert np.abs(dynamic - fake).max() < 5e-2  # dynamic activation ranges differ from the trained ones
+
+
+def test_the_hook_freezes_observers(tiny_bert_classifier):
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    model = prepare_qat(tiny_bert_classifier, Int8Config(mode="qat"))
+    hook, state = QuantizationHook(freeze_after=0.5), TrainerState(global_step=4, max_steps=10)
+    hook.on_step_begin(TrainingArguments("x", report_to=[]), state, TrainerControl(), model=model)
+    assert all(m.input_observer.observing for m in model.modules() if isinstance(m, QATLinear))
+    state.global_step = 5
+    hook.on_step_begin(TrainingArguments("x", report_to=[]), state, TrainerControl(), model=model)
+    assert not any(m.input_observer.observing for m in model.modules() if isinstance(m, QATLinear))
