@@ -182,6 +182,19 @@ def calibration_feeds(tokenizer, texts: Iterable, max_length: int, input_names: 
     return feeds
 
 
+def fixed_length_feeds(feeds: list[dict], length: int) -> list[dict]:
+    """Real examples joined back to back and cut into feeds of exactly `length` tokens. ORT's histogram calibrators
+    (entropy, percentile) stack every batch into one array, so all feeds need one shape; padding would calibrate on
+    pad tokens, so the text is joined instead (as the latency benchmarks make long inputs)."""
+    joined = {k: np.concatenate([f[k][0] for f in feeds]) for k in feeds[0]}
+    total = len(next(iter(joined.values())))
+    if total < length:
+        raise CalibrationError(f"the calibration text has {total} tokens in all, fewer than one input of {length}; "
+                               "pass more examples.")
+    return [{k: v[None, start:start + length] for k, v in joined.items()}
+            for start in range(0, total - length + 1, length)]
+
+
 def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] | None = None,
                    activation_scales: dict[str, float] | None = None) -> dict:
     """Write the int8 graph of `src` (an fp32 model.onnx) to `dst`. Static activations need `feeds` (PTQ) or
@@ -221,6 +234,8 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
                 else:
                     overrides = {}
                     feeds = TextCalibrationReader.check(feeds or [], input_names)
+                    if config.calibration != "minmax":
+                        feeds = fixed_length_feeds(feeds, min(64, max(len(f["input_ids"][0]) for f in feeds)))
                 method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                           "percentile": CalibrationMethod.Percentile}[config.calibration or "minmax"]
                 quantize_static(
