@@ -87,7 +87,7 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe, args.set, presets=args.preset)
     out = Path(args.out or Path("out") / Path(args.recipe).stem)
     results = run_recipe(recipe, out, glue_dir=args.glue_dir)
-    summary = {k: v for k, v in results["summary"].items() if isinstance(v, dict)}
+    summary = {k: v for k, v in results["summary"].items() if isinstance(v, dict) and "mean" in v}
     for name, stats in summary.items():
         print(f"{recipe.task} dev {name}: {stats['mean']:.2f} +- {stats['sd']:.2f} over seeds {results['summary']['seeds']}")
     print(f"results: {out / 'results.json'}")

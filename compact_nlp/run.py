@@ -106,7 +106,8 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     if int8:  # calibration / parity text: real training examples (never dev)
         texts = _examples(train, task, int8.calibration_examples)
         exporter = quant_exporter(int8, tokenizer, texts, p.max_length, recipe.export.mobile,
-                                  recipe.export.target_platform)
+                                  recipe.export.target_platform,
+                                  vocabulary_texts=_examples(train, task, len(train)) if int8.trim_vocabulary else None)
     shipped = ship(trainer.model, tokenizer, out / "model", task.name, {split: data[split] for split in task.dev_splits},
                    p.max_length, mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
                    original=teacher_name, exporter=exporter)

@@ -41,6 +41,7 @@ class Int8Config(ConfigSection):
     calibration_examples: int = 256
     keep_fp32: list[str] = field(default_factory=lambda: ["classifier", "pooler", "position_embeddings",
                                                           "token_type_embeddings"])
+    trim_vocabulary: bool = False  # keep only the wordpieces the task's training text uses (tokenizer rewritten too)
     ema_decay: float = 0.99  # qat only: activation ranges are an EMA of batch min/max (Q8BERT)
     version: int = INT8_CONFIG_VERSION
 

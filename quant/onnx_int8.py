@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,13 +23,10 @@ import numpy as np
 from compact_nlp.io import atomic_path, write_json
 
 from .config import Int8Config, QuantConfigError
+from .vocab import VocabularyTrimError, trim_embedding_rows, trimmed_tokenizer, used_token_ids
 
 QUANTIZED_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulInteger", "QLinearMatMul",
                  "DynamicQuantizeMatMul", "MatMulNBits", "QGemm", "GatherBlockQuantized"}
-# files of an export folder that describe the model and its tokenizer (the fp32 weights are not copied: the int8
-# graph is what ships)
-_FOLDER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                 "generation_config.json")
 
 
 class AlreadyQuantizedError(ValueError):
@@ -196,7 +192,7 @@ def fixed_length_feeds(feeds: list[dict], length: int) -> list[dict]:
 
 
 def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] | None = None,
-                   activation_scales: dict[str, float] | None = None) -> dict:
+                   activation_scales: dict[str, float] | None = None, keep_ids: list[int] | None = None) -> dict:
     """Write the int8 graph of `src` (an fp32 model.onnx) to `dst`. Static activations need `feeds` (PTQ) or
     `activation_scales` (QAT: tensor name -> trained scale, zero point as trained)."""
     import onnx
@@ -213,6 +209,8 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
     check_not_quantized(model)
     input_names = [i.name for i in model.graph.input]
     converted = gemm_to_matmul(model)
+    if keep_ids is not None:  # vocabulary trimming: before the table is quantized, so scales are per kept row
+        trim_embedding_rows(model, keep_ids)
     embeddings = quantize_embeddings(model, config.keep_fp32)
     chosen = nodes_to_quantize(model, config)
     with tempfile.TemporaryDirectory() as scratch:
@@ -244,9 +242,13 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
                     activation_type=QuantType.QUInt8 if config.activation_type == "uint8" else QuantType.QInt8,
                     weight_type=QuantType.QInt8, per_channel=config.per_channel, nodes_to_quantize=chosen,
                     op_types_to_quantize=["MatMul"], calibrate_method=method,
+                    # MatMul outputs stay fp32: Q8BERT (and our QAT) quantize a layer's inputs and weights only, and
+                    # the bias Add after each MatMul is fp32 anyway
                     extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "MatMulConstBOnly": True,
+                                   "OpTypesToExcludeOutputQuantization": ["MatMul"],
                                    "TensorQuantOverrides": overrides})
-    return {"gemms_rewritten": len(converted), "matmuls_quantized": len(chosen), "int8_embeddings": embeddings}
+    return {"gemms_rewritten": len(converted), "matmuls_quantized": len(chosen), "int8_embeddings": embeddings,
+            **({"vocabulary": len(keep_ids)} if keep_ids is not None else {})}
 
 
 def _zp_dtype(config: Int8Config):
@@ -263,12 +265,12 @@ class _ScaleOnlyReader(TextCalibrationReader):
 
 def quantize_folder(src: str | os.PathLike, out: str | os.PathLike, config: Int8Config | None = None,
                     texts: Iterable | None = None, max_length: int = 128, mobile: bool = True,
-                    target_platform: str = "arm") -> dict:
+                    target_platform: str = "arm", vocabulary_texts: Iterable | None = None) -> dict:
     """int8 post-training quantization of an export folder (model.onnx + config + tokenizer) into `out`:
     model.onnx (int8), model.ort (with mobile), the tokenizer, and config.json with the Int8Config under `quant`.
 
     texts: real task examples (strings, or (a, b) pairs) for static calibration and for the fp32-vs-int8 agreement
-    that the report records.
+    that the report records. vocabulary_texts: all of the task's training text, for trim_vocabulary.
     """
     from transformers import AutoTokenizer
 
@@ -289,16 +291,19 @@ def quantize_folder(src: str | os.PathLike, out: str | os.PathLike, config: Int8
     if config.activations == "static" and not texts:
         raise CalibrationError("static activations need calibration text: pass texts= (real task examples).")
     tokenizer = AutoTokenizer.from_pretrained(src)
+    keep_ids, out_tokenizer = trim_plan(config, tokenizer, vocabulary_texts)
     out.mkdir(parents=True, exist_ok=True)
     input_names = _input_names(source)
-    feeds = calibration_feeds(tokenizer, texts[:config.calibration_examples], max_length, input_names)
+    feeds = calibration_feeds(out_tokenizer, texts[:config.calibration_examples], max_length, input_names)
     report = {"config": config.to_dict(), "source": str(src)}
-    report.update(quantize_graph(source, out / "model.onnx", config, feeds if config.activations == "static" else None))
-    _copy_folder_files(src, out, config)
+    report.update(quantize_graph(source, out / "model.onnx", config, feeds if config.activations == "static" else None,
+                                 keep_ids=keep_ids))
+    write_folder_files(src, out, config, out_tokenizer)
     if mobile:
         report["ort_mobile"] = convert_to_ort(out / "model.onnx", target_platform=target_platform)
     report["agreement"] = agreement(source, out / ("model.ort" if mobile else "model.onnx"),
-                                    calibration_feeds(tokenizer, texts[:200], max_length, input_names))
+                                    calibration_feeds(tokenizer, texts[:200], max_length, input_names),
+                                    calibration_feeds(out_tokenizer, texts[:200], max_length, input_names))
     report["size_mb"] = {name: round((out / name).stat().st_size / 2**20, 3)
                          for name in ("model.onnx", "model.ort") if (out / name).exists()}
     report["source_size_mb"] = round(source.stat().st_size / 2**20, 3)
@@ -312,25 +317,40 @@ def _input_names(path: Path) -> list[str]:
     return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
 
 
-def _copy_folder_files(src: Path, out: Path, config: Int8Config) -> None:
-    for name in _FOLDER_FILES:
-        if (src / name).is_file() and name != "config.json":
-            with atomic_path(out / name) as tmp:
-                shutil.copyfile(src / name, tmp)
+def trim_plan(config: Int8Config, tokenizer, vocabulary_texts: Iterable | None):
+    """(kept token ids, the tokenizer the quantized folder ships): all ids and the same tokenizer unless trimming."""
+    if not config.trim_vocabulary:
+        return None, tokenizer
+    texts = list(vocabulary_texts or [])
+    if not texts:
+        raise VocabularyTrimError("trim_vocabulary needs the task's training text (vocabulary_texts=): the kept "
+                                  "pieces are the ones it uses.")
+    keep_ids = used_token_ids(tokenizer, texts)
+    return keep_ids, trimmed_tokenizer(tokenizer, keep_ids)
+
+
+def write_folder_files(src: Path, out: Path, config: Int8Config, tokenizer) -> None:
+    """The shipped tokenizer and config.json (with the Int8Config under `quant`, and the trimmed vocabulary)."""
+    from compact_nlp.io import save_pretrained_atomic
+
+    save_pretrained_atomic(tokenizer, out)
     model_config = json.loads((src / "config.json").read_text())
     model_config["quant"] = {"int8": config.to_dict()}
+    model_config["vocab_size"] = len(tokenizer)
+    model_config["pad_token_id"] = tokenizer.pad_token_id
     write_json(out / "config.json", model_config)
 
 
-def agreement(reference: Path, candidate: Path, feeds: list[dict]) -> dict:
+def agreement(reference: Path, candidate: Path, feeds: list[dict], candidate_feeds: list[dict] | None = None) -> dict:
     """How closely the quantized file follows the fp32 one on real inputs: max |diff| of the outputs and, for
-    classifiers, how often the argmax agrees."""
+    classifiers, how often the argmax agrees. candidate_feeds: the same examples through the candidate's own
+    tokenizer (a trimmed vocabulary)."""
     import onnxruntime as ort
 
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (reference, candidate)]
     diffs, same = [], []
-    for feed in feeds:
-        a, b = (s.run(None, feed)[0] for s in sessions)
+    for feed, candidate_feed in zip(feeds, candidate_feeds or feeds):
+        a, b = sessions[0].run(None, feed)[0], sessions[1].run(None, candidate_feed)[0]
         diffs.append(float(np.abs(a - b).max()))
         if a.ndim == 2 and a.shape[-1] > 1:
             same.append(bool((a.argmax(-1) == b.argmax(-1)).all()))

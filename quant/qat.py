@@ -190,11 +190,12 @@ def strip_qat(model: nn.Module) -> nn.Module:
 
 
 def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=None, max_length: int = 128,
-               mobile: bool = True, target_platform: str = "arm") -> dict:
+               mobile: bool = True, target_platform: str = "arm", vocabulary_texts=None) -> dict:
     """Both exports of a QAT model into `folder`, with the trained scales:
         model.onnx (+ model.ort): trained int8 weights, dynamic activations (the fast x86 path);
         qdq/model.onnx (+ qdq/model.ort): static QDQ with the trained activation scales (mobile EPs).
-    texts: a few real examples, used only to check that the exports follow the PyTorch QAT model."""
+    texts: a few real examples, used only to check that the exports follow the PyTorch QAT model.
+    vocabulary_texts: all of the task's training text, when the config trims the vocabulary."""
     import json
     import tempfile
 
@@ -202,7 +203,7 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
 
     from compact_nlp.export import convert_to_ort, export_model
 
-    from .onnx_int8 import _copy_folder_files, _input_names, agreement, calibration_feeds, quantize_graph
+    from .onnx_int8 import _input_names, calibration_feeds, quantize_graph, trim_plan, write_folder_files
 
     config = Int8Config.from_dict(model.config.quant["int8"])
     folder = Path(folder)
@@ -222,24 +223,26 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
                                    "changed, so the trained scales cannot be placed.")
             tensor_scales.setdefault(tensor, (scale, zero))
         input_names = _input_names(fp32 / "model.onnx")
-        feeds = calibration_feeds(tokenizer, list(texts or [])[:64], max_length, input_names)
+        keep_ids, out_tokenizer = trim_plan(config, tokenizer, vocabulary_texts)
+        feeds = calibration_feeds(out_tokenizer, list(texts or [])[:64], max_length, input_names)
+        reference_feeds = calibration_feeds(tokenizer, list(texts or [])[:64], max_length, input_names)
         dynamic = Int8Config.from_dict({**config.to_dict(), "mode": "ptq", "activations": "dynamic",
                                         "activation_type": None, "calibration": None})
         static = Int8Config.from_dict({**config.to_dict(), "mode": "qat", "activations": "static",
                                        "calibration": None})
         (folder / "qdq").mkdir(parents=True, exist_ok=True)
-        report["dynamic"] = quantize_graph(fp32 / "model.onnx", folder / "model.onnx", dynamic)
+        report["dynamic"] = quantize_graph(fp32 / "model.onnx", folder / "model.onnx", dynamic, keep_ids=keep_ids)
         report["static_qdq"] = quantize_graph(fp32 / "model.onnx", folder / "qdq" / "model.onnx", static,
-                                              feeds=feeds, activation_scales=tensor_scales)
+                                              feeds=feeds, activation_scales=tensor_scales, keep_ids=keep_ids)
         report["weights_match_training"] = _codes_match(plain, folder / "model.onnx")
         for out in (folder, folder / "qdq"):
-            _copy_folder_files(fp32, out, config)
+            write_folder_files(fp32, out, config, out_tokenizer)
             if mobile:
                 report.setdefault("ort_mobile", {})[str(out.relative_to(folder)) or "."] = convert_to_ort(
                     out / "model.onnx", target_platform=target_platform)
         if feeds:
-            report["parity_vs_pytorch"] = {
-                str(p.relative_to(folder)): _parity(model, p, feeds)
+            report["parity_vs_pytorch"] = {  # PyTorch sees the full vocabulary, the export its trimmed one
+                str(p.relative_to(folder)): _parity(model, p, reference_feeds, feeds)
                 for p in (folder / "model.onnx", folder / "qdq" / "model.onnx", folder / "model.ort",
                           folder / "qdq" / "model.ort") if p.exists()}
     report["size_mb"] = {str(p.relative_to(folder)): round(p.stat().st_size / 2**20, 3)
@@ -248,7 +251,7 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
     return report
 
 
-def _parity(model: nn.Module, path: Path, feeds: list[dict]) -> float:
+def _parity(model: nn.Module, path: Path, feeds: list[dict], export_feeds: list[dict]) -> float:
     """Max |ORT - PyTorch QAT model| over the feeds (the QAT model in eval mode: fake quantization with the trained,
     frozen activation ranges)."""
     import onnxruntime as ort
@@ -257,9 +260,9 @@ def _parity(model: nn.Module, path: Path, feeds: list[dict]) -> float:
     device = next(model.parameters()).device
     worst = 0.0
     with torch.no_grad():
-        for feed in feeds:
+        for feed, export_feed in zip(feeds, export_feeds):
             expected = model.eval()(**{k: torch.from_numpy(v).to(device) for k, v in feed.items()})[0].cpu().numpy()
-            worst = max(worst, float(np.abs(sess.run(None, feed)[0] - expected).max()))
+            worst = max(worst, float(np.abs(sess.run(None, export_feed)[0] - expected).max()))
     return worst
 
 

@@ -32,8 +32,10 @@ def prepare(model, config: Int8Config) -> list:
     return [QuantizationHook()]
 
 
-def exporter(config: Int8Config, tokenizer, texts: list, max_length: int, mobile: bool, target_platform: str):
-    """`exporter(model, folder) -> report` for compact_nlp.ship: QAT's two exports, or PTQ of the fp32 export."""
+def exporter(config: Int8Config, tokenizer, texts: list, max_length: int, mobile: bool, target_platform: str,
+             vocabulary_texts: list | None = None):
+    """`exporter(model, folder) -> report` for compact_nlp.ship: QAT's two exports, or PTQ of the fp32 export.
+    texts: a few hundred training examples (calibration, parity); vocabulary_texts: all of them (trimming)."""
 
     def export(model, folder: Path) -> dict:
         from compact_nlp.export import export_model
@@ -42,7 +44,7 @@ def exporter(config: Int8Config, tokenizer, texts: list, max_length: int, mobile
             from .qat import export_qat
 
             report = export_qat(model, folder, tokenizer, texts=texts, max_length=max_length, mobile=mobile,
-                                target_platform=target_platform)
+                                target_platform=target_platform, vocabulary_texts=vocabulary_texts)
             shipped = "model.ort" if mobile else "model.onnx"
             parity = report["parity_vs_pytorch"][shipped]
         else:
@@ -51,7 +53,7 @@ def exporter(config: Int8Config, tokenizer, texts: list, max_length: int, mobile
             with tempfile.TemporaryDirectory() as scratch:
                 export_model(model, scratch, tokenizer_source=tokenizer, mobile=False)
                 report = quantize_folder(scratch, folder, config, texts=texts, max_length=max_length, mobile=mobile,
-                                         target_platform=target_platform)
+                                         target_platform=target_platform, vocabulary_texts=vocabulary_texts)
             parity = report["agreement"]["max_abs_diff"]  # no PyTorch int8 model exists: against the fp32 graph
         return {"size_mb": {k: v for k, v in report["size_mb"].items() if "/" not in k}, "parity": parity,
                 "parameters": sum(p.numel() for p in model.parameters()),

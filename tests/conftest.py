@@ -106,7 +106,7 @@ TINY_WORDS = ("the a an is was and of to in it this that film movie story good b
 
 
 @pytest.fixture(scope="session")
-def tiny_tokenizer(tmp_path_factory):
+def tiny_tokenizer():
     """A real WordPiece tokenizer over a 99-entry vocabulary, matching the tiny models' vocab_size."""
     from transformers import BertTokenizerFast
 
@@ -114,9 +114,10 @@ def tiny_tokenizer(tmp_path_factory):
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,!?")
     vocab = list(dict.fromkeys(vocab))[:99]
     vocab += [f"[unused{i}]" for i in range(99 - len(vocab))]
-    folder = tmp_path_factory.mktemp("tokenizer")
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
+    # transformers 5 takes the vocabulary itself (a vocab_file argument is ignored, leaving only the special tokens)
+    tokenizer = BertTokenizerFast(vocab={piece: i for i, piece in enumerate(vocab)}, model_max_length=64)
+    assert len(tokenizer) == 99
+    return tokenizer
 
 
 @pytest.fixture

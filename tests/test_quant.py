@@ -88,6 +88,29 @@ def test_the_classifier_stays_fp32_and_the_embeddings_int8(fp32_folder, tmp_path
     assert stored["model.compact_bert.embeddings.position_embeddings.weight"] == onnx.TensorProto.FLOAT
 
 
+@pytest.mark.parametrize("activations", ["dynamic", "static"])
+def test_a_trimmed_vocabulary_tokenizes_training_text_as_before(activations, fp32_folder, tiny_tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    train, unseen = TEXTS[:30], "zebra quokka film"
+    config = Int8Config(activations=activations, trim_vocabulary=True)
+    report = quantize_folder(fp32_folder, tmp_path / "q", config, texts=train, vocabulary_texts=train, max_length=32)
+    trimmed = AutoTokenizer.from_pretrained(tmp_path / "q")
+    assert report["vocabulary"] == len(trimmed) < len(tiny_tokenizer)
+    saved = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert saved["vocab_size"] == len(trimmed) and saved["pad_token_id"] == trimmed.pad_token_id
+    stored = {i.name: i for i in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.initializer}
+    assert stored["model.compact_bert.embeddings.word_embeddings.weight"].dims[0] == len(trimmed)
+    for text in train:  # the same pieces, renumbered
+        assert trimmed.convert_ids_to_tokens(trimmed(text)["input_ids"]) == tiny_tokenizer.convert_ids_to_tokens(
+            tiny_tokenizer(text)["input_ids"])
+    assert trimmed.unk_token in trimmed.convert_ids_to_tokens(trimmed(unseen)["input_ids"])
+    full = logits(session(fp32_folder / "model.onnx"), tiny_tokenizer, train)
+    assert np.abs(logits(session(tmp_path / "q" / "model.ort"), trimmed, train) - full).max() < 0.05
+    with pytest.raises(ValueError, match="needs the task's training text"):
+        quantize_folder(fp32_folder, tmp_path / "r", config, texts=train, mobile=False)
+
+
 def test_quantizing_twice_is_refused(fp32_folder, tmp_path):
     quantize_folder(fp32_folder, tmp_path / "q", Int8Config(), texts=TEXTS, mobile=False)
     with pytest.raises(AlreadyQuantizedError, match="already quantized"):
