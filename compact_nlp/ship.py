@@ -185,7 +185,9 @@ def summarize(per_seed: list[dict]) -> dict:
     if "original" in per_seed[0]:  # the same original measured beside each seed's model
         originals = [r["original"] for r in per_seed]
         summary["original"] = {
-            "folder": originals[0]["folder"], "artifact": originals[0]["artifact"],
+            "folder": (originals[0]["folder"] if len({o["folder"] for o in originals}) == 1
+                       else ", ".join(o["folder"] for o in originals)),  # e.g. each seed's own fp32 model
+            "artifact": originals[0]["artifact"],
             "size_mb": originals[0]["size_mb"][originals[0]["artifact"]],
             "latency_ms_batch1_median": round(statistics.mean(o["latency_ms_batch1"]["median"] for o in originals), 3),
             **{f"{split}/{metric}": round(statistics.mean(100 * o["dev"][split][metric] for o in originals), 2)
