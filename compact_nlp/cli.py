@@ -4,7 +4,8 @@
     compact export SRC OUT [--mobile] [--target-platform arm|amd64] [--task ...]   folder + model.onnx (+ .ort)
     compact bench DIR [--glue-dir DIR]                                             latency/size of an exported folder
     compact convert SRC OUT --to hf|compact                                        change layouts, weights unchanged
-    compact run RECIPE [--glue-dir DIR] [--out DIR] [--set key=value]              a GLUE recipe end to end
+    compact run RECIPE [--glue-dir DIR] [--out DIR] [--preset NAME] [--set k=v]   a GLUE recipe end to end
+    compact quantize DIR OUT --task TASK [--activations static] [--trim-vocabulary] int8 PTQ of an exported folder
     compact push DIR REPO [--private] [--dry-run]                                  upload to the hub
 
 SRC is a hub id, a local transformers checkpoint or a compact folder. The offline default
@@ -94,6 +95,27 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from .glue import default_glue_dir, load_glue, task_texts
+    from .quant import Int8Config, quantize_folder
+
+    config = Int8Config(weights=args.weights, activations=args.activations, activation_type=args.activation_type,
+                        calibration=args.calibration, calibration_examples=args.calibration_examples,
+                        trim_vocabulary=args.trim_vocabulary)
+    train = load_glue(args.task, args.glue_dir or default_glue_dir())["train"]
+    # calibration: a seeded sample of training text, never dev
+    calibration = task_texts(train.shuffle(seed=0), args.task, config.calibration_examples)
+    report = quantize_folder(args.dir, args.out, config, texts=calibration, max_length=args.max_length,
+                             mobile=not args.no_mobile, target_platform=args.target_platform,
+                             vocabulary_texts=task_texts(train, args.task) if config.trim_vocabulary else None)
+    print(f"wrote {args.out}: {report['size_mb']} (fp32 model.onnx {report['source_size_mb']} MB); "
+          f"{report['matmuls_quantized']} MatMuls int8, embeddings {report['int8_embeddings']}"
+          + (f", vocabulary {report['vocabulary']}" if "vocabulary" in report else "")
+          + f"; agreement with fp32 on {report['agreement']['examples']} training examples: "
+          f"argmax {report['agreement'].get('argmax_agreement')}, max abs diff {report['agreement']['max_abs_diff']:.3g}")
+    return 0
+
+
 def cmd_push(args) -> int:
     from .hub import push_folder
 
@@ -177,6 +199,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the SST-2 recipe")
     demo.set_defaults(func=cmd_demo)
+
+    quantize = sub.add_parser("quantize", help="int8 post-training quantization of an exported folder")
+    quantize.add_argument("dir", help="a folder with the fp32 model.onnx (compact export / compact run)")
+    quantize.add_argument("out")
+    quantize.add_argument("--task", required=True, help="GLUE task whose training text calibrates (e.g. sst2)")
+    quantize.add_argument("--glue-dir", default=None, help="glue_data folder (else $COMPACT_GLUE_DIR, ../shared, hub)")
+    quantize.add_argument("--weights", choices=("per_channel", "per_tensor"), default="per_channel")
+    quantize.add_argument("--activations", choices=("dynamic", "static"), default="dynamic",
+                          help="dynamic: fast on x86; static: QDQ, what NNAPI/CoreML run")
+    quantize.add_argument("--activation-type", choices=("uint8", "int8"), default=None, help="static only")
+    quantize.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None,
+                          help="static only")
+    quantize.add_argument("--calibration-examples", type=int, default=256)
+    quantize.add_argument("--trim-vocabulary", action="store_true",
+                          help="keep only the wordpieces the task's training text uses")
+    quantize.add_argument("--max-length", type=int, default=128)
+    quantize.add_argument("--no-mobile", action="store_true", help="skip model.ort")
+    quantize.add_argument("--target-platform", choices=("arm", "amd64"), default="arm")
+    quantize.set_defaults(func=cmd_quantize)
 
     push = sub.add_parser("push", help="upload a compact folder to the Hugging Face hub")
     push.add_argument("dir", help="a folder written by compact export / compact run (OUT/seed-N/model)")

@@ -256,3 +256,11 @@ def carve_heldout(train, size: int | float, seed: int):
     stratify = "label" if isinstance(train.features["label"], datasets.ClassLabel) else None
     parts = train.train_test_split(test_size=size, seed=seed, stratify_by_column=stratify)
     return parts["train"], parts["test"]
+
+
+def task_texts(split, task_name: str, count: int | None = None) -> list:
+    """The first `count` examples' text (all when None): strings, or (a, b) pairs for sentence-pair tasks."""
+    task = get_task(task_name)
+    rows = split if count is None else split.select(range(min(count, len(split))))
+    columns = [rows[c] for c in task.text_columns]
+    return list(zip(*columns)) if len(columns) > 1 else list(columns[0])

@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from .glue import carve_heldout, get_task, load_glue
+from .glue import carve_heldout, get_task, load_glue, task_texts
 from .io import write_json
 from .recipe import Recipe
 from .ship import main_score_name, ship, summarize
@@ -104,10 +104,10 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
 
     exporter = None
     if int8:  # calibration / parity text: real training examples (never dev)
-        texts = _examples(train, task, int8.calibration_examples)
+        texts = task_texts(train, task.name, int8.calibration_examples)
         exporter = quant_exporter(int8, tokenizer, texts, p.max_length, recipe.export.mobile,
                                   recipe.export.target_platform,
-                                  vocabulary_texts=_examples(train, task, len(train)) if int8.trim_vocabulary else None)
+                                  vocabulary_texts=task_texts(train, task.name) if int8.trim_vocabulary else None)
     shipped = ship(trainer.model, tokenizer, out / "model", task.name, {split: data[split] for split in task.dev_splits},
                    p.max_length, mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
                    original=teacher_name, exporter=exporter)
@@ -118,12 +118,6 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
         **shipped,
         "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def _examples(split, task, count: int) -> list:
-    rows = split.select(range(min(count, len(split))))
-    columns = [rows[c] for c in task.text_columns]
-    return list(zip(*columns)) if len(columns) > 1 else columns[0]
 
 
 def run_recipe(recipe: Recipe, out: str | os.PathLike, glue_dir: str | None = None) -> dict:

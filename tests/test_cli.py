@@ -82,3 +82,19 @@ def test_demo_without_glue_exports_the_model_and_says_what_it_skipped(hf_folder,
     printed = capsys.readouterr().out
     assert "the SST-2 recipe is skipped" in printed and "--glue-dir DIR, or COMPACT_GLUE_DIR=DIR" in printed
     assert (tmp_path / "o" / "export" / "model.ort").is_file() and (tmp_path / "o" / "export" / "bench.md").is_file()
+
+
+def test_quantize_an_exported_folder_with_task_text(hf_folder, glue_dir, tmp_path, capsys):
+    assert main(["export", str(hf_folder), str(tmp_path / "fp32")]) == 0
+    assert main(["quantize", str(tmp_path / "fp32"), str(tmp_path / "int8"), "--task", "qqp", "--glue-dir",
+                 str(glue_dir), "--activations", "static", "--trim-vocabulary", "--no-mobile"]) == 0
+    printed = capsys.readouterr().out
+    assert "MatMuls int8" in printed and "vocabulary" in printed
+    saved = json.loads((tmp_path / "int8" / "config.json").read_text())
+    assert saved["quant"]["int8"]["activations"] == "static" and saved["quant"]["int8"]["trim_vocabulary"]
+    assert main(["quantize", str(tmp_path / "int8"), str(tmp_path / "again"), "--task", "qqp", "--glue-dir",
+                 str(glue_dir)]) == 2
+    assert "already quantized" in capsys.readouterr().err
+    assert main(["quantize", str(tmp_path / "fp32"), str(tmp_path / "x"), "--task", "qqp", "--glue-dir",
+                 str(glue_dir), "--calibration", "entropy"]) == 2
+    assert "calibration applies to static activations only" in capsys.readouterr().err
