@@ -4,8 +4,9 @@ embedding table together.
 In all-MiniLM-L6-v2 the word embeddings are 11.7M of 22.7M parameters, and a GLUE task's training text uses a
 fraction of the 30522 pieces. Trimming keeps the special tokens and every piece the text produces, in their
 original order. WordPiece matches greedily, longest piece first, so any text made of kept pieces tokenizes exactly as
-before (the longest match it found is still there, and no longer one appears); a word that needs a dropped piece
-becomes [UNK], as an unknown word always did.
+before (the longest match it found is still there, and no longer one appears). A word whose pieces were dropped is
+split into shorter kept pieces ("poised" -> "po ##ise ##d"), or becomes [UNK] when no split exists. That changes
+the input for words the training text never used, so the accuracy effect is measured, not assumed (docs/quant.md).
 
 Only WordPiece tokenizers (BERT, MiniLM, DistilBERT, ELECTRA) can be trimmed this way: BPE and Unigram vocabularies
 are tied to their merges and scores.
