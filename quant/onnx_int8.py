@@ -219,15 +219,17 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
         with atomic_path(dst) as tmp:
             if config.activations == "dynamic":
                 quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=config.per_channel,
-                                 nodes_to_quantize=chosen, op_types_to_quantize=["MatMul", "Gather"],
+                                 nodes_to_quantize=chosen, op_types_to_quantize=["MatMul"],
                                  extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
             else:
                 preprocessed = Path(scratch) / "preprocessed.onnx"
                 # skip_optimization: its ORT pass would fuse our MatMul + Add back into Gemm, which the quantizer skips
                 quant_pre_process(str(prepared), str(preprocessed), auto_merge=True, skip_optimization=True)
-                if activation_scales is not None:
-                    overrides = {name: [{"scale": np.asarray(s, dtype=np.float32), "zero_point": np.asarray(z, dtype=_zp_dtype(config))}]
-                                 for name, (s, z) in activation_scales.items()}
+                if activation_scales is not None:  # QAT: the trained scale and zero point of each MatMul input
+                    zero_dtype = np.uint8 if config.activation_type == "uint8" else np.int8
+                    overrides = {name: [{"scale": np.asarray(scale, dtype=np.float32),
+                                         "zero_point": np.asarray(zero, dtype=zero_dtype)}]
+                                 for name, (scale, zero) in activation_scales.items()}
                     feeds = feeds or []
                 else:
                     overrides = {}
@@ -249,10 +251,6 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
                                    "TensorQuantOverrides": overrides})
     return {"gemms_rewritten": len(converted), "matmuls_quantized": len(chosen), "int8_embeddings": embeddings,
             **({"vocabulary": len(keep_ids)} if keep_ids is not None else {})}
-
-
-def _zp_dtype(config: Int8Config):
-    return np.uint8 if config.activation_type == "uint8" else np.int8
 
 
 class _ScaleOnlyReader(TextCalibrationReader):
