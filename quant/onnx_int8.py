@@ -51,6 +51,8 @@ def check_not_quantized(model_or_path) -> None:
     model = onnx.load(str(model_or_path), load_external_data=False) if isinstance(model_or_path, (str, Path)) \
         else model_or_path
     found = sorted({n.op_type for n in model.graph.node} & QUANTIZED_OPS)
+    if any(i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for i in model.graph.initializer):
+        found.append("int8 weights")
     if found:
         raise AlreadyQuantizedError(
             f"this graph is already quantized (it has {', '.join(found)}); quantizing twice compounds the error. "
