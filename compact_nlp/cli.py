@@ -101,7 +101,7 @@ def cmd_quantize(args) -> int:
 
     config = Int8Config(weights=args.weights, activations=args.activations, activation_type=args.activation_type,
                         calibration=args.calibration, calibration_examples=args.calibration_examples,
-                        trim_vocabulary=args.trim_vocabulary)
+                        trim_vocabulary=args.trim_vocabulary, embedding_bits=args.embedding_bits)
     train = load_glue(args.task, args.glue_dir or default_glue_dir())["train"]
     # calibration: a seeded sample of training text, never dev
     calibration = task_texts(train.shuffle(seed=0), args.task, config.calibration_examples)
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None,
                           help="static only")
     quantize.add_argument("--calibration-examples", type=int, default=256)
+    quantize.add_argument("--embedding-bits", type=int, choices=(8, 4, 2), default=8,
+                          help="word-embedding width (one scale per row; 4 and 2 are packed)")
     quantize.add_argument("--trim-vocabulary", action="store_true",
                           help="keep only the wordpieces the task's training text uses")
     quantize.add_argument("--max-length", type=int, default=128)

@@ -41,6 +41,7 @@ class Int8Config(ConfigSection):
     calibration_examples: int = 256
     keep_fp32: list[str] = field(default_factory=lambda: ["classifier", "pooler", "position_embeddings",
                                                           "token_type_embeddings"])
+    embedding_bits: int = 8  # word embeddings: 8, or 4 / 2 packed into bytes (one symmetric scale per row)
     trim_vocabulary: bool = False  # keep only the wordpieces the task's training text uses (tokenizer rewritten too)
     ema_decay: float = 0.99  # qat only: activation ranges are an EMA of batch min/max (Q8BERT)
     version: int = INT8_CONFIG_VERSION
@@ -64,6 +65,7 @@ class Int8Config(ConfigSection):
             if self.mode == "ptq":
                 self.calibration = self.calibration or "minmax"
                 _choice("calibration", self.calibration, ("minmax", "entropy", "percentile"))
+        _choice("embedding_bits", self.embedding_bits, (8, 4, 2))
         if self.calibration_examples < 1:
             raise QuantConfigError(f"calibration_examples must be >= 1, got {self.calibration_examples}.")
         unknown = sorted(set(self.keep_fp32) - set(KEEPABLE))

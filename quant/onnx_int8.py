@@ -102,15 +102,22 @@ def nodes_to_quantize(model, config: Int8Config) -> list[str]:
             if node.op_type == "MatMul" and node.input[1] in initializers and _module_of(node.input[1]) not in keep]
 
 
-def quantize_embeddings(model, keep_fp32: Iterable[str]) -> list[str]:
-    """Store each embedding table that is not kept fp32 as int8 with one symmetric scale per row, in place:
-    Gather(table) becomes Gather(int8 table) -> Cast -> Mul(Gather(row scales)). Returns the tables' names.
+def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[str]:
+    """Store each embedding table that is not kept fp32 at `bits` (8, 4 or 2) with one symmetric scale per row, in
+    place. Returns the tables' names.
+
+        8 bits:    Gather(int8 table) -> Cast -> Mul(Gather(row scales))
+        4/2 bits:  Gather(uint8 table, 2 or 4 codes per byte) -> BitShift/BitwiseAnd per code -> Concat -> Reshape
+                   -> Cast -> Sub(offset) -> Mul(Gather(row scales))
 
     Written here because ORT's quantizers do not do it: the QDQ quantizer leaves a Gather fp32 unless its consumer is
-    quantized (ours is an Add), and the dynamic one uses one scale for the whole table. Only standard ops, so it
-    runs from .ort and on mobile EPs, and only the gathered rows are dequantized."""
+    quantized (ours is an Add), and the dynamic one uses one scale for the whole table and 8 bits only. Standard ops
+    only, so it loads from .ort (the unpacking follows the Gather of run-time ids, so the .ort converter cannot fold
+    it back to fp32) and only the gathered rows are unpacked."""
     from onnx import helper, numpy_helper
 
+    if bits not in (8, 4, 2):
+        raise QuantConfigError(f"embedding bits must be 8, 4 or 2, got {bits}.")
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     keep, done, nodes = set(keep_fp32), [], []
@@ -122,22 +129,69 @@ def quantize_embeddings(model, keep_fp32: Iterable[str]) -> list[str]:
             nodes.append(node)
             continue
         weight = numpy_helper.to_array(initializers[table]).astype(np.float32)
-        scale = np.maximum(np.abs(weight).max(axis=1, keepdims=True), 1e-12) / 127.0
-        codes = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
-        initializers[table].CopyFrom(numpy_helper.from_array(codes, table))
-        scale_name, out = table + "_row_scale", node.output[0]
-        graph.initializer.append(numpy_helper.from_array(scale.astype(np.float32), scale_name))
+        codes, scale = symmetric_codes(weight, bits)
+        ids, out, name = node.input[1], node.output[0], node.name
+        scale_name = table + "_row_scale"
+        graph.initializer.append(numpy_helper.from_array(scale, scale_name))
+        if bits == 8:
+            initializers[table].CopyFrom(numpy_helper.from_array(codes, table))
+            nodes += [helper.make_node("Gather", [table, ids], [out + "_q"], name=name, axis=0),
+                      helper.make_node("Cast", [out + "_q"], [out + "_codes"], name=name + "_cast", to=1)]
+        else:
+            nodes += _packed_gather(graph, initializers[table], codes, bits, ids, out, name)
         nodes += [
-            helper.make_node("Gather", [table, node.input[1]], [out + "_int8"], name=node.name, axis=0),
-            helper.make_node("Cast", [out + "_int8"], [out + "_codes"], name=node.name + "_cast", to=1),
-            helper.make_node("Gather", [scale_name, node.input[1]], [out + "_scale"], name=node.name + "_scale",
-                             axis=0),
-            helper.make_node("Mul", [out + "_codes", out + "_scale"], [out], name=node.name + "_dequant"),
+            helper.make_node("Gather", [scale_name, ids], [out + "_scale"], name=name + "_scale", axis=0),
+            helper.make_node("Mul", [out + "_codes", out + "_scale"], [out], name=name + "_dequant"),
         ]
         done.append(table)
     del graph.node[:]
     graph.node.extend(nodes)
     return done
+
+
+def symmetric_codes(weight: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric codes in [-(2^(b-1)-1), 2^(b-1)-1] (int8) and the (rows, 1) float32 scales."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = (np.maximum(np.abs(weight).max(axis=1, keepdims=True), 1e-12) / qmax).astype(np.float32)
+    return np.clip(np.round(weight / scale), -qmax, qmax).astype(np.int8), scale
+
+
+def _packed_gather(graph, table, codes: np.ndarray, bits: int, ids: str, out: str, name: str) -> list:
+    from onnx import TensorProto, helper, numpy_helper
+
+    per_byte, offset = 8 // bits, 2 ** (bits - 1)
+    rows, width = codes.shape
+    if width % per_byte:
+        raise QuantConfigError(f"{bits}-bit embeddings pack {per_byte} codes per byte; the width {width} is not a "
+                               f"multiple of {per_byte}. Use 8-bit embeddings for this model.")
+    unsigned = (codes.astype(np.int16) + offset).astype(np.uint8).reshape(rows, width // per_byte, per_byte)
+    packed = np.zeros((rows, width // per_byte), dtype=np.uint8)
+    for k in range(per_byte):  # code j of a row sits in byte j // per_byte at bit (j % per_byte) * bits
+        packed |= unsigned[:, :, k] << np.uint8(k * bits)
+    table.CopyFrom(numpy_helper.from_array(packed, table.name))
+    consts = {f"{name}_mask": np.array(2 ** bits - 1, dtype=np.uint8), f"{name}_offset": np.array(offset, np.float32),
+              f"{name}_last": np.array([-1], dtype=np.int64), f"{name}_axis": np.array([-1], dtype=np.int64)}
+    consts.update({f"{name}_shift{k}": np.array(k * bits, dtype=np.uint8) for k in range(per_byte)})
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    nodes = [helper.make_node("Gather", [table.name, ids], [out + "_packed"], name=name, axis=0)]
+    parts = []
+    for k in range(per_byte):
+        shifted, part = f"{out}_shift{k}", f"{out}_part{k}"
+        nodes += [helper.make_node("BitShift", [out + "_packed", f"{name}_shift{k}"], [shifted], direction="RIGHT",
+                                   name=f"{name}_shift{k}"),
+                  helper.make_node("BitwiseAnd", [shifted, f"{name}_mask"], [part + "_m"], name=f"{name}_mask{k}"),
+                  helper.make_node("Unsqueeze", [part + "_m", f"{name}_axis"], [part], name=f"{name}_unsq{k}")]
+        parts.append(part)
+    nodes += [
+        helper.make_node("Concat", parts, [out + "_interleaved"], axis=-1, name=name + "_concat"),
+        helper.make_node("Shape", [ids], [out + "_ids_shape"], name=name + "_ids_shape"),
+        helper.make_node("Concat", [out + "_ids_shape", f"{name}_last"], [out + "_shape"], axis=0,
+                         name=name + "_shape"),
+        helper.make_node("Reshape", [out + "_interleaved", out + "_shape"], [out + "_unpacked"], name=name + "_rows"),
+        helper.make_node("Cast", [out + "_unpacked"], [out + "_unsigned"], to=TensorProto.FLOAT, name=name + "_cast"),
+        helper.make_node("Sub", [out + "_unsigned", f"{name}_offset"], [out + "_codes"], name=name + "_center"),
+    ]
+    return nodes
 
 
 class TextCalibrationReader:
@@ -213,7 +267,7 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
     converted = gemm_to_matmul(model)
     if keep_ids is not None:  # vocabulary trimming: before the table is quantized, so scales are per kept row
         trim_embedding_rows(model, keep_ids)
-    embeddings = quantize_embeddings(model, config.keep_fp32)
+    embeddings = quantize_embeddings(model, config.keep_fp32, config.embedding_bits)
     chosen = nodes_to_quantize(model, config)
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"

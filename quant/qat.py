@@ -33,20 +33,22 @@ from .config import Int8Config, QuantConfigError
 INT8_MAX = 127
 
 
-def fake_quant_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
-    """Symmetric int8 with scale max|w|/127 (per output row or per tensor); straight-through gradient."""
-    return weight + (snap_weight(weight.detach(), per_channel) - weight).detach()
+def fake_quant_weight(weight: torch.Tensor, per_channel: bool, bits: int = 8) -> torch.Tensor:
+    """Symmetric `bits`-bit with scale max|w|/(2^(b-1)-1) (per output row or per tensor); straight-through
+    gradient."""
+    return weight + (snap_weight(weight.detach(), per_channel, bits) - weight).detach()
 
 
-def weight_scale(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
+def weight_scale(weight: torch.Tensor, per_channel: bool, bits: int = 8) -> torch.Tensor:
     amax = weight.abs().amax(dim=1, keepdim=True) if per_channel else weight.abs().max()
-    return amax.clamp_min(1e-12) / INT8_MAX
+    return amax.clamp_min(1e-12) / (2 ** (bits - 1) - 1)
 
 
-def snap_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
-    """The weight on its int8 grid: scale * round(w / scale)."""
-    scale = weight_scale(weight, per_channel)
-    return torch.clamp(torch.round(weight / scale), -INT8_MAX, INT8_MAX) * scale
+def snap_weight(weight: torch.Tensor, per_channel: bool, bits: int = 8) -> torch.Tensor:
+    """The weight on its grid: scale * round(w / scale)."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = weight_scale(weight, per_channel, bits)
+    return torch.clamp(torch.round(weight / scale), -qmax, qmax) * scale
 
 
 class ActivationObserver(nn.Module):
@@ -101,10 +103,12 @@ class QATLinear(nn.Linear):
 
 
 class QATEmbedding(nn.Embedding):
-    """nn.Embedding whose table is fake-quantized to int8 with one scale per row (what the export stores)."""
+    """nn.Embedding whose table is fake-quantized (8, 4 or 2 bits) with one scale per row, as the export stores it."""
+
+    bits = 8
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, fake_quant_weight(self.weight, per_channel=True), self.padding_idx)
+        return F.embedding(ids, fake_quant_weight(self.weight, per_channel=True, bits=self.bits), self.padding_idx)
 
 
 def _kind(name: str) -> str | None:
@@ -131,6 +135,7 @@ def prepare_qat(model: nn.Module, config: Int8Config) -> nn.Module:
             swapped = QATLinear(module.in_features, module.out_features, module.bias is not None, config)
         elif type(module) is nn.Embedding and _kind(name) == "word_embeddings":
             swapped = QATEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
+            swapped.bits = config.embedding_bits
         else:
             continue
         swapped.weight = module.weight
@@ -178,7 +183,7 @@ def strip_qat(model: nn.Module) -> nn.Module:
             swapped.weight = nn.Parameter(snap_weight(module.weight.detach(), module.per_channel))
         elif isinstance(module, QATEmbedding):
             swapped = nn.Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
-            swapped.weight = nn.Parameter(snap_weight(module.weight.detach(), per_channel=True))
+            swapped.weight = nn.Parameter(snap_weight(module.weight.detach(), per_channel=True, bits=module.bits))
         else:
             continue
         if getattr(module, "bias", None) is not None:

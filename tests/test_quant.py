@@ -49,6 +49,7 @@ def logits(sess, tokenizer, texts):
     (dict(weights="per_row"), "weights must be one of"),
     (dict(keep_fp32=["layernorm"]), "LayerNorm, softmax and GELU are always fp32"),
     (dict(calibration_examples=0), "calibration_examples must be >= 1"),
+    (dict(embedding_bits=1), "embedding_bits must be one of"),
 ])
 def test_impossible_int8_configs_are_refused(kwargs, message):
     with pytest.raises(QuantConfigError, match=message):
@@ -109,6 +110,48 @@ def test_a_trimmed_vocabulary_tokenizes_training_text_as_before(activations, fp3
     assert np.abs(logits(session(tmp_path / "q" / "model.ort"), trimmed, train) - full).max() < 0.05
     with pytest.raises(ValueError, match="needs the task's training text"):
         quantize_folder(fp32_folder, tmp_path / "r", config, texts=train, mobile=False)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_low_bit_embeddings_unpack_exactly_from_ort(bits, fp32_folder, tiny_tokenizer, tmp_path):
+    from compact_nlp.quant.onnx_int8 import symmetric_codes
+
+    report = quantize_folder(fp32_folder, tmp_path / "q", Int8Config(embedding_bits=bits), texts=TEXTS,
+                             max_length=32)
+    packed = {i.name: i for i in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.initializer}[
+        "model.compact_bert.embeddings.word_embeddings.weight"]
+    assert packed.data_type == onnx.TensorProto.UINT8 and packed.dims[1] == 32 * bits // 8  # hidden 32, packed
+    assert report["size_mb"]["model.ort"] > 0
+    # the .ort graph's embedding output is exactly codes * scale: run just the unpacking on a few ids
+    table = onnx.numpy_helper.to_array(
+        {i.name: i for i in onnx.load(str(fp32_folder / "model.onnx")).graph.initializer}[
+            "model.compact_bert.embeddings.word_embeddings.weight"])
+    codes, scale = symmetric_codes(table, bits)
+    assert np.abs(codes).max() <= 2 ** (bits - 1) - 1
+    full = logits(session(fp32_folder / "model.onnx"), tiny_tokenizer, TEXTS)
+    got = logits(session(tmp_path / "q" / "model.ort"), tiny_tokenizer, TEXTS)
+    assert np.abs(got - full).max() < (0.05 if bits == 4 else 0.2)
+
+
+def test_embedding_unpacking_is_exact(tmp_path):
+    from onnx import helper
+
+    from compact_nlp.quant.onnx_int8 import quantize_embeddings, symmetric_codes
+
+    table = np.random.default_rng(0).normal(size=(50, 12)).astype(np.float32)
+    for bits in (8, 4, 2):
+        graph = helper.make_graph(
+            [helper.make_node("Gather", ["m.word_embeddings.weight", "ids"], ["out"], name="g", axis=0)], "g",
+            [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["b", "t"])],
+            [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, ["b", "t", 12])],
+            [onnx.numpy_helper.from_array(table, "m.word_embeddings.weight")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+        quantize_embeddings(model, keep_fp32=[], bits=bits)
+        onnx.save(model, str(tmp_path / f"e{bits}.onnx"))
+        ids = np.array([[0, 7, 49], [3, 3, 12]], dtype=np.int64)
+        codes, scale = symmetric_codes(table, bits)
+        got = session(tmp_path / f"e{bits}.onnx").run(None, {"ids": ids})[0]
+        assert np.array_equal(got, (codes * scale)[ids])  # bit-exact dequantization of the stored codes
 
 
 def test_quantizing_twice_is_refused(fp32_folder, tmp_path):

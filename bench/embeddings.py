@@ -1,8 +1,9 @@
-"""Vocabulary trimming's accuracy and size effect (issue 4): dynamic int8 of one fine-tuned model with and without
-trimming to the wordpieces of the task's training text, dev metric measured on each model.ort.
+"""Embedding compression's accuracy and size effect (issue 4): dynamic int8 of one fine-tuned model with its word
+embeddings at 8, 4 and 2 bits (one scale per row), each with and without trimming the vocabulary to the wordpieces of
+the task's training text; the dev metric is measured on each model.ort. Post-training: no retraining at any width.
 
-    python bench/vocabulary_trim.py --fp32 RUN/seed-1/model --task sst2 --glue-dir DIR
-Writes bench/results/vocabulary_trim_<task>.{json,md}.
+    python bench/embeddings.py --fp32 RUN/seed-1/model --task sst2 --glue-dir DIR
+Writes bench/results/embeddings_<task>.{json,md}.
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ def main() -> None:
     parser.add_argument("--glue-dir", default=None)
     parser.add_argument("--max-length", type=int, default=64)
     args = parser.parse_args()
+    args.fp32_ort_mb = round((Path(args.fp32) / "model.ort").stat().st_size / 2**20, 2)
     task = get_task(args.task)
     data = load_glue(task.name, args.glue_dir)
     train = data["train"]
     calibration = task_texts(train.shuffle(seed=0), task.name, 256)
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for name, config in (("dynamic int8", Int8Config()),
-                             ("dynamic int8 + trimmed vocabulary", Int8Config(trim_vocabulary=True))):
+        variants = {f"{bits}-bit embeddings{' + trimmed vocabulary' if trim else ''}":
+                    Int8Config(embedding_bits=bits, trim_vocabulary=trim) for trim in (False, True) for bits in (8, 4, 2)}
+        for name, config in variants.items():
+            print(name, flush=True)
             folder = Path(scratch) / name.replace(" ", "_")
             report = quantize_folder(args.fp32, folder, config, texts=calibration, max_length=args.max_length,
                                      vocabulary_texts=task_texts(train, task.name))
@@ -42,15 +46,15 @@ def main() -> None:
             rows[name] = {"dev": scores, "ort_mb": report["size_mb"]["model.ort"],
                           "vocabulary": report.get("vocabulary"), "agreement_with_fp32": report["agreement"]}
     metric = task.metrics[0]
-    lines = [f"# Vocabulary trimming: {task.name}", "",
-             f"fp32 model `{args.fp32}`; kept pieces: those {task.name}'s training split produces. Dev {metric} "
-             "measured on each `model.ort`.", "",
+    lines = [f"# Embedding compression (post-training, dynamic int8 elsewhere): {task.name}", "",
+             f"fp32 model `{args.fp32}`; trimmed vocabulary: the pieces {task.name}'s training split produces. Dev "
+             f"{metric} measured on each `model.ort`; the fp32 `.ort` is {args.fp32_ort_mb} MB.", "",
              f"| variant | vocabulary | .ort MB | dev {metric} |", "|---|---|---|---|"]
     for name, r in rows.items():
         split = task.dev_splits[0]
         lines.append(f"| {name} | {r['vocabulary'] or 'all'} | {r['ort_mb']} | {100 * r['dev'][split][metric]:.2f} |")
-    write_json(RESULTS / f"vocabulary_trim_{task.name}.json", {"fp32": args.fp32, "variants": rows})
-    write_text(RESULTS / f"vocabulary_trim_{task.name}.md", "\n".join(lines) + "\n")
+    write_json(RESULTS / f"embeddings_{task.name}.json", {"fp32": args.fp32, "variants": rows})
+    write_text(RESULTS / f"embeddings_{task.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
