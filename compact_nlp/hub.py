@@ -44,6 +44,15 @@ def model_card(results: dict, repo_name: str | None = None) -> str:
         f"| {key} | {stats['mean']:.2f} ± {stats['sd']:.2f} | {', '.join(f'{v:.2f}' for v in stats['values'])} |"
         for key, stats in summary.items() if isinstance(stats, dict) and "/" in key)
     comparison = _comparison(summary, first)
+    selection = ("The model was selected on a held-out split carved from train; the dev set was only used for these "
+                 "numbers." if first.get("heldout_examples") else "The dev set was only used for these numbers.")
+    size = f"{first['size_mb'].get(first['artifact'])} MB (`{first['artifact']}`)"
+    if first["size_mb"].get("model.safetensors"):
+        size += f", {first['size_mb']['model.safetensors']} MB (PyTorch)"
+    quant = first.get("quant", {}).get("config")
+    parity_label = ("max abs difference, ONNX Runtime vs PyTorch" if not quant else
+                    "max abs logit difference vs the PyTorch QAT model (quantized activations round differently; see "
+                    "docs/quant.md)" if quant["mode"] == "qat" else "max abs logit difference vs the fp32 graph")
     p = recipe["protocol"]
     latency = first["latency_ms_batch1"]
     body = f"""
@@ -51,12 +60,11 @@ def model_card(results: dict, repo_name: str | None = None) -> str:
 
 `{recipe['model']}` fine-tuned on GLUE {glue_name} with [compact](https://pypi.org/project/compact-nlp/)
 {f"(distilled from `{recipe['teacher']}`)" if recipe['teacher'] else ""} and exported to ONNX Runtime and ONNX Runtime
-Mobile (`{first['artifact']}`, opset 20, target {recipe['export']['target_platform']}).
+Mobile (`{first['artifact']}`, opset 20, target {recipe['export']['target_platform']}){_quant_line(first)}.
 
 ## Measured on the file that ships (`{first['artifact']}`)
 
-Dev-set scores ×100, mean ± sd over seeds {summary['seeds']}. The model was selected on a held-out split carved from
-train; the dev set was only used for these numbers.
+Dev-set scores ×100, mean ± sd over seeds {summary['seeds']}. {selection}
 
 | split/metric | mean ± sd | per seed |
 |---|---|---|
@@ -65,8 +73,8 @@ train; the dev set was only used for these numbers.
 | what | value |
 |---|---|
 | latency, batch 1, 1 thread, real dev inputs ({latency['mean_tokens']} tokens on average) | median {latency['median']} ms, p90 {latency['p90']} ms |
-| size | {first['size_mb'].get(first['artifact'])} MB (`{first['artifact']}`), {first['size_mb'].get('model.safetensors')} MB (PyTorch) |
-| max abs difference, ONNX Runtime vs PyTorch | {first['export_parity']:.1e} |
+| size | {size} |
+| {parity_label} | {first['export_parity']:.1e} |
 | hardware | {first['machine']['platform']}, {first['machine']['cores']} cores |
 | versions | {", ".join(f"{k} {v}" for k, v in first['versions'].items())} |
 {comparison}
@@ -86,6 +94,15 @@ pipeline("text-classification", model=model, tokenizer="THIS_REPO")("a charming 
 ```
 """
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+
+
+def _quant_line(first: dict) -> str:
+    config = first.get("quant", {}).get("config")
+    if not config:
+        return ""
+    how = "quantization-aware training" if config["mode"] == "qat" else "post-training quantization"
+    return (f", int8 by {how} ({config['weights'].replace('_', '-')} weights, {config['activations']} activations, "
+            f"{config['embedding_bits']}-bit word embeddings{', trimmed vocabulary' if config['trim_vocabulary'] else ''})")
 
 
 def _comparison(summary: dict, first: dict) -> str:

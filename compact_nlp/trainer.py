@@ -117,13 +117,15 @@ class CompactTrainer(Trainer):
     # --- what ships ---------------------------------------------------------------------------------------------
     def save_compact(self, output_dir: str | os.PathLike, *, task: str, dev, max_length: int = 128,
                      mobile: bool = True, target_platform: str = "arm", original: str | os.PathLike | None = None,
-                     base_model: str | None = None) -> dict:
+                     base_model: str | None = None, vocabulary_texts: list | None = None) -> dict:
         """Write the deployable folder: weights, tokenizer, model.onnx (+ model.ort), results.json and a model card
         (README.md) with the dev scores, latency and size measured on the exported file, next to `original` (an
         exported folder of the model you started from, e.g. the teacher) measured the same way.
 
         task: the GLUE task name (its metric); dev: the labelled raw dev split (a `datasets.Dataset` with the task's
-        text columns), or a dict of them (MNLI: matched and mismatched). Returns the results.
+        text columns), or a dict of them (MNLI: matched and mismatched). A model prepared for QAT ships its int8
+        exports (compact_nlp.quant.export_qat); vocabulary_texts: the training text, if its config trims the
+        vocabulary. Returns the results.
         """
         from .hub import write_model_card
         from .io import write_json
@@ -132,8 +134,17 @@ class CompactTrainer(Trainer):
         if self.processing_class is None:
             raise ValueError("save_compact needs the tokenizer: create the CompactTrainer with processing_class=.")
         splits = dict(dev) if isinstance(dev, dict) else {"validation": dev}
+        exporter = None
+        if getattr(self.model.config, "quant", None):
+            from .glue import task_texts
+            from .quant import Int8Config
+            from .quant.recipes import exporter as quant_exporter
+
+            texts = task_texts(next(iter(splits.values())), task, 64)  # only to check the export follows PyTorch
+            exporter = quant_exporter(Int8Config.from_dict(self.model.config.quant["int8"]), self.processing_class,
+                                      texts, max_length, mobile, target_platform, vocabulary_texts)
         result = ship(self.model, self.processing_class, output_dir, task, splits, max_length, mobile=mobile,
-                      target_platform=target_platform, original=original)
+                      target_platform=target_platform, original=original, exporter=exporter)
         result.update(self.training_facts(task, max_length, target_platform, base_model))
         results = {"recipe": result.pop("recipe"), "summary": summarize([result]), "per_seed": [result]}
         write_json(Path(output_dir) / "results.json", results)

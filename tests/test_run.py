@@ -82,7 +82,8 @@ def test_an_int8_recipe_trains_exports_and_measures_what_ships(mode, tiny_model,
         assert first["export_parity"] < 0.1  # model.ort vs the PyTorch QAT model (dynamic activations)
 
 
-def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(tiny_model, glue_dir, tmp_path):
+@pytest.mark.parametrize("qat", [False, True])
+def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(qat, tiny_model, glue_dir, tmp_path):
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
     from compact_nlp import AutoCompactModelForSequenceClassification
@@ -95,8 +96,13 @@ def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(tiny
     teacher_dir = tmp_path / "teacher"  # a PyTorch checkpoint only: save_compact exports it to compare
     AutoCompactModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).save_pretrained(teacher_dir)
     tokenizer.save_pretrained(teacher_dir)
+    student = AutoCompactModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    if qat:
+        from compact_nlp.quant import Int8Config, prepare_qat
+
+        prepare_qat(student, Int8Config(mode="qat"))
     trainer = CompactTrainer(
-        model=AutoCompactModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2),
+        model=student,
         args=TrainingArguments(str(tmp_path / "ckpt"), max_steps=2, per_device_train_batch_size=2, report_to=[],
                                use_cpu=True, save_strategy="no"),
         train_dataset=tokenize(data["train"], tokenizer, task, 32),
@@ -111,6 +117,9 @@ def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(tiny
     assert card.data.base_model == "tiny-bert" and "Against the original" in card.text
     assert json.loads((tmp_path / "shipped" / "results.json").read_text())["summary"] == results["summary"]
     assert not (teacher_dir / "model.onnx").exists()  # the original's export went to a scratch folder
+    if qat:  # the int8 exports ship, with the trained scales
+        assert results["per_seed"][0]["quant"]["weights_match_training"]
+        assert (tmp_path / "shipped" / "qdq" / "model.onnx").exists()
 
 
 def test_presets_merge_over_the_recipe_before_set():
