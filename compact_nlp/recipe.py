@@ -13,8 +13,8 @@
     quant: null
 
 Presets (`--preset NAME`, recipes/presets/NAME.yaml, or a path to a YAML file) are partial recipes merged over the
-recipe in order, e.g. `smoke` (a minutes-long check that a recipe runs) or `distil-half` (a half-depth student with
-the tuned distillation settings). `--set protocol.epochs=1 --set protocol.seeds=[7]` then overrides any key (values
+recipe in order, e.g. `smoke` (a minutes-long check that a recipe runs) or `int8-qat` (quantization-aware training
+from a fine-tuned fp32 model). `--set protocol.epochs=1 --set protocol.seeds=[7]` then overrides any key (values
 are parsed as YAML).
 docs/protocol.md explains the protocol's numbers.
 """
@@ -200,6 +200,9 @@ def preset_path(name: str) -> Path:
     return path
 
 
+_SECTIONS = ("protocol", "export")  # merged key by key; other mappings (distillation, techniques) are replaced whole
+
+
 def merge(base: dict, update: dict) -> dict:
     """`update` over `base`, section by section (a preset's protocol.epochs keeps the recipe's other protocol keys)."""
     merged = copy.deepcopy(base)
@@ -209,9 +212,6 @@ def merge(base: dict, update: dict) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-_SECTIONS = ("protocol", "export")  # merged key by key; other mappings (distillation, techniques) are replaced whole
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] = (), presets: list[str] = ()) -> Recipe:
