@@ -201,12 +201,12 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
         qdq/model.onnx (+ qdq/model.ort): static QDQ with the trained activation scales (mobile EPs).
     texts: a few real examples, used only to check that the exports follow the PyTorch QAT model.
     vocabulary_texts: all of the task's training text, when the config trims the vocabulary."""
-    import json
     import tempfile
 
     import onnx
 
     from compact_nlp.export import convert_to_ort, export_model
+    from compact_nlp.io import write_json
 
     from .onnx_int8 import _input_names, calibration_feeds, quantize_graph, trim_plan, write_folder_files
 
@@ -252,7 +252,7 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
                           folder / "qdq" / "model.ort") if p.exists()}
     report["size_mb"] = {str(p.relative_to(folder)): round(p.stat().st_size / 2**20, 3)
                          for p in sorted(folder.rglob("model.*")) if p.suffix in (".onnx", ".ort")}
-    (folder / "quant_report.json").write_text(json.dumps(report, indent=2))
+    write_json(folder / "quant_report.json", report)
     return report
 
 
