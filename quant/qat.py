@@ -91,15 +91,19 @@ class ActivationObserver(nn.Module):
 
 
 class QATLinear(nn.Linear):
-    """nn.Linear with fake-quantized input and weight; the same parameter names, so checkpoints stay compatible."""
+    """nn.Linear with fake-quantized input, weight and product (before the bias), which is what a static QDQ graph
+    runs as one integer QLinearMatMul; the same parameter names, so checkpoints stay compatible."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, config: Int8Config):
         super().__init__(in_features, out_features, bias=bias)
         self.per_channel = config.per_channel
         self.input_observer = ActivationObserver(config.activation_type or "uint8", config.ema_decay)
+        self.output_observer = ActivationObserver(config.activation_type or "uint8", config.ema_decay)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_observer(x), fake_quant_weight(self.weight, self.per_channel), self.bias)
+        product = self.output_observer(F.linear(self.input_observer(x), fake_quant_weight(self.weight,
+                                                                                         self.per_channel)))
+        return product + self.bias if self.bias is not None else product
 
 
 class QATEmbedding(nn.Embedding):
@@ -164,13 +168,16 @@ class QuantizationHook(CompactHook):
                     module.observing = False
 
 
-def activation_scales(model: nn.Module) -> dict[str, tuple[float, int]]:
-    """Trained (scale, zero point) of each fake-quantized Linear's input, by module name."""
+def activation_scales(model: nn.Module) -> dict[str, dict[str, tuple[float, int]]]:
+    """Trained (scale, zero point) of each fake-quantized Linear's input and output (its product before the bias),
+    by module name."""
     scales = {}
     for name, module in model.named_modules():
         if isinstance(module, QATLinear) and bool(module.input_observer.seen):
-            scale, zero = module.input_observer.scale_and_zero_point()
-            scales[name] = (float(scale), int(zero))
+            scales[name] = {}
+            for where, observer in (("input", module.input_observer), ("output", module.output_observer)):
+                scale, zero = observer.scale_and_zero_point()
+                scales[name][where] = (float(scale), int(zero))
     return scales
 
 
@@ -219,14 +226,17 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
         fp32 = Path(scratch)
         export_model(plain, fp32, tokenizer_source=tokenizer, mobile=False)
         graph = onnx.load(str(fp32 / "model.onnx"))
-        by_weight = {n.input[1]: n.input[0] for n in graph.graph.node if n.op_type == "Gemm"}
+        gemms = {n.input[1]: n for n in graph.graph.node if n.op_type == "Gemm"}
         tensor_scales = {}
-        for module, (scale, zero) in scales.items():
-            tensor = by_weight.get(f"model.{module}.weight") or by_weight.get(f"{module}.weight")
-            if tensor is None:
+        for module, trained in scales.items():
+            gemm = gemms.get(f"model.{module}.weight") or gemms.get(f"{module}.weight")
+            if gemm is None:
                 raise RuntimeError(f"no Gemm in the exported graph takes {module}.weight; the exporter's naming "
                                    "changed, so the trained scales cannot be placed.")
-            tensor_scales.setdefault(tensor, (scale, zero))
+            # names as gemm_to_matmul leaves them: the Gemm's input, and its MatMul's output before the bias Add
+            product = gemm.output[0] + "_matmul" if len(gemm.input) > 2 and gemm.input[2] else gemm.output[0]
+            tensor_scales.setdefault(gemm.input[0], trained["input"])  # q, k and v share one input and its range
+            tensor_scales[product] = trained["output"]
         input_names = _input_names(fp32 / "model.onnx")
         keep_ids, out_tokenizer = trim_plan(config, tokenizer, vocabulary_texts)
         feeds = calibration_feeds(out_tokenizer, list(texts or [])[:64], max_length, input_names)

@@ -208,7 +208,9 @@ def test_qat_exports_use_the_trained_scales_and_follow_pytorch(tiny_bert_classif
     trained = activation_scales(model)
     first = "compact_bert.layers.0.attention.query"
     q_nodes = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear"]
-    assert any(np.isclose(stored[n.input[1]], trained[first][0]) for n in q_nodes if n.input[1] in stored)
+    placed = [float(stored[n.input[1]]) for n in q_nodes if n.input[1] in stored]
+    assert any(np.isclose(s, trained[first]["input"][0]) for s in placed)  # the Linear's input range
+    assert any(np.isclose(s, trained[first]["output"][0]) for s in placed)  # its product's range (QLinearMatMul)
     with torch.no_grad():  # the QDQ graph computes what the fake-quantized PyTorch model computes
         fake = torch.cat([model(**tiny_tokenizer(t, return_tensors="pt")).logits for t in TEXTS]).numpy()
     for name in ("qdq/model.onnx", "qdq/model.ort"):
