@@ -47,6 +47,7 @@ def compare(run: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="compact run outputs of int8-qat runs")
+    parser.add_argument("--note", default="", help="a line about how these runs differ, added to the table")
     args = parser.parse_args()
     tasks = [compare(json.loads((Path(p) / "results.json").read_text())) for p in args.runs]
     lines = [
@@ -72,7 +73,9 @@ def main() -> None:
                      f"{t['speedup']}x | {t['size_mb']['fp32']} | {t['size_mb']['qat']} | "
                      f"{t['size_mb']['fp32'] / t['size_mb']['qat']:.2f}x | {t['mean_tokens']} | "
                      f"{t['train_minutes_per_seed']} |")
-    write_json(RESULTS / "quant_qat.json", {"tasks": tasks})
+    if args.note:
+        lines += ["", args.note]
+    write_json(RESULTS / "quant_qat.json", {"tasks": tasks, "note": args.note})
     write_text(RESULTS / "quant_qat.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
