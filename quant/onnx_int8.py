@@ -22,7 +22,7 @@ import numpy as np
 
 from compact_nlp.io import atomic_path, write_json
 
-from .config import Int8Config, QuantConfigError
+from .config import KEEPABLE, Int8Config, QuantConfigError
 from .vocab import VocabularyTrimError, trim_embedding_rows, trimmed_tokenizer, used_token_ids
 
 QUANTIZED_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulInteger", "QLinearMatMul",
@@ -37,10 +37,10 @@ class CalibrationError(ValueError):
     pass
 
 
-def _module_of(weight_name: str) -> str | None:
-    """The keep_fp32 kind a weight belongs to, from its parameter name (exported initializers keep them)."""
-    for kind in ("classifier", "pooler", "word_embeddings", "position_embeddings", "token_type_embeddings"):
-        if kind in weight_name:
+def module_kind(name: str) -> str | None:
+    """The keep_fp32 kind of a module or weight, from its name (exported initializers keep parameter names)."""
+    for kind in KEEPABLE:
+        if kind in name:
             return kind
     return None
 
@@ -99,7 +99,7 @@ def nodes_to_quantize(model, config: Int8Config) -> list[str]:
     initializers = {i.name for i in model.graph.initializer}
     keep = set(config.keep_fp32)
     return [node.name for node in model.graph.node
-            if node.op_type == "MatMul" and node.input[1] in initializers and _module_of(node.input[1]) not in keep]
+            if node.op_type == "MatMul" and node.input[1] in initializers and module_kind(node.input[1]) not in keep]
 
 
 def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[str]:
@@ -124,7 +124,7 @@ def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[
     for node in graph.node:
         table = node.input[0] if node.op_type == "Gather" else None
         axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
-        kind = _module_of(table) if table in initializers else None
+        kind = module_kind(table) if table in initializers else None
         if kind is None or kind in keep or axis != 0:
             nodes.append(node)
             continue

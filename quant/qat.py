@@ -29,6 +29,7 @@ from torch import nn
 from compact_nlp.trainer import CompactHook
 
 from .config import Int8Config, QuantConfigError
+from .onnx_int8 import module_kind
 
 INT8_MAX = 127
 
@@ -115,13 +116,6 @@ class QATEmbedding(nn.Embedding):
         return F.embedding(ids, fake_quant_weight(self.weight, per_channel=True, bits=self.bits), self.padding_idx)
 
 
-def _kind(name: str) -> str | None:
-    for kind in ("classifier", "pooler", "word_embeddings", "position_embeddings", "token_type_embeddings"):
-        if kind in name:
-            return kind
-    return None
-
-
 def prepare_qat(model: nn.Module, config: Int8Config) -> nn.Module:
     """Swap the model's Linear and word-embedding modules for fake-quantized ones, in place; records the config in
     `model.config.quant`. Parameters are shared, not copied."""
@@ -133,11 +127,11 @@ def prepare_qat(model: nn.Module, config: Int8Config) -> nn.Module:
         raise QuantConfigError(f"this model is already quantized ({model.config.quant}); start from the fp32 model.")
     keep = set(config.keep_fp32)
     for name, module in list(model.named_modules()):
-        if _kind(name) in keep:
+        if module_kind(name) in keep:
             continue
         if type(module) is nn.Linear:
             swapped = QATLinear(module.in_features, module.out_features, module.bias is not None, config)
-        elif type(module) is nn.Embedding and _kind(name) == "word_embeddings":
+        elif type(module) is nn.Embedding and module_kind(name) == "word_embeddings":
             swapped = QATEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
             swapped.bits = config.embedding_bits
         else:
