@@ -24,3 +24,8 @@ rank = trainer.accelerator.process_index
 save_file({"projection": trainer.distiller.projection.weight.detach().contiguous(),
            "classifier": trainer.model.classifier.out_proj.weight.detach().contiguous(),
            "world_size": torch.tensor(trainer.accelerator.num_processes)}, f"{out}/rank{rank}.safetensors")
+# Leave the process group explicitly: left to interpreter shutdown, gloo's threads occasionally abort the process
+# ("terminate called without an active exception") after the work is done.
+trainer.accelerator.wait_for_everyone()
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
