@@ -328,13 +328,23 @@ def float_consumers_read_float(model) -> int:
         for i, name in enumerate(node.input):
             dq = produced_by.get(name)
             q = produced_by.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            source = produced_by.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
-            # a MatMul's quantized product is what its bias Add must read (that is what QAT trains); only
-            # quantized MatMul *inputs* are handed back to their other consumers as floats
-            if q is not None and q.op_type == "QuantizeLinear" and (source is None or source.op_type != "MatMul"):
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            # a quantized MatMul's product is what its bias Add must read (that is what QAT trains); only quantized
+            # MatMul *inputs* (LayerNorm outputs, attention outputs, ...) go back to other consumers as floats
+            if not is_quantized_product(q.input[0], produced_by):
                 node.input[i] = q.input[0]
                 moved += 1
     return moved
+
+
+def is_quantized_product(tensor: str, produced_by: dict) -> bool:
+    """Whether `tensor` is the output of a MatMul with a quantized weight (not attention's activation MatMuls)."""
+    matmul = produced_by.get(tensor)
+    if matmul is None or matmul.op_type != "MatMul":
+        return False
+    weight = produced_by.get(matmul.input[1])
+    return weight is not None and weight.op_type == "DequantizeLinear" and weight.input[0] not in produced_by
 
 
 class _ScaleOnlyReader(TextCalibrationReader):

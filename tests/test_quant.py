@@ -81,6 +81,28 @@ def test_ptq_follows_the_fp32_model_and_runs_from_ort(activations, fp32_folder, 
     assert report["agreement"]["examples"] == len(TEXTS)
 
 
+def test_qdq_quantizes_matmul_inputs_only_for_the_matmul(fp32_folder, tmp_path):
+    # ORT's QDQ quantizer routes every consumer through DequantizeLinear; the residual Add must read the float
+    # LayerNorm output (as the fp32 model and QAT do), while a bias Add reads its MatMul's quantized product
+    from compact_nlp.quant.onnx_int8 import is_quantized_product
+
+    quantize_folder(fp32_folder, tmp_path / "q", Int8Config(activations="static"), texts=TEXTS, mobile=False)
+    graph = onnx.load(str(tmp_path / "q" / "model.onnx")).graph
+    produced_by = {out: n for n in graph.node for out in n.output}
+    checked = {"input": 0, "product": 0}
+    for node in graph.node:
+        for name in node.input:
+            dq = produced_by.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in produced_by:
+                continue  # not a dequantized activation (weights are initializers)
+            if is_quantized_product(produced_by[dq.input[0]].input[0], produced_by):
+                checked["product"] += 1  # a quantized product stays quantized for whatever reads it (bias Add)
+            else:
+                assert node.op_type == "MatMul", f"{node.op_type} {node.name} reads a quantized activation"
+                checked["input"] += 1
+    assert checked["input"] and checked["product"]
+
+
 def test_the_classifier_stays_fp32_and_the_embeddings_int8(fp32_folder, tmp_path):
     quantize_folder(fp32_folder, tmp_path / "q", Int8Config(), texts=TEXTS, mobile=False)
     stored = {i.name: i.data_type for i in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.initializer}
