@@ -9,18 +9,23 @@ Variants (all from the same fp32 fine-tuned MiniLM):
   ours: PTQ static QDQ         U8S8 and S8S8, min-max and percentile calibration on 256 real training sentences
   ours: QAT                    trained int8 weights + dynamic activations (model.ort), static QDQ with the trained
                                activation scales (qdq/model.ort)   [with --qat OUT/seed-N/model of an int8-qat run]
+  ours: binary W1A8            1-bit packed weights, int8 activations, 1-bit embeddings: model.onnx (ORT unpacks the
+                               weights once, at load) and model.ort (packed; unpacks every call)
+                               [with --binary FOLDER, repeatable: a binary run's model, or its trimmed re-export]
 
 Columns: dev metric (the task's, on the whole dev set), .onnx and .ort MB, latency at batch 1 on the dev set's real
 unpadded inputs (median and p90) and on 128 real tokens (joined dev sentences), at 1 and 2 threads. Latencies are
 measured interleaved: every input runs on every variant back to back, in alternating order.
 
-    python bench/quant.py --fp32 RUN/seed-1/model [--qat QAT/seed-1/model] --task sst2 --glue-dir DIR
+    python bench/quant.py --fp32 RUN/seed-1/model [--qat QAT/seed-1/model] [--binary B/seed-1/model ...]
+                          --task sst2 --glue-dir DIR
 Writes bench/results/quant_<task>.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -123,16 +128,17 @@ def dev_scores(sess, tokenizer, task, dev, max_length: int) -> dict:
     return compute_glue_metrics(task.name, np.concatenate(logits), np.asarray(dev["label"]))
 
 
-def real_length_latency(sessions: dict, inputs: list[dict]) -> dict:
+def real_length_latency(sessions: dict, inputs: dict[str, list[dict]]) -> dict:
+    """inputs: per variant, the same dev examples through that variant's tokenizer (a trimmed vocabulary)."""
     times = {name: [] for name in sessions}
     order = list(sessions)
-    for encoded in inputs[:10]:
-        for sess in sessions.values():
+    for name, sess in sessions.items():
+        for encoded in inputs[name][:10]:
             sess.run(None, feed(sess, encoded))
-    for i, encoded in enumerate(inputs):
+    for i in range(len(next(iter(inputs.values())))):
         for name in order if i % 2 == 0 else order[::-1]:
             sess = sessions[name]
-            f = feed(sess, encoded)
+            f = feed(sess, inputs[name][i])
             start = time.perf_counter()
             sess.run(None, f)
             times[name].append((time.perf_counter() - start) * 1e3)
@@ -144,6 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fp32", required=True, help="the fine-tuned fp32 folder (compact run OUT/seed-N/model)")
     parser.add_argument("--qat", default=None, help="an int8-qat run's OUT/seed-N/model")
+    parser.add_argument("--binary", action="append", default=[], help="a binary model folder (repeatable)")
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--glue-dir", default=None)
     parser.add_argument("--max-length", type=int, default=128)
@@ -170,26 +177,35 @@ def main() -> None:
         if args.qat:
             files["ours: QAT, int8 weights + dynamic activations (model.ort)"] = Path(args.qat) / "model.ort"
             files["ours: QAT, static QDQ with trained scales (qdq/model.ort)"] = Path(args.qat) / "qdq" / "model.ort"
+        tokenizers = {name: tokenizer for name in files}
+        for folder in map(Path, args.binary):
+            trimmed = ", trimmed vocabulary" if json.loads((folder / "config.json").read_text())["quant"]["binary"][
+                "trim_vocabulary"] else ""
+            for file in ("model.onnx", "model.ort"):
+                name = f"ours: binary W1A8{trimmed} ({file})"
+                files[name], tokenizers[name] = folder / file, AutoTokenizer.from_pretrained(folder)
         rows = {name: {"onnx_mb": _mb(path.with_suffix(".onnx")), "ort_mb": _mb(path.with_suffix(".ort"))}
                 for name, path in files.items()}
         print("dev scores ...", file=sys.stderr)
         for name, path in files.items():
-            rows[name]["dev"] = dev_scores(ort.InferenceSession(str(path), session_options(2)), tokenizer, task, dev,
-                                           args.max_length)
-        real = [encode(tokenizer, task, dev[i:i + 1], args.max_length, False) for i in range(args.examples)]
-        long = inputs_of_length(tokenizer, [t for c in task.text_columns for t in dev[c]], 128)
+            rows[name]["dev"] = dev_scores(ort.InferenceSession(str(path), session_options(2)), tokenizers[name], task,
+                                           dev, args.max_length)
+        real = {name: [encode(tok, task, dev[i:i + 1], args.max_length, False) for i in range(args.examples)]
+                for name, tok in tokenizers.items()}
+        dev_texts = [t for c in task.text_columns for t in dev[c]]
+        long = {name: inputs_of_length(tok, dev_texts, 128) for name, tok in tokenizers.items()}
         for threads in (1, 2):
             print(f"latency, {threads} thread(s) ...", file=sys.stderr)
             sessions = {name: ort.InferenceSession(str(path), session_options(threads)) for name, path in files.items()}
             for name, stats in real_length_latency(sessions, real).items():
                 rows[name][f"real_{threads}t"] = stats
-            timed = time_side_by_side({name: (lambda s=s: s.run(None, feed(s, long))) for name, s in sessions.items()},
-                                      rounds=args.rounds, calls=args.calls)
+            timed = time_side_by_side({name: (lambda s=s, n=name: s.run(None, feed(s, long[n])))
+                                       for name, s in sessions.items()}, rounds=args.rounds, calls=args.calls)
             for name, stats in timed.items():
                 rows[name][f"long_{threads}t"] = stats
-    results = {"task": task.name, "fp32": str(fp32), "qat": args.qat, "dev_examples": len(dev),
-               "real_length_examples": args.examples,
-               "mean_real_tokens": round(float(np.mean([r["input_ids"].shape[1] for r in real])), 1),
+    results = {"task": task.name, "fp32": str(fp32), "qat": args.qat, "binary": args.binary,
+               "dev_examples": len(dev), "real_length_examples": args.examples,
+               "mean_real_tokens": round(float(np.mean([r["input_ids"].shape[1] for r in real[next(iter(real))]])), 1),
                "main_metric": task.metrics[0], "variants": rows, "machine": machine(), "versions": versions()}
     RESULTS.mkdir(exist_ok=True)
     write_json(RESULTS / f"quant_{task.name}.json", results)
@@ -206,7 +222,8 @@ def markdown(results: dict) -> str:
     lines = [
         f"# int8 side by side: {results['task']} (one run)",
         "",
-        f"fp32 model: `{results['fp32']}`; QAT: `{results['qat']}`. Dev {metric} on all {results['dev_examples']} dev "
+        f"fp32 model: `{results['fp32']}`; QAT: `{results['qat']}`; binary: "
+        f"{', '.join(f'`{b}`' for b in results.get('binary', [])) or '-'}. Dev {metric} on all {results['dev_examples']} dev "
         f"examples through ONNX Runtime. Latency at batch 1: median (p90) ms on the first "
         f"{results['real_length_examples']} dev inputs at their real lengths ({results['mean_real_tokens']} tokens on "
         "average, unpadded) and on one input of 128 real tokens; all variants interleaved in one run. "

@@ -176,16 +176,17 @@ class Distiller(nn.Module):
         return hook
 
     def losses(self, student_out, teacher_out, attention_mask: torch.Tensor,
-               kept: list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+               kept: list[torch.Tensor | None] | None = None, skip: set[str] = frozenset()) -> dict[str, torch.Tensor]:
         """Unweighted distillation terms. attention_mask: (B, T), 1 for real tokens. `kept[i]`: the (B, k) token
-        positions the student's hidden state i kept (None when it kept all), for students that drop tokens."""
+        positions the student's hidden state i kept (None when it kept all), for students that drop tokens.
+        skip: terms switched off at this step (a hook's term_weights)."""
         cfg, terms = self.config, {}
-        if cfg.logits_weight > 0 and getattr(student_out, "logits", None) is not None:
+        if cfg.logits_weight > 0 and getattr(student_out, "logits", None) is not None and "logits" not in skip:
             s_logits, t_logits = student_out.logits, teacher_out.logits.detach()
             terms["logits"] = (F.mse_loss(s_logits, t_logits) if s_logits.shape[-1] == 1
                                else soft_cross_entropy(s_logits, t_logits, cfg.temperature))
         kept = kept or [None] * len(self.layer_map)
-        if cfg.hidden_weight > 0:
+        if cfg.hidden_weight > 0 and "hidden" not in skip:
             total = 0.0
             for s_index, t_index in enumerate(self.layer_map):
                 student_states = student_out.hidden_states[s_index]
@@ -194,7 +195,7 @@ class Distiller(nn.Module):
                 teacher_states = gather_tokens(teacher_out.hidden_states[t_index].detach(), kept[s_index])
                 total = total + masked_mse(student_states, teacher_states, gather_tokens(attention_mask, kept[s_index]))
             terms["hidden"] = total / len(self.layer_map)
-        if cfg.attention_weight > 0:
+        if cfg.attention_weight > 0 and "attention" not in skip:
             terms["attention"] = (self._attention_mse(student_out, teacher_out, attention_mask, kept)
                                   if cfg.attention_loss == "mse" else self._relations(attention_mask, kept[-1]))
         return terms

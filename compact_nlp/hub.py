@@ -51,8 +51,9 @@ def model_card(results: dict, repo_name: str | None = None) -> str:
         size += f", {first['size_mb']['model.safetensors']} MB (PyTorch)"
     quant = first.get("quant", {}).get("config")
     parity_label = ("max abs difference, ONNX Runtime vs PyTorch" if not quant else
-                    "max abs logit difference vs the PyTorch QAT model (quantized activations round differently; see "
-                    "docs/quant.md)" if quant["mode"] == "qat" else "max abs logit difference vs the fp32 graph")
+                    "max abs logit difference vs the PyTorch quantized model (quantized activations round "
+                    "differently; see docs/quant.md)" if quant.get("mode", "qat") == "qat"
+                    else "max abs logit difference vs the fp32 graph")
     p = recipe["protocol"]
     latency = first["latency_ms_batch1"]
     body = f"""
@@ -100,6 +101,10 @@ def _quant_line(first: dict) -> str:
     config = first.get("quant", {}).get("config")
     if not config:
         return ""
+    if "activation_bits" in config:  # BinaryConfig
+        return (f", binary weights (W1A{config['activation_bits']}, {config['weights'].replace('_', '-')} "
+                f"{config['weight_scale']} scales, 1 bit per weight, {config['embedding_bits']}-bit word embeddings"
+                f"{', trimmed vocabulary' if config['trim_vocabulary'] else ''}; two-stage distillation)")
     how = "quantization-aware training" if config["mode"] == "qat" else "post-training quantization"
     return (f", int8 by {how} ({config['weights'].replace('_', '-')} weights, {config['activations']} activations, "
             f"{config['embedding_bits']}-bit word embeddings{', trimmed vocabulary' if config['trim_vocabulary'] else ''})")

@@ -93,9 +93,9 @@ class Recipe:
             raise RecipeError("distillation settings need a teacher: set teacher to a fine-tuned model folder.")
         DistillationConfig.from_dict(self.distillation)
         if self.quant:
-            from compact_nlp.quant.recipes import int8_config
+            from compact_nlp.quant.recipes import check_distillation, quant_config
 
-            int8_config(self.quant)
+            check_distillation(quant_config(self.quant), self.teacher, self.distillation)
         for technique in ("hat", "token_pruning"):
             if getattr(self, technique):
                 raise RecipeError(f"the {technique} section is not implemented yet; leave it null.")

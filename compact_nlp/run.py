@@ -46,7 +46,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     from .metrics import compute_glue_metrics
     from .pretrained import resolve_checkpoint
     from .quant.recipes import exporter as quant_exporter
-    from .quant.recipes import int8_config
+    from .quant.recipes import quant_config
     from .quant.recipes import prepare as prepare_quant
     from .shrink import shrink
     from .trainer import CompactConfig, CompactTrainer
@@ -77,8 +77,8 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     if task.is_regression:
         model.config.problem_type = "regression"
     teacher = AutoCompactModelForSequenceClassification.from_pretrained(teacher_name) if teacher_name else None
-    int8 = int8_config(recipe.quant)
-    hooks = prepare_quant(model, int8) if int8 else []
+    quant = quant_config(recipe.quant)  # validated with the recipe (load_recipe)
+    hooks = prepare_quant(model, quant) if quant else []
 
     main = main_score_name(task.name)
     args = TrainingArguments(
@@ -103,11 +103,11 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     heldout_scores = trainer.evaluate()
 
     exporter = None
-    if int8:  # calibration / parity text: real training examples (never dev)
-        texts = task_texts(train, task.name, int8.calibration_examples)
-        exporter = quant_exporter(int8, tokenizer, texts, p.max_length, recipe.export.mobile,
+    if quant:  # calibration / parity text: real training examples (never dev)
+        texts = task_texts(train, task.name, quant.calibration_examples)
+        exporter = quant_exporter(quant, tokenizer, texts, p.max_length, recipe.export.mobile,
                                   recipe.export.target_platform,
-                                  vocabulary_texts=task_texts(train, task.name) if int8.trim_vocabulary else None)
+                                  vocabulary_texts=task_texts(train, task.name) if quant.trim_vocabulary else None)
     shipped = ship(trainer.model, tokenizer, out / "model", task.name, {split: data[split] for split in task.dev_splits},
                    p.max_length, mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
                    original=teacher_name, exporter=exporter)

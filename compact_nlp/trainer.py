@@ -11,6 +11,9 @@ The technique hook interface is `CompactHook`, a `TrainerCallback` with one more
       `kwargs["model"]`, as for every TrainerCallback.
     - `loss_terms(model, inputs, outputs)` returns named, already weighted loss terms that are added to the training
       loss and logged as `loss_<name>`.
+    - `term_weights(state)` returns multipliers for the trainer's own terms ("task", "logits", "hidden", "attention")
+      at this step, e.g. two-stage distillation (quant/: intermediate layers first, then logits). A term whose
+      multiplier is 0 is not computed.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class CompactHook(TrainerCallback):
     def loss_terms(self, model, inputs: dict, outputs) -> dict[str, torch.Tensor]:
         return {}
 
+    def term_weights(self, state) -> dict[str, float]:
+        return {}
+
 
 class CompactTrainer(Trainer):
     def __init__(self, model=None, args=None, *, compact_config: CompactConfig | None = None, teacher_model=None,
@@ -74,14 +80,18 @@ class CompactTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         distill = self.distiller is not None
         cfg = self.compact_config.distillation
-        flags = {"output_hidden_states": True} if distill and cfg.needs_hidden_states else {}
-        if distill and cfg.needs_attentions:
+        scale = {}
+        for hook in self.hooks:
+            for name, value in hook.term_weights(self.state).items():
+                scale[name] = scale.get(name, 1.0) * value
+        flags = {"output_hidden_states": True} if distill and cfg.needs_hidden_states and scale.get("hidden", 1) else {}
+        if distill and cfg.needs_attentions and scale.get("attention", 1):
             flags["output_attentions"] = True
         outputs = model(**inputs, **flags)
         terms, weighted = {}, []
-        if outputs.loss is not None:
+        if outputs.loss is not None and scale.get("task", 1):
             terms["task"] = outputs.loss
-            weighted.append((cfg.task_weight if distill else 1.0) * outputs.loss)
+            weighted.append((cfg.task_weight if distill else 1.0) * scale.get("task", 1.0) * outputs.loss)
         if distill:
             features = {k: v for k, v in inputs.items() if k != "labels"}
             with torch.no_grad():
@@ -90,9 +100,10 @@ class CompactTrainer(Trainer):
             if mask is None:
                 mask = torch.ones_like(inputs["input_ids"])
             for name, value in self.distiller.losses(outputs, teacher_out, mask,
-                                                     kept=getattr(outputs, "kept_indices", None)).items():
+                                                     kept=getattr(outputs, "kept_indices", None),
+                                                     skip={n for n, v in scale.items() if not v}).items():
                 terms[name] = value
-                weighted.append(self.distiller.weight(name) * value)
+                weighted.append(self.distiller.weight(name) * scale.get(name, 1.0) * value)
         for hook in self.hooks:
             for name, value in hook.loss_terms(model, inputs, outputs).items():
                 terms[name] = value
@@ -124,7 +135,7 @@ class CompactTrainer(Trainer):
 
         task: the GLUE task name (its metric); dev: the labelled raw dev split (a `datasets.Dataset` with the task's
         text columns), or a dict of them (MNLI: matched and mismatched). A model prepared for QAT ships its int8
-        exports (compact_nlp.quant.export_qat); vocabulary_texts: the training text, if its config trims the
+        exports (compact_nlp.quant.export_qat), a binary one its packed export; vocabulary_texts: the training text, if its config trims the
         vocabulary. Returns the results.
         """
         from .hub import write_model_card
@@ -137,11 +148,11 @@ class CompactTrainer(Trainer):
         exporter = None
         if getattr(self.model.config, "quant", None):
             from .glue import task_texts
-            from .quant import Int8Config
             from .quant.recipes import exporter as quant_exporter
+            from .quant.recipes import quant_config
 
             texts = task_texts(next(iter(splits.values())), task, 64)  # only to check the export follows PyTorch
-            exporter = quant_exporter(Int8Config.from_dict(self.model.config.quant["int8"]), self.processing_class,
+            exporter = quant_exporter(quant_config(self.model.config.quant), self.processing_class,
                                       texts, max_length, mobile, target_platform, vocabulary_texts)
         result = ship(self.model, self.processing_class, output_dir, task, splits, max_length, mobile=mobile,
                       target_platform=target_platform, original=original, exporter=exporter)

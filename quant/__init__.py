@@ -1,4 +1,5 @@
-"""compact_nlp.quant: int8 quantization of CompactBert (Q8BERT), shipped to ONNX Runtime and ORT Mobile.
+"""compact_nlp.quant: int8 (Q8BERT) and binary (BinaryBERT / BiT) quantization of CompactBert, shipped to ONNX Runtime
+and ORT Mobile.
 
     from compact_nlp.quant import Int8Config, quantize_folder, prepare_qat, QuantizationHook, export_qat
 
@@ -11,13 +12,19 @@
     CompactTrainer(model=model, teacher_model=fp32_model, hooks=[QuantizationHook()], ...).train()
     export_qat(model, "int8-qat", tokenizer, texts=train_sentences)
 
-In a recipe: `quant: {int8: {...}}` (presets int8-ptq and int8-qat). Binary weights (BinaryBERT / BiT) are not
-implemented yet.
+    # binary weights (W1A8 by default), trained from the fp32 model with two-stage distillation, shipped packed
+    model = prepare_binary(fp32_model_copy, BinaryConfig())
+    CompactTrainer(model=model, teacher_model=fp32_model, hooks=binary_hooks(config), ...).train()
+    export_binary(model, "binary", tokenizer, texts=train_sentences)
+
+In a recipe: `quant: {int8: {...}}` or `quant: {binary: {...}}` (presets int8-ptq, int8-qat, binary).
 """
 
-from .config import Int8Config, QuantConfigError
+from .binary import TwoStageDistillationHook, binary_hooks, export_binary, load_binary_checkpoint, prepare_binary
+from .config import BinaryConfig, Int8Config, QuantConfigError
 from .onnx_int8 import AlreadyQuantizedError, CalibrationError, quantize_folder
 from .qat import QuantizationHook, export_qat, prepare_qat
 
-__all__ = ["Int8Config", "QuantConfigError", "AlreadyQuantizedError", "CalibrationError", "quantize_folder",
+__all__ = ["Int8Config", "BinaryConfig", "QuantConfigError", "prepare_binary", "binary_hooks", "export_binary",
+           "load_binary_checkpoint", "TwoStageDistillationHook", "AlreadyQuantizedError", "CalibrationError", "quantize_folder",
            "prepare_qat", "QuantizationHook", "export_qat"]

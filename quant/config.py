@@ -1,9 +1,12 @@
-"""Int8Config: what an int8 CompactBert is, stored in its config.json under `quant` (house style: validated, JSON
-round-trip, versioned).
+"""Int8Config and BinaryConfig: what a quantized CompactBert is, stored in its config.json under `quant` (house style:
+validated, JSON round-trip, versioned).
 
     Int8Config()                                           dynamic int8, per-channel weights, int8 embeddings
     Int8Config(activations="static")                       QDQ, U8S8, min-max calibration on real task text
     Int8Config(mode="qat")                                 fake-quantized training (Q8BERT), then both exports
+    BinaryConfig()                                         W1A8 (BinaryBERT / BiT): sign weights, int8 activations,
+                                                           1-bit word embeddings, two-stage distillation
+    BinaryConfig(activation_bits=1)                        W1A1: binary activations too (BiT's elastic binarization)
 
 Weights are always symmetric int8 (zero point 0), as Q8BERT and every ORT int8 kernel here expect. LayerNorm, softmax
 and GELU always stay fp32 (ORT has no int8 kernels for them); `keep_fp32` names the weight-bearing modules that stay
@@ -33,6 +36,8 @@ def _choice(name: str, value, choices) -> None:
 
 @dataclass
 class Int8Config(ConfigSection):
+    section = "int8"  # the key under config.json's `quant` and a recipe's `quant:`
+
     mode: str = "ptq"  # ptq: quantize the trained fp32 export; qat: train with fake quantization first
     weights: str = "per_channel"  # per_channel (one scale per output row) or per_tensor
     activations: str = "dynamic"  # dynamic: ranges measured per call (fast x86 path); static: QDQ with fixed scales
@@ -75,6 +80,77 @@ class Int8Config(ConfigSection):
         if not 0 < self.ema_decay < 1:
             raise QuantConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}.")
         self.check_version(INT8_CONFIG_VERSION)
+
+    @property
+    def per_channel(self) -> bool:
+        return self.weights == "per_channel"
+
+
+BINARY_CONFIG_VERSION = 1
+
+
+@dataclass
+class BinaryConfig(ConfigSection):
+    """Binary weights (BinaryBERT, BiT): every Linear not in `keep_fp32` computes with sign(W) times a scale, stored
+    packed at 1 bit per weight. Always trained (binarizing a trained model without training destroys it), starting
+    from the fine-tuned fp32 model and distilled from it in two stages: intermediate layers (hidden states and
+    attention maps) for the first `intermediate_fraction` of the steps, then logits."""
+
+    section = "binary"
+
+    weights: str = "per_channel"  # the weight scale: one per output row, or one per tensor
+    weight_scale: str = "analytic"  # analytic: mean|W| of the latent weights (XNOR-Net, BinaryBERT); learned: a
+    #                                 trained scale with BiT's elastic (clipped) straight-through gradient
+    activation_bits: int = 8  # 8: W1A8, int8 activations as explicit QDQ; 1: W1A1, sign activations (BiT)
+    activation_type: str | None = None  # activation_bits=8 only: uint8 (default) or int8
+    activation_scale: str = "per_tensor"  # activation scales are per tensor (see __post_init__)
+    calibration: str | None = None  # activation_bits=8 only: None keeps the trained (EMA) ranges; minmax re-measures
+    #                                 them on real training text after training
+    calibration_examples: int = 256
+    keep_fp32: list[str] = field(default_factory=lambda: ["classifier", "pooler", "position_embeddings",
+                                                          "token_type_embeddings"])
+    embedding_bits: int = 1  # word embeddings: 1 (sign x per-row mean|w|, as BinaryBERT), or 2 / 4 / 8
+    trim_vocabulary: bool = False
+    intermediate_fraction: float = 0.5  # two-stage distillation: share of steps on intermediate layers (0: one stage)
+    ema_decay: float = 0.99
+    version: int = BINARY_CONFIG_VERSION
+
+    def __post_init__(self):
+        _choice("weights", self.weights, ("per_channel", "per_tensor"))
+        _choice("weight_scale", self.weight_scale, ("analytic", "learned"))
+        _choice("activation_bits", self.activation_bits, (8, 1))
+        if self.activation_scale == "per_channel":
+            raise QuantConfigError(
+                "activation_scale='per_channel' is impossible: an activation's channels are the axis a MatMul sums "
+                "over, so a scale per channel cannot be taken out of the integer (or binary) product, and no ONNX "
+                "Runtime kernel or NNAPI/CoreML op accepts one. Use activation_scale='per_tensor'; per-channel "
+                "scales apply to weights (weights='per_channel').")
+        _choice("activation_scale", self.activation_scale, ("per_tensor",))
+        if self.activation_bits == 1:
+            for name in ("activation_type", "calibration"):
+                if getattr(self, name) is not None:
+                    raise QuantConfigError(
+                        f"{name} applies to int8 activations; binary activations (activation_bits=1) have no int8 "
+                        f"range to calibrate: their scale and threshold are trained (BiT's elastic binarization). "
+                        f"Drop {name}, or use activation_bits=8.")
+        else:
+            self.activation_type = self.activation_type or "uint8"
+            _choice("activation_type", self.activation_type, ("uint8", "int8"))
+            if self.calibration is not None:
+                _choice("calibration", self.calibration, ("minmax",))
+        _choice("embedding_bits", self.embedding_bits, (1, 2, 4, 8))
+        if self.calibration_examples < 1:
+            raise QuantConfigError(f"calibration_examples must be >= 1, got {self.calibration_examples}.")
+        unknown = sorted(set(self.keep_fp32) - set(KEEPABLE))
+        if unknown:
+            raise QuantConfigError(f"keep_fp32 names unknown modules {unknown}; choose from {list(KEEPABLE)} "
+                                   "(LayerNorm, softmax and GELU are always fp32).")
+        if not 0 <= self.intermediate_fraction < 1:
+            raise QuantConfigError(f"intermediate_fraction is the share of steps distilling intermediate layers, in "
+                                   f"[0, 1), got {self.intermediate_fraction}.")
+        if not 0 < self.ema_decay < 1:
+            raise QuantConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}.")
+        self.check_version(BINARY_CONFIG_VERSION)
 
     @property
     def per_channel(self) -> bool:

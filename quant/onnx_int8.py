@@ -103,11 +103,11 @@ def nodes_to_quantize(model, config: Int8Config) -> list[str]:
 
 
 def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[str]:
-    """Store each embedding table that is not kept fp32 at `bits` (8, 4 or 2) with one symmetric scale per row, in
+    """Store each embedding table that is not kept fp32 at `bits` (8, 4, 2 or 1) with one symmetric scale per row, in
     place. Returns the tables' names.
 
-        8 bits:    Gather(int8 table) -> Cast -> Mul(Gather(row scales))
-        4/2 bits:  Gather(uint8 table, 2 or 4 codes per byte) -> BitShift/BitwiseAnd per code -> Concat -> Reshape
+        8 bits:      Gather(int8 table) -> Cast -> Mul(Gather(row scales))
+        4/2/1 bits:  Gather(uint8 table, 2 or 4 codes per byte) -> BitShift/BitwiseAnd per code -> Concat -> Reshape
                    -> Cast -> Sub(offset) -> Mul(Gather(row scales))
 
     Written here because ORT's quantizers do not do it: the QDQ quantizer leaves a Gather fp32 unless its consumer is
@@ -116,8 +116,8 @@ def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[
     it back to fp32) and only the gathered rows are unpacked."""
     from onnx import helper, numpy_helper
 
-    if bits not in (8, 4, 2):
-        raise QuantConfigError(f"embedding bits must be 8, 4 or 2, got {bits}.")
+    if bits not in (8, 4, 2, 1):
+        raise QuantConfigError(f"embedding bits must be 8, 4, 2 or 1, got {bits}.")
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     keep, done, nodes = set(keep_fp32), [], []
@@ -150,7 +150,11 @@ def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[
 
 
 def symmetric_codes(weight: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row symmetric codes in [-(2^(b-1)-1), 2^(b-1)-1] (int8) and the (rows, 1) float32 scales."""
+    """Per-row symmetric codes in [-(2^(b-1)-1), 2^(b-1)-1] (int8) and the (rows, 1) float32 scales. 1 bit: codes
+    sign(w) in {-1, +1} (0 -> +1) and scale mean|w| (XNOR-Net's optimum, as BinaryBERT binarizes embeddings)."""
+    if bits == 1:
+        scale = np.maximum(np.abs(weight).mean(axis=1, keepdims=True), 1e-8).astype(np.float32)
+        return np.where(weight >= 0, 1, -1).astype(np.int8), scale
     qmax = 2 ** (bits - 1) - 1
     scale = (np.maximum(np.abs(weight).max(axis=1, keepdims=True), 1e-12) / qmax).astype(np.float32)
     return np.clip(np.round(weight / scale), -qmax, qmax).astype(np.int8), scale
@@ -159,17 +163,20 @@ def symmetric_codes(weight: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarr
 def _packed_gather(graph, table, codes: np.ndarray, bits: int, ids: str, out: str, name: str) -> list:
     from onnx import TensorProto, helper, numpy_helper
 
-    per_byte, offset = 8 // bits, 2 ** (bits - 1)
+    per_byte = 8 // bits
+    # stored unsigned: code + offset (1 bit: (code + 1) / 2, so -1 -> 0 and +1 -> 1); decoded as stored * step - offset
+    step, offset = (2, 1) if bits == 1 else (1, 2 ** (bits - 1))
     rows, width = codes.shape
     if width % per_byte:
         raise QuantConfigError(f"{bits}-bit embeddings pack {per_byte} codes per byte; the width {width} is not a "
                                f"multiple of {per_byte}. Use 8-bit embeddings for this model.")
-    unsigned = (codes.astype(np.int16) + offset).astype(np.uint8).reshape(rows, width // per_byte, per_byte)
+    unsigned = ((codes.astype(np.int16) + offset) // step).astype(np.uint8).reshape(rows, width // per_byte, per_byte)
     packed = np.zeros((rows, width // per_byte), dtype=np.uint8)
     for k in range(per_byte):  # code j of a row sits in byte j // per_byte at bit (j % per_byte) * bits
         packed |= unsigned[:, :, k] << np.uint8(k * bits)
     table.CopyFrom(numpy_helper.from_array(packed, table.name))
     consts = {f"{name}_mask": np.array(2 ** bits - 1, dtype=np.uint8), f"{name}_offset": np.array(offset, np.float32),
+              **({f"{name}_step": np.array(step, np.float32)} if step != 1 else {}),
               f"{name}_last": np.array([-1], dtype=np.int64), f"{name}_axis": np.array([-1], dtype=np.int64)}
     consts.update({f"{name}_shift{k}": np.array(k * bits, dtype=np.uint8) for k in range(per_byte)})
     graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
@@ -189,8 +196,12 @@ def _packed_gather(graph, table, codes: np.ndarray, bits: int, ids: str, out: st
                          name=name + "_shape"),
         helper.make_node("Reshape", [out + "_interleaved", out + "_shape"], [out + "_unpacked"], name=name + "_rows"),
         helper.make_node("Cast", [out + "_unpacked"], [out + "_unsigned"], to=TensorProto.FLOAT, name=name + "_cast"),
-        helper.make_node("Sub", [out + "_unsigned", f"{name}_offset"], [out + "_codes"], name=name + "_center"),
     ]
+    if step != 1:
+        nodes.append(helper.make_node("Mul", [out + "_unsigned", f"{name}_step"], [out + "_stepped"],
+                                      name=name + "_step"))
+    nodes.append(helper.make_node("Sub", [out + "_stepped" if step != 1 else out + "_unsigned", f"{name}_offset"],
+                                  [out + "_codes"], name=name + "_center"))
     return nodes
 
 
@@ -427,7 +438,7 @@ def write_folder_files(src: Path, out: Path, config: Int8Config, tokenizer) -> N
 
     save_pretrained_atomic(tokenizer, out)
     model_config = json.loads((src / "config.json").read_text())
-    model_config["quant"] = {"int8": config.to_dict()}
+    model_config["quant"] = {config.section: config.to_dict()}
     model_config["vocab_size"] = len(tokenizer)
     model_config["pad_token_id"] = tokenizer.pad_token_id
     write_json(out / "config.json", model_config)

@@ -1,29 +1,48 @@
-"""The quant section of a recipe (`quant: {int8: {...}}`), for `compact run`: what to do to the model before
-training, which hooks to train with, and how to export what ships."""
+"""The quant section of a recipe (`quant: {int8: {...}}` or `quant: {binary: {...}}`), for `compact run`: what to
+do to the model before training, which hooks to train with, and how to export what ships."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from .config import Int8Config, QuantConfigError
+from .config import BinaryConfig, Int8Config, QuantConfigError
 
-SECTIONS = ("int8",)
+CONFIGS = {"int8": Int8Config, "binary": BinaryConfig}
 
 
-def int8_config(section: dict | None) -> Int8Config | None:
-    """The Int8Config of a recipe's quant section, validated (None when the section is empty)."""
+def quant_config(section: dict | None) -> Int8Config | BinaryConfig | None:
+    """The config of a recipe's quant section (or of a model's `config.quant`), validated; None when empty."""
     if not section:
         return None
-    unknown = sorted(set(section) - set(SECTIONS))
+    unknown = sorted(set(section) - set(CONFIGS))
     if unknown:
-        raise QuantConfigError(f"quant section has unknown keys {unknown}; it takes {list(SECTIONS)} "
-                               "(binary weights are not implemented yet).")
-    return Int8Config.from_dict(section["int8"] or {})
+        raise QuantConfigError(f"quant section has unknown keys {unknown}; it takes one of {list(CONFIGS)}.")
+    if len(section) > 1:
+        raise QuantConfigError(f"quant section names {sorted(section)}; a model is either int8 or binary, pick one.")
+    (name, body), = section.items()
+    return CONFIGS[name].from_dict(body or {})
 
 
-def prepare(model, config: Int8Config) -> list:
+def check_distillation(config, teacher: str | None, distillation: dict) -> None:
+    """Binary training distils in two stages; stage one needs a teacher and an intermediate-layer term."""
+    if not isinstance(config, BinaryConfig) or config.intermediate_fraction == 0:
+        return
+    if not teacher or not (distillation.get("hidden_weight") or distillation.get("attention_weight")):
+        raise QuantConfigError(
+            "binary training distils intermediate layers first (intermediate_fraction="
+            f"{config.intermediate_fraction}), so it needs `teacher:` (the fine-tuned fp32 model) and a distillation "
+            "hidden_weight or attention_weight > 0 (the binary preset sets them). Or set "
+            "quant.binary.intermediate_fraction=0 for one stage.")
+
+
+def prepare(model, config: Int8Config | BinaryConfig) -> list:
     """Make `model` ready to train under `config`; returns the CompactTrainer hooks it needs."""
+    if isinstance(config, BinaryConfig):
+        from .binary import binary_hooks, prepare_binary
+
+        prepare_binary(model, config)
+        return binary_hooks(config)
     if config.mode != "qat":
         return []
     from .qat import QuantizationHook, prepare_qat
@@ -32,15 +51,22 @@ def prepare(model, config: Int8Config) -> list:
     return [QuantizationHook()]
 
 
-def exporter(config: Int8Config, tokenizer, texts: list, max_length: int, mobile: bool, target_platform: str,
+def exporter(config: Int8Config | BinaryConfig, tokenizer, texts: list, max_length: int, mobile: bool, target_platform: str,
              vocabulary_texts: list | None = None):
-    """`exporter(model, folder) -> report` for compact_nlp.ship: QAT's two exports, or PTQ of the fp32 export.
+    """`exporter(model, folder) -> report` for compact_nlp.ship: the binary export, QAT's two exports, or PTQ of the
+    fp32 export.
     texts: a few hundred training examples (calibration, parity); vocabulary_texts: all of them (trimming)."""
 
     def export(model, folder: Path) -> dict:
         from compact_nlp.export import export_model
 
-        if config.mode == "qat":
+        if isinstance(config, BinaryConfig):
+            from .binary import export_binary
+
+            report = export_binary(model, folder, tokenizer, texts=texts, max_length=max_length, mobile=mobile,
+                                   target_platform=target_platform, vocabulary_texts=vocabulary_texts)
+            parity = report["parity_vs_pytorch"]["model.ort" if mobile else "model.onnx"]
+        elif config.mode == "qat":
             from .qat import export_qat
 
             report = export_qat(model, folder, tokenizer, texts=texts, max_length=max_length, mobile=mobile,

@@ -122,6 +122,23 @@ def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(qat,
         assert (tmp_path / "shipped" / "qdq" / "model.onnx").exists()
 
 
+def test_a_binary_recipe_trains_in_two_stages_and_ships_packed_weights(tiny_model, glue_dir, tmp_path):
+    fp32 = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model))
+    run_recipe(fp32, tmp_path / "fp32", glue_dir=str(glue_dir))
+    start = tmp_path / "fp32" / "seed-{seed}" / "model"
+    recipe = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, f"model={start}", f"teacher={start}",
+                                                       "export.mobile=true", "protocol.epochs=2"), presets=["binary"])
+    assert recipe.quant == {"binary": {"weights": "per_channel", "activation_bits": 8, "embedding_bits": 1}}
+    results = run_recipe(recipe, tmp_path / "binary", glue_dir=str(glue_dir))
+    first = results["per_seed"][0]
+    assert first["artifact"] == "model.ort" and first["quant"]["weights_match_training"]
+    assert first["export_parity"] <= 1e-4  # model.ort vs the PyTorch binary model
+    assert first["size_mb"]["model.ort"] > 0 and results["summary"]["original"]["size_mb"] > 0  # (tiny: graph-bound)
+    folder = tmp_path / "binary" / "seed-1" / "model"
+    assert json.loads((folder / "config.json").read_text())["quant"]["binary"]["activation_bits"] == 8
+    assert "binary weights (W1A8" in (folder / "README.md").read_text()
+
+
 def test_presets_merge_over_the_recipe_before_set():
     recipe = load_recipe(f"{RECIPES}/mrpc.yaml", ["protocol.epochs=2"], presets=["smoke"])
     assert recipe.protocol.train_subset == 512 and recipe.protocol.seeds == [1]  # from the preset
@@ -155,6 +172,10 @@ def test_scientific_notation_is_a_float_as_in_yaml_1_2():
     (["quant={bits: 8}"], r"quant section has unknown keys \['bits'\]"),
     (["quant={int8: {mode: qat, activations: static, calibration: minmax}}"], "calibration does not apply to QAT"),
     (["student_layers=[1, 1]"], "distinct layer indices"),
+    (["quant={binary: {}}"], "binary training distils intermediate layers first"),
+    (["teacher=t", "distillation={logits_weight: 1.0}", "quant={binary: {}}"], "hidden_weight or attention_weight"),
+    (["quant={binary: {activation_bits: 1, calibration: minmax}}"], "binary activations .* no int8 range"),
+    (["quant={int8: {}, binary: {}}"], "either int8 or binary"),
     (["protocol.epochs"], "must look like key=value"),
 ])
 def test_bad_recipes_fail_before_training(overrides, message):

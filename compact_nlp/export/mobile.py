@@ -22,10 +22,13 @@ from ..io import atomic_path
 TARGET_PLATFORMS = ("arm", "amd64")
 
 
-def convert_to_ort(onnx_path: str | os.PathLike, target_platform: str = "arm") -> dict:
+def convert_to_ort(onnx_path: str | os.PathLike, target_platform: str = "arm", fold_constants: bool = True) -> dict:
     """Write `model.ort` and `required_operators.config` next to `onnx_path`; return their paths and sizes.
 
     target_platform: "arm" for phones (allows int8 QDQ kernels chosen for ARM), "amd64" for x86 desktops/servers.
+    fold_constants=False: for graphs that unpack packed weights in the graph (binary weights). onnxruntime's converter
+    always constant-folds, which stores the unpacked weights in the .ort at full size; this path runs the same
+    optimization (level "all", NCHWc layout off for arm, as the converter does) with ConstantFolding disabled.
     """
     if target_platform not in TARGET_PLATFORMS:
         raise ValueError(f"target_platform {target_platform!r} is not one of {TARGET_PLATFORMS} (arm = phones).")
@@ -41,11 +44,14 @@ def convert_to_ort(onnx_path: str | os.PathLike, target_platform: str = "arm") -
             os.link(onnx_path, scratch / onnx_path.name)  # scratch is inside out_dir: same file system
         except OSError:
             shutil.copy(onnx_path, scratch / onnx_path.name)
-        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints progress; keep our CLI readable
-            convert_onnx_models_to_ort(
-                scratch / onnx_path.name, output_dir=scratch, optimization_styles=[OptimizationStyle.Fixed],
-                target_platform=target_platform,
-            )
+        if fold_constants:
+            with contextlib.redirect_stdout(io.StringIO()):  # the converter prints progress; keep our CLI readable
+                convert_onnx_models_to_ort(
+                    scratch / onnx_path.name, output_dir=scratch, optimization_styles=[OptimizationStyle.Fixed],
+                    target_platform=target_platform,
+                )
+        else:
+            _convert_without_folding(scratch / onnx_path.name, scratch / f"{stem}.ort", target_platform)
         ort_file = scratch / f"{stem}.ort"
         config_file = next(scratch.glob("*.config"), None)
         if not ort_file.exists() or config_file is None:
@@ -57,8 +63,24 @@ def convert_to_ort(onnx_path: str | os.PathLike, target_platform: str = "arm") -
     return {
         "ort_file": ort_path.name, "ort_bytes": ort_path.stat().st_size,
         "required_operators_file": ops_path.name, "target_platform": target_platform,
-        "optimization_style": "Fixed",
+        "optimization_style": "Fixed", "constant_folding": fold_constants,
     }
+
+
+def _convert_without_folding(onnx_path: Path, ort_path: Path, target_platform: str) -> None:
+    """What convert_onnx_models_to_ort does for the Fixed style (its session options, then its operator config),
+    with ConstantFolding added to the disabled optimizers, which the converter does not let a caller set."""
+    import onnxruntime as ort
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(ort_path)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    options.log_severity_level = 3
+    disabled = ["ConstantFolding"] + (["NchwcTransformer"] if target_platform != "amd64" else [])
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    create_config_from_models([ort_path], ort_path.parent / "required_operators.config", enable_type_reduction=False)
 
 
 def mobile_usability(onnx_path: str | os.PathLike) -> dict:
