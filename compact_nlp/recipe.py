@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from .distill import DistillationConfig
-from .glue import get_task
+from .glue import GlueDataError, get_task
 
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -51,6 +51,7 @@ class Protocol:
     warmup: float = 0.1  # fraction of the steps
     weight_decay: float = 0.01
     seeds: list[int] = field(default_factory=lambda: [42])
+    steps: int | None = None  # optimizer steps; overrides epochs (to give two arms the same steps on different data)
 
 
 @dataclass
@@ -67,6 +68,10 @@ class Recipe:
     student_layers: list[int] | None = None  # pretrained layers the student keeps (e.g. [1, 3, 5]); None = all
     teacher: str | None = None
     distillation: dict = field(default_factory=dict)
+    # TinyBERT's transfer set: unlabelled text the teacher labels, added to the training data (needs a teacher).
+    # "swapped": every training pair with its sentences swapped (pair tasks); "rest_of_train": the task's training
+    # rows outside train_subset; a GLUE task name: that task's training text (same number of sentences per example)
+    transfer: list[str] | None = None
     export: Export = field(default_factory=Export)
     hat: dict | None = None
     token_pruning: dict | None = None
@@ -89,6 +94,9 @@ class Recipe:
         if self.student_layers is not None and (not self.student_layers or min(self.student_layers) < 0
                                                 or len(set(self.student_layers)) != len(self.student_layers)):
             raise RecipeError(f"student_layers must list distinct layer indices >= 0, got {self.student_layers}.")
+        if p.steps is not None and p.steps <= 0:
+            raise RecipeError(f"protocol.steps must be positive or null, got {p.steps}.")
+        self._validate_transfer()
         if self.distillation and not self.teacher:
             raise RecipeError("distillation settings need a teacher: set teacher to a fine-tuned model folder.")
         DistillationConfig.from_dict(self.distillation)
@@ -99,6 +107,31 @@ class Recipe:
         for technique in ("hat", "token_pruning"):
             if getattr(self, technique):
                 raise RecipeError(f"the {technique} section is not implemented yet; leave it null.")
+
+    def _validate_transfer(self) -> None:
+        if not self.transfer:
+            return
+        if not self.teacher:
+            raise RecipeError("transfer needs a teacher: its examples have no labels, the teacher's logits are the "
+                              "only signal. Set teacher, or drop transfer.")
+        task = get_task(self.task)
+        for source in self.transfer:
+            if source == "swapped":
+                if len(task.text_columns) != 2:
+                    raise RecipeError(f"transfer 'swapped' swaps the two sentences of a pair; {task.name} has one.")
+            elif source == "rest_of_train":
+                if self.protocol.train_subset is None:
+                    raise RecipeError("transfer 'rest_of_train' is the training rows outside protocol.train_subset; "
+                                      "this recipe trains on all of them. Set train_subset, or drop it.")
+            else:
+                try:
+                    other = get_task(source)
+                except GlueDataError as error:
+                    raise RecipeError(f"transfer source {source!r} is not 'swapped', 'rest_of_train' or a GLUE task: "
+                                      f"{error}") from None
+                if other.name == task.name or len(other.text_columns) != len(task.text_columns):
+                    raise RecipeError(f"transfer task {source!r} must be another task with "
+                                      f"{len(task.text_columns)} sentence(s) per example, like {task.name}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,7 +157,7 @@ def _build(cls, data, where: str):
 
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,),
-          "list[int]": (list,)}
+          "list[int]": (list,), "list[str]": (list,)}
 
 
 def _check_type(value, spec, path: str):

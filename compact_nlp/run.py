@@ -36,6 +36,30 @@ def tokenize(dataset, tokenizer, task, max_length: int):
         "label", "labels")
 
 
+def transfer_set(recipe: Recipe, task, rest_of_train, train, glue_dir: str | None):
+    """The recipe's transfer set (TinyBERT): unlabelled examples (label -100) in the task's text columns, or None.
+    Only training text: other tasks' train splits, the rest of this task's train, swapped training pairs."""
+    import datasets
+
+    parts = []
+    for source in recipe.transfer or []:
+        if source == "swapped":
+            a, b = task.text_columns
+            rows = {a: train[b], b: train[a]}
+        elif source == "rest_of_train":
+            rows = {c: rest_of_train[c] for c in task.text_columns}
+        else:
+            other = get_task(source)
+            other_train = load_glue(other.name, glue_dir)["train"]
+            rows = dict(zip(task.text_columns, (other_train[c] for c in other.text_columns)))
+        parts.append(datasets.Dataset.from_dict(rows))
+    if not parts:
+        return None
+    transfer = datasets.concatenate_datasets(parts)
+    fill = -100.0 if task.is_regression else -100
+    return transfer.add_column("label", [fill] * len(transfer)).add_column("idx", list(range(len(transfer))))
+
+
 def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict:
     import torch
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments, set_seed
@@ -55,10 +79,13 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     started = time.perf_counter()
     set_seed(seed)
     data = load_glue(task.name, glue_dir)
-    train = data["train"]
+    train, rest_of_train = data["train"], None
     if p.train_subset is not None and p.train_subset < len(train):
-        train = train.shuffle(seed=seed).select(range(p.train_subset))
+        shuffled = train.shuffle(seed=seed)
+        train, rest_of_train = shuffled.select(range(p.train_subset)), shuffled.select(range(p.train_subset,
+                                                                                            len(shuffled)))
     train, heldout = carve_heldout(train, p.heldout, seed)
+    transfer = transfer_set(recipe, task, rest_of_train, train, glue_dir)
 
     model_name = recipe.model.replace("{seed}", str(seed))  # e.g. start QAT of seed s from the fp32 model of seed s
     teacher_name = recipe.teacher.replace("{seed}", str(seed)) if recipe.teacher else None
@@ -81,8 +108,17 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     hooks = prepare_quant(model, quant) if quant else []
 
     main = main_score_name(task.name)
+    train_data = tokenize(train, tokenizer, task, p.max_length)
+    if transfer is not None:  # unlabelled rows: label -100, taught by the teacher alone (CompactTrainer masks them)
+        import datasets
+
+        train_data = datasets.concatenate_datasets([
+            train_data.cast_column("labels", datasets.Value("float32" if task.is_regression else "int64")),
+            tokenize(transfer, tokenizer, task, p.max_length).cast_column(
+                "labels", datasets.Value("float32" if task.is_regression else "int64"))])
     args = TrainingArguments(
-        str(out / "checkpoints"), num_train_epochs=p.epochs, per_device_train_batch_size=p.batch_size,
+        str(out / "checkpoints"), num_train_epochs=p.epochs, max_steps=p.steps or -1,
+        per_device_train_batch_size=p.batch_size,
         per_device_eval_batch_size=64, learning_rate=p.learning_rate, warmup_steps=p.warmup,
         weight_decay=p.weight_decay, eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
         load_best_model_at_end=True, metric_for_best_model=main, greater_is_better=True, seed=seed,
@@ -90,7 +126,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
         train_sampling_strategy="group_by_length",  # batches of similar lengths: less padding, faster on CPU
     )
     trainer = CompactTrainer(
-        model=model, args=args, train_dataset=tokenize(train, tokenizer, task, p.max_length),
+        model=model, args=args, train_dataset=train_data,
         eval_dataset=tokenize(heldout, tokenizer, task, p.max_length), teacher_model=teacher, hooks=hooks,
         compact_config=CompactConfig(distillation=DistillationConfig.from_dict(recipe.distillation)),
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
@@ -113,7 +149,8 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
                    original=teacher_name, exporter=exporter)
     return {
         "task": task.name, "seed": seed, "model": model_name, "teacher": teacher_name,
-        "train_examples": len(train), "heldout_examples": len(heldout),
+        "train_examples": len(train), "transfer_examples": len(transfer) if transfer is not None else 0,
+        "train_steps": trainer.state.global_step, "heldout_examples": len(heldout),
         "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
         **shipped,
         "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),

@@ -47,6 +47,19 @@ class CompactConfig(ConfigSection):
         self.check_version(COMPACT_CONFIG_VERSION)
 
 
+UNLABELLED = -100  # the label of a transfer-set row (TinyBERT): no gold label, distilled from the teacher only
+
+
+def labelled_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> torch.Tensor | None:
+    """The task loss over the rows that have labels (None when none has)."""
+    from .modeling import sequence_classification_loss
+
+    keep = labels != UNLABELLED
+    if not bool(keep.any()):
+        return None
+    return sequence_classification_loss(logits[keep], labels[keep], config)
+
+
 class CompactHook(TrainerCallback):
     """A technique's part in training: TrainerCallback events, plus loss terms (see the module docstring)."""
 
@@ -87,11 +100,19 @@ class CompactTrainer(Trainer):
         flags = {"output_hidden_states": True} if distill and cfg.needs_hidden_states and scale.get("hidden", 1) else {}
         if distill and cfg.needs_attentions and scale.get("attention", 1):
             flags["output_attentions"] = True
-        outputs = model(**inputs, **flags)
+        labels = inputs.get("labels")
+        if labels is not None and bool((labels == UNLABELLED).any()):  # a transfer set's rows: the teacher teaches
+            if not distill:
+                raise ValueError("the batch has unlabelled rows (label -100) but there is no teacher to label them.")
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, **flags)
+            task_loss = labelled_loss(outputs.logits, labels, model.config)
+        else:
+            outputs = model(**inputs, **flags)
+            task_loss = outputs.loss
         terms, weighted = {}, []
-        if outputs.loss is not None and scale.get("task", 1):
-            terms["task"] = outputs.loss
-            weighted.append((cfg.task_weight if distill else 1.0) * scale.get("task", 1.0) * outputs.loss)
+        if task_loss is not None and scale.get("task", 1):
+            terms["task"] = task_loss
+            weighted.append((cfg.task_weight if distill else 1.0) * scale.get("task", 1.0) * task_loss)
         if distill:
             features = {k: v for k, v in inputs.items() if k != "labels"}
             with torch.no_grad():

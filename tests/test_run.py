@@ -62,6 +62,18 @@ def test_a_shallower_student_distilled_from_a_teacher(tiny_model, glue_dir, tmp_
                    glue_dir=str(glue_dir))
 
 
+def test_a_transfer_set_adds_unlabelled_text_the_teacher_labels(tiny_model, glue_dir, tmp_path):
+    teacher = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model))
+    run_recipe(teacher, tmp_path / "teacher", glue_dir=str(glue_dir))
+    student = load_recipe(f"{RECIPES}/qqp.yaml", quick(
+        tiny_model, "student_layers=[1]", f"teacher={tmp_path / 'teacher' / 'seed-1' / 'model'}",
+        "protocol.train_subset=5", "protocol.heldout=2", "protocol.steps=7",
+        "transfer=[swapped, rest_of_train, mnli]", "distillation={temperature: 2.0}"))
+    first = run_recipe(student, tmp_path / "student", glue_dir=str(glue_dir))["per_seed"][0]
+    # 3 training pairs swapped, the 1 QQP row outside the subset, MNLI's 6 training pairs; exactly the steps asked
+    assert first["train_examples"] == 3 and first["transfer_examples"] == 3 + 1 + 6 and first["train_steps"] == 7
+
+
 @pytest.mark.parametrize("mode", ["qat", "ptq"])
 def test_an_int8_recipe_trains_exports_and_measures_what_ships(mode, tiny_model, glue_dir, tmp_path):
     fp32 = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, "protocol.seeds=[1, 2]"))
@@ -176,6 +188,12 @@ def test_scientific_notation_is_a_float_as_in_yaml_1_2():
     (["teacher=t", "distillation={logits_weight: 1.0}", "quant={binary: {}}"], "hidden_weight or attention_weight"),
     (["quant={binary: {activation_bits: 1, calibration: minmax}}"], "binary activations .* no int8 range"),
     (["quant={int8: {}, binary: {}}"], "either int8 or binary"),
+    (["transfer=[swapped]"], "transfer needs a teacher"),
+    (["teacher=t", "transfer=[mrpc]"], "must be another task with 2 sentence"),
+    (["teacher=t", "transfer=[sst2]"], "must be another task with 2 sentence"),
+    (["teacher=t", "transfer=[squad]"], "is not 'swapped', 'rest_of_train' or a GLUE task"),
+    (["teacher=t", "transfer=[rest_of_train]"], "this recipe trains on all of them"),
+    (["protocol.steps=0"], "protocol.steps must be positive"),
     (["protocol.epochs"], "must look like key=value"),
 ])
 def test_bad_recipes_fail_before_training(overrides, message):
