@@ -35,8 +35,11 @@ def compare(reference, candidate, inputs) -> dict:
         a, b = reference(feed), candidate(feed)
         diffs.append(float(np.abs(a - b).max()))
         same.append(bool(a.argmax() == b.argmax()))
-    return {"median_abs": round(float(np.median(diffs)), 4), "p90_abs": round(float(np.percentile(diffs, 90)), 4),
-            "max_abs": round(max(diffs), 4), "same_argmax": round(sum(same) / len(same), 4)}
+    def significant(x):  # 3 significant digits: differences range from 1e-7 to 1
+        return float(f"{x:.3g}")
+
+    return {"median_abs": significant(np.median(diffs)), "p90_abs": significant(np.percentile(diffs, 90)),
+            "max_abs": significant(max(diffs)), "same_argmax": round(sum(same) / len(same), 4)}
 
 
 def main() -> None:
