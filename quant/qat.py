@@ -37,7 +37,8 @@ INT8_MAX = 127
 def fake_quant_weight(weight: torch.Tensor, per_channel: bool, bits: int = 8) -> torch.Tensor:
     """Symmetric `bits`-bit with scale max|w|/(2^(b-1)-1) (per output row or per tensor); straight-through
     gradient."""
-    return weight + (snap_weight(weight.detach(), per_channel, bits) - weight).detach()
+    # value + (w - w.detach()): forward is exactly the grid value (w + (value - w).detach() can be 1 ulp off)
+    return snap_weight(weight.detach(), per_channel, bits) + (weight - weight.detach())
 
 
 def weight_scale(weight: torch.Tensor, per_channel: bool, bits: int = 8) -> torch.Tensor:
@@ -88,7 +89,7 @@ class ActivationObserver(nn.Module):
         scale, zero = self.scale_and_zero_point()
         qmin, qmax = (0, 255) if self.dtype == "uint8" else (-INT8_MAX, INT8_MAX)
         quantized = (torch.clamp(torch.round(x / scale) + zero, qmin, qmax) - zero) * scale
-        return x + (quantized - x).detach()
+        return quantized.detach() + (x - x.detach())  # exactly the quantized value forward, identity backward
 
 
 class QATLinear(nn.Linear):
