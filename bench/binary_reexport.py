@@ -1,5 +1,6 @@
 """Export a trained binary model again with other export settings (issue 4: the same trained W1A8 model with its
-vocabulary trimmed to the wordpieces the task's training text uses, for the >= 20x smaller .ort).
+vocabulary trimmed to the wordpieces the task's training text uses, for the >= 20x smaller .ort; or, with
+--keep-vocabulary, as trained, e.g. after a change to the export).
 
     python bench/binary_reexport.py --run OUT/seed-1 --base FP32/seed-1/model --task sst2 --glue-dir DIR \\
         --out OUT/seed-1/model-trimmed [--max-length 64]
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--glue-dir", default=None)
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--keep-vocabulary", action="store_true", help="export the full vocabulary (no trimming)")
     args = parser.parse_args()
 
     run = Path(args.run)
@@ -46,7 +48,7 @@ def main() -> None:
     config = BinaryConfig.from_dict(trained)
     checkpoint = best_checkpoint(run)
     model = load_binary_checkpoint(checkpoint, args.base, config)
-    model.config.quant = {"binary": {**trained, "trim_vocabulary": True}}
+    model.config.quant = {"binary": {**trained, "trim_vocabulary": not args.keep_vocabulary}}
     train = load_glue(args.task, args.glue_dir)["train"]
     report = export_binary(model, args.out, AutoTokenizer.from_pretrained(run / "model"),
                            texts=task_texts(train, args.task, 256), max_length=args.max_length,
