@@ -15,10 +15,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-import torch
 from binary_reexport import best_checkpoint
-from qat_parity import compare
+from qat_parity import compare, ort_logits, torch_logits
 from transformers import AutoTokenizer
 
 from compact_nlp.glue import get_task, load_glue, task_texts
@@ -47,16 +45,6 @@ def main() -> None:
     inputs = [{k: v.astype(np.int64) for k, v in tokenizer(*(t if isinstance(t, tuple) else (t,)),
                                                            return_tensors="np").items()} for t in texts]
 
-    def torch_logits(m):
-        def run_one(feed):
-            with torch.no_grad():
-                return m(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.double().numpy()
-        return run_one
-
-    def ort_logits(path):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda feed: session.run(None, feed)[0].astype(np.float64)
-
     rows = {
         "PyTorch binary model, float32 vs float64": compare(torch_logits(model64), torch_logits(model), inputs),
         "model.onnx vs PyTorch (float32)": compare(torch_logits(model), ort_logits(folder / "model" / "model.onnx"),
@@ -64,8 +52,8 @@ def main() -> None:
         "model.ort vs PyTorch (float32)": compare(torch_logits(model), ort_logits(folder / "model" / "model.ort"),
                                                   inputs),
     }
-    exact = sum(float(np.abs(torch_logits(model)(f) - ort_logits(folder / "model" / "model.ort")(f)).max()) <= 1e-4
-                for f in inputs[:100])
+    pytorch, shipped = torch_logits(model), ort_logits(folder / "model" / "model.ort")
+    exact = sum(float(np.abs(pytorch(f) - shipped(f)).max()) <= 1e-4 for f in inputs[:100])
     lines = [f"# Binary export parity: {task.name}, seed {args.seed}", "",
              f"Logit differences on the first {len(inputs)} dev inputs (batch 1, unpadded); weights W1, activations "
              f"A{config.activation_bits}. {exact} of the first 100 inputs are within 1e-4 on model.ort.", "",

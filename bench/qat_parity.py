@@ -42,6 +42,18 @@ def compare(reference, candidate, inputs) -> dict:
             "max_abs": significant(max(diffs)), "same_argmax": round(sum(same) / len(same), 4)}
 
 
+def torch_logits(model):
+    def run_one(feed):
+        with torch.no_grad():
+            return model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.double().numpy()
+    return run_one
+
+
+def ort_logits(path):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda feed: session.run(None, feed)[0].astype(np.float64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--qat-run", required=True)
@@ -63,16 +75,6 @@ def main() -> None:
     texts = task_texts(load_glue(task.name, args.glue_dir)[task.dev_splits[0]], task.name, args.examples)
     inputs = [{k: v.astype(np.int64) for k, v in tokenizer(*(t if isinstance(t, tuple) else (t,)),
                                                            return_tensors="np").items()} for t in texts]
-
-    def torch_logits(m):
-        def run_one(feed):
-            with torch.no_grad():
-                return m(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.double().numpy()
-        return run_one
-
-    def ort_logits(path):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda feed: session.run(None, feed)[0].astype(np.float64)
 
     rows = {
         "PyTorch QAT model, float32 vs float64": compare(torch_logits(model64), torch_logits(model), inputs),

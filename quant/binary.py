@@ -36,7 +36,7 @@ from compact_nlp.trainer import CompactHook
 
 from .config import BinaryConfig, QuantConfigError
 from .onnx_int8 import module_kind
-from .qat import ActivationObserver, QuantizationHook, fake_quant_weight
+from .qat import ActivationObserver, QuantizationHook, fake_quant_weight, plain_module, swap_modules
 
 
 def binary_scale(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -128,25 +128,20 @@ def prepare_binary(model: nn.Module, config: BinaryConfig) -> nn.Module:
         raise QuantConfigError("this model is already binarized; binarizing twice compounds the error.")
     if getattr(model.config, "quant", None):
         raise QuantConfigError(f"this model is already quantized ({model.config.quant}); start from the fp32 model.")
-    keep = set(config.keep_fp32)
-    for name, module in list(model.named_modules()):
-        if module_kind(name) in keep:
-            continue
+    def binarized(name, module):
         if type(module) is nn.Linear:
-            swapped = BinaryLinear(module.in_features, module.out_features, module.bias is not None, config)
-        elif type(module) is nn.Embedding and module_kind(name) == "word_embeddings":
+            return BinaryLinear(module.in_features, module.out_features, module.bias is not None, config)
+        if type(module) is nn.Embedding and module_kind(name) == "word_embeddings":
             swapped = BinaryEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
             swapped.bits = config.embedding_bits
-        else:
-            continue
-        swapped.weight = module.weight
-        if getattr(module, "bias", None) is not None:
-            swapped.bias = module.bias
-        if isinstance(swapped, BinaryLinear) and config.weight_scale == "learned":
-            swapped.init_learned_scale()
-        swapped.to(module.weight.device)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, swapped)
+            return swapped
+        return None
+
+    swap_modules(model, binarized, keep_fp32=config.keep_fp32)
+    if config.weight_scale == "learned":  # initialised from the (now shared) latent weights
+        for module in model.modules():
+            if isinstance(module, BinaryLinear):
+                module.init_learned_scale()
     model.config.quant = {config.section: config.to_dict()}
     return model
 
@@ -334,19 +329,8 @@ def _plain_copy(model: nn.Module) -> nn.Module:
     """An fp32 copy whose binarized weights are exactly alpha * sign(W) and embeddings on their grid (what the export
     traces); the quantizers are applied as graph passes afterwards."""
     plain = copy.deepcopy(model).cpu().eval()
-    for name, module in list(plain.named_modules()):
-        if isinstance(module, BinaryLinear):
-            swapped = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
-            swapped.weight = nn.Parameter(module.binary_weight().detach().clone())
-        elif isinstance(module, BinaryEmbedding):
-            swapped = nn.Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
-            swapped.weight = nn.Parameter(module.table().detach().clone())
-        else:
-            continue
-        if getattr(module, "bias", None) is not None:
-            swapped.bias = nn.Parameter(module.bias.detach().clone())
-        parent, _, child = name.rpartition(".")
-        setattr(plain.get_submodule(parent) if parent else plain, child, swapped)
+    swap_modules(plain, plain_module, weights=lambda m: (
+        m.binary_weight() if isinstance(m, BinaryLinear) else m.table()).detach().clone())
     plain.config.quant = None
     return plain
 

@@ -34,6 +34,18 @@ def _choice(name: str, value, choices) -> None:
         raise QuantConfigError(f"{name} must be one of {list(choices)}, got {value!r}.")
 
 
+def _check_shared(config) -> None:
+    """The fields Int8Config and BinaryConfig share."""
+    if config.calibration_examples < 1:
+        raise QuantConfigError(f"calibration_examples must be >= 1, got {config.calibration_examples}.")
+    unknown = sorted(set(config.keep_fp32) - set(KEEPABLE))
+    if unknown:
+        raise QuantConfigError(f"keep_fp32 names unknown modules {unknown}; choose from {list(KEEPABLE)} "
+                               "(LayerNorm, softmax and GELU are always fp32).")
+    if not 0 < config.ema_decay < 1:
+        raise QuantConfigError(f"ema_decay must be in (0, 1), got {config.ema_decay}.")
+
+
 @dataclass
 class Int8Config(ConfigSection):
     section = "int8"  # the key under config.json's `quant` and a recipe's `quant:`
@@ -71,14 +83,7 @@ class Int8Config(ConfigSection):
                 self.calibration = self.calibration or "minmax"
                 _choice("calibration", self.calibration, ("minmax", "entropy", "percentile"))
         _choice("embedding_bits", self.embedding_bits, (8, 4, 2))
-        if self.calibration_examples < 1:
-            raise QuantConfigError(f"calibration_examples must be >= 1, got {self.calibration_examples}.")
-        unknown = sorted(set(self.keep_fp32) - set(KEEPABLE))
-        if unknown:
-            raise QuantConfigError(f"keep_fp32 names unknown modules {unknown}; choose from {list(KEEPABLE)} "
-                                   "(LayerNorm, softmax and GELU are always fp32).")
-        if not 0 < self.ema_decay < 1:
-            raise QuantConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}.")
+        _check_shared(self)
         self.check_version(INT8_CONFIG_VERSION)
 
     @property
@@ -139,17 +144,10 @@ class BinaryConfig(ConfigSection):
             if self.calibration is not None:
                 _choice("calibration", self.calibration, ("minmax",))
         _choice("embedding_bits", self.embedding_bits, (1, 2, 4, 8))
-        if self.calibration_examples < 1:
-            raise QuantConfigError(f"calibration_examples must be >= 1, got {self.calibration_examples}.")
-        unknown = sorted(set(self.keep_fp32) - set(KEEPABLE))
-        if unknown:
-            raise QuantConfigError(f"keep_fp32 names unknown modules {unknown}; choose from {list(KEEPABLE)} "
-                                   "(LayerNorm, softmax and GELU are always fp32).")
+        _check_shared(self)
         if not 0 <= self.intermediate_fraction < 1:
             raise QuantConfigError(f"intermediate_fraction is the share of steps distilling intermediate layers, in "
                                    f"[0, 1), got {self.intermediate_fraction}.")
-        if not 0 < self.ema_decay < 1:
-            raise QuantConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}.")
         self.check_version(BINARY_CONFIG_VERSION)
 
     @property

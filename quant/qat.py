@@ -126,25 +126,41 @@ def prepare_qat(model: nn.Module, config: Int8Config) -> nn.Module:
         raise QuantConfigError("this model is already prepared for QAT; quantizing twice compounds the error.")
     if getattr(model.config, "quant", None):
         raise QuantConfigError(f"this model is already quantized ({model.config.quant}); start from the fp32 model.")
-    keep = set(config.keep_fp32)
+    def quantized(name, module):
+        if type(module) is nn.Linear:
+            return QATLinear(module.in_features, module.out_features, module.bias is not None, config)
+        if type(module) is nn.Embedding and module_kind(name) == "word_embeddings":
+            swapped = QATEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
+            swapped.bits = config.embedding_bits
+            return swapped
+        return None
+
+    swap_modules(model, quantized, keep_fp32=config.keep_fp32)
+    model.config.quant = {"int8": config.to_dict()}
+    return model
+
+
+def swap_modules(model: nn.Module, build, keep_fp32=(), weights=None) -> None:
+    """Replace modules in place: `build(name, module)` returns the new module (or None to keep the old one), which
+    takes over the old module's weight and bias (shared), or `weights(module)`'s tensors when given (copies)."""
+    keep = set(keep_fp32)
     for name, module in list(model.named_modules()):
         if module_kind(name) in keep:
             continue
-        if type(module) is nn.Linear:
-            swapped = QATLinear(module.in_features, module.out_features, module.bias is not None, config)
-        elif type(module) is nn.Embedding and module_kind(name) == "word_embeddings":
-            swapped = QATEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
-            swapped.bits = config.embedding_bits
-        else:
+        swapped = build(name, module)
+        if swapped is None:
             continue
-        swapped.weight = module.weight
-        if getattr(module, "bias", None) is not None:
-            swapped.bias = module.bias
+        if weights is None:
+            swapped.weight = module.weight
+            if getattr(module, "bias", None) is not None:
+                swapped.bias = module.bias
+        else:
+            swapped.weight = nn.Parameter(weights(module))
+            if getattr(module, "bias", None) is not None:
+                swapped.bias = nn.Parameter(module.bias.detach().clone())
         swapped.to(module.weight.device)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, swapped)
-    model.config.quant = {"int8": config.to_dict()}
-    return model
 
 
 class QuantizationHook(CompactHook):
@@ -176,22 +192,21 @@ def activation_scales(model: nn.Module) -> dict[str, dict[str, tuple[float, int]
     return scales
 
 
+def plain_module(name: str, module: nn.Module) -> nn.Module | None:
+    """The nn.Linear / nn.Embedding a quantized module (QAT or binary) becomes in an fp32 copy for export."""
+    if isinstance(module, nn.Linear) and type(module) is not nn.Linear:
+        return nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+    if isinstance(module, nn.Embedding) and type(module) is not nn.Embedding:
+        return nn.Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
+    return None
+
+
 def strip_qat(model: nn.Module) -> nn.Module:
     """A plain fp32 copy whose weights sit exactly on their trained int8 grids (for export)."""
     plain = copy.deepcopy(model).cpu().eval()
-    for name, module in list(plain.named_modules()):
-        if isinstance(module, QATLinear):
-            swapped = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
-            swapped.weight = nn.Parameter(snap_weight(module.weight.detach(), module.per_channel))
-        elif isinstance(module, QATEmbedding):
-            swapped = nn.Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
-            swapped.weight = nn.Parameter(snap_weight(module.weight.detach(), per_channel=True, bits=module.bits))
-        else:
-            continue
-        if getattr(module, "bias", None) is not None:
-            swapped.bias = nn.Parameter(module.bias.detach().clone())
-        parent, _, child = name.rpartition(".")
-        setattr(plain.get_submodule(parent) if parent else plain, child, swapped)
+    swap_modules(plain, plain_module, weights=lambda m: snap_weight(
+        m.weight.detach(), m.per_channel if isinstance(m, QATLinear) else True, m.bits if isinstance(m, QATEmbedding)
+        else 8))
     plain.config.quant = None  # the copy is fp32 (on the grid); the int8 config goes into the exported folders
     return plain
 

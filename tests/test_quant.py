@@ -199,7 +199,10 @@ def test_static_calibration_needs_text_of_the_right_shape(fp32_folder, tmp_path)
 
 
 def qat_model(tiny_bert_classifier, steps=5):
-    model = prepare_qat(tiny_bert_classifier, Int8Config(mode="qat"))
+    return train_a_few_steps(prepare_qat(tiny_bert_classifier, Int8Config(mode="qat")), steps)
+
+
+def train_a_few_steps(model, steps):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     for _ in range(steps):
@@ -260,16 +263,7 @@ def test_the_hook_freezes_observers(tiny_bert_classifier):
 # --- binary weights ---------------------------------------------------------------------------------------------
 
 def binary_model(tiny_bert_classifier, steps=5, **kwargs):
-    model = prepare_binary(tiny_bert_classifier, BinaryConfig(**kwargs))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    for _ in range(steps):
-        ids = torch.randint(5, 90, (4, 12))
-        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.randint(0, 2, (4,))).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval()
+    return train_a_few_steps(prepare_binary(tiny_bert_classifier, BinaryConfig(**kwargs)), steps)
 
 
 @pytest.mark.parametrize("kwargs, message", [
