@@ -6,7 +6,7 @@ fine-tuned MiniLM (same seeds, same steps), into bench/results/distillation_<tas
         --set "distillation={temperature: 2.0, task_weight: 1.0, logits_weight: 1.0, hidden_weight: 1.0}" \\
         --out runs/mrpc_distilled
     python bench/distillation.py mrpc --student runs/mrpc_student --distilled runs/mrpc_distilled \\
-        [--transfer runs/mrpc_transfer_distilled]
+        [--arm "distilled + hidden states" runs/mrpc_hidden_distilled ...]
 
 Each arm may be several run folders (e.g. seeds 1-3 and 4-5 run separately); they are merged by seed, and every arm
 must have the same seeds. "Beyond the seed spread" is read two ways and both are reported: the ranges do not overlap
@@ -54,12 +54,15 @@ def main() -> None:
     parser.add_argument("task")
     parser.add_argument("--student", nargs="+", required=True, help="run(s) of the student trained alone")
     parser.add_argument("--distilled", nargs="+", required=True, help="run(s) of the same student distilled")
-    parser.add_argument("--transfer", nargs="+", default=None, help="run(s) distilled with a transfer set")
+    parser.add_argument("--arm", nargs="+", action="append", default=[], metavar=("NAME", "RUN"),
+                        help="another distilled arm: its name, then its run folder(s) (repeatable)")
     parser.add_argument("--note", default="", help="setup and reading, added under the table")
     args = parser.parse_args()
     arms = {"distilled": load_arm(args.distilled)}
-    if args.transfer:
-        arms["distilled + transfer set"] = load_arm(args.transfer)
+    for name, *paths in args.arm:
+        if not paths:
+            raise SystemExit(f"--arm {name!r} needs at least one run folder after its name")
+        arms[name] = load_arm(paths)
     student = load_arm(args.student)
     seeds = [r["seed"] for r in student["per_seed"]]
     for name, arm in arms.items():
