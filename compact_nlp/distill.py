@@ -176,9 +176,11 @@ class Distiller(nn.Module):
         return hook
 
     def losses(self, student_out, teacher_out, attention_mask: torch.Tensor,
-               kept: list[torch.Tensor | None] | None = None, skip: set[str] = frozenset()) -> dict[str, torch.Tensor]:
+               kept: list[torch.Tensor | None] | None = None, skip: set[str] = frozenset(),
+               kept_masks: list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
         """Unweighted distillation terms. attention_mask: (B, T), 1 for real tokens. `kept[i]`: the (B, k) token
-        positions the student's hidden state i kept (None when it kept all), for students that drop tokens.
+        positions the student's hidden state i kept (None when it kept all), for students that drop tokens;
+        `kept_masks[i]`: which of those are real kept tokens (default: the input mask at those positions).
         skip: terms switched off at this step (a hook's term_weights)."""
         cfg, terms = self.config, {}
         if cfg.logits_weight > 0 and getattr(student_out, "logits", None) is not None and "logits" not in skip:
@@ -186,6 +188,8 @@ class Distiller(nn.Module):
             terms["logits"] = (F.mse_loss(s_logits, t_logits) if s_logits.shape[-1] == 1
                                else soft_cross_entropy(s_logits, t_logits, cfg.temperature))
         kept = kept or [None] * len(self.layer_map)
+        kept_masks = kept_masks or [None] * len(kept)
+        masks = [gather_tokens(attention_mask, k) if m is None else m for k, m in zip(kept, kept_masks)]
         if cfg.hidden_weight > 0 and "hidden" not in skip:
             total = 0.0
             for s_index, t_index in enumerate(self.layer_map):
@@ -193,18 +197,18 @@ class Distiller(nn.Module):
                 if self.projection is not None:
                     student_states = self.projection(student_states)
                 teacher_states = gather_tokens(teacher_out.hidden_states[t_index].detach(), kept[s_index])
-                total = total + masked_mse(student_states, teacher_states, gather_tokens(attention_mask, kept[s_index]))
+                total = total + masked_mse(student_states, teacher_states, masks[s_index])
             terms["hidden"] = total / len(self.layer_map)
         if cfg.attention_weight > 0 and "attention" not in skip:
-            terms["attention"] = (self._attention_mse(student_out, teacher_out, attention_mask, kept)
-                                  if cfg.attention_loss == "mse" else self._relations(attention_mask, kept[-1]))
+            terms["attention"] = (self._attention_mse(student_out, teacher_out, masks, kept)
+                                  if cfg.attention_loss == "mse" else self._relations(masks[-1], kept[-1]))
         return terms
 
     def weight(self, term: str) -> float:
         return {"logits": self.config.logits_weight, "hidden": self.config.hidden_weight,
                 "attention": self.config.attention_weight}[term]
 
-    def _attention_mse(self, student_out, teacher_out, attention_mask, kept) -> torch.Tensor:
+    def _attention_mse(self, student_out, teacher_out, masks, kept) -> torch.Tensor:
         total, pairs = 0.0, 0
         for s_layer, t_index in enumerate(self.layer_map[1:], start=1):
             if t_index == 0:
@@ -215,15 +219,14 @@ class Distiller(nn.Module):
                 teacher_probs = gather_tokens(teacher_probs.transpose(1, 2), kept[s_layer]).transpose(1, 2)
                 teacher_probs = torch.gather(teacher_probs, 3, kept[s_layer][:, None, None, :].expand(
                     -1, teacher_probs.shape[1], teacher_probs.shape[2], -1))
-            mask = gather_tokens(attention_mask, kept[s_layer]).to(student_probs.dtype)
+            mask = masks[s_layer].to(student_probs.dtype)
             diff = (student_probs - teacher_probs).pow(2).sum(-1).mean(1)  # (B, Tq)
             total = total + (diff * mask).sum() / mask.sum().clamp(min=1)
             pairs += 1
         return total / max(pairs, 1)
 
-    def _relations(self, attention_mask, kept_last) -> torch.Tensor:
-        batch, total = attention_mask.shape[0], 0.0
-        mask = gather_tokens(attention_mask, kept_last)
+    def _relations(self, mask, kept_last) -> torch.Tensor:
+        batch, total = mask.shape[0], 0.0
         for name in ("query", "key", "value"):
             student = self._captured["student"][name]
             teacher = self._captured["teacher"][name].detach()

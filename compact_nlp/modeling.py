@@ -9,6 +9,10 @@ offset, token types, ELECTRA's embedding projection, the four classification hea
 
 Attention has two paths: `F.scaled_dot_product_attention` (fast, the default) and an explicit softmax that also
 returns the attention probabilities in the same pass (token pruning and attention distillation need them).
+
+Token pruning (`TokenPruner`, configured by compact_nlp.token_pruning) runs between layers: cascade top-k by
+accumulated attention (SpAtten, Wang et al. 2021) or learned per-layer thresholds (LTP, Kim et al. 2022). Pruned
+tokens leave the (B, T, H) tensor, so later layers really run on fewer tokens.
 Everything here is plain tensor code that `torch.export` and the ONNX exporter follow.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -66,6 +70,8 @@ class CompactBertConfig(PreTrainedConfig):
     """
 
     model_type = "compact-bert"
+    # Trainer's evaluation gathers every output; what token pruning kept (tuples with None entries) is not a prediction
+    keys_to_ignore_at_inference = ["kept_indices", "kept_masks", "soft_token_masks"]
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -142,6 +148,21 @@ class CompactBertConfig(PreTrainedConfig):
             raise CompactConfigError(f"type_vocab_size must be >= 0 (0 = no token types), got {self.type_vocab_size}.")
         if self.classifier_head == "pooler" and not self.add_pooler:
             raise CompactConfigError('classifier_head="pooler" needs add_pooler=True (the BERT head reads the pooler).')
+
+    def validate_token_pruning(self):
+        plan = self.token_pruning
+        if not plan:
+            return
+        missing = sorted({"mode", "keep_ratios", "unpruned_layers", "protected_token_ids"} - set(plan))
+        if missing:
+            raise CompactConfigError(f"config.token_pruning lacks {missing}; write it with "
+                                     "compact_nlp.token_pruning.prepare_token_pruning, not by hand.")
+        layers = self.num_hidden_layers
+        if len(plan["keep_ratios"]) != layers:
+            raise CompactConfigError(f"config.token_pruning has {len(plan['keep_ratios'])} keep ratios but the model "
+                                     f"has {layers} layers: give one per layer.")
+        if plan["mode"] == "threshold" and len(plan.get("thresholds") or []) != layers:
+            raise CompactConfigError(f"threshold token pruning needs one threshold per layer ({layers}).")
 
 
 class CompactBertEmbeddings(nn.Module):
@@ -235,6 +256,119 @@ class CompactBertLayer(nn.Module):
         return x, probs
 
 
+class TokenPruner(nn.Module):
+    """Cascade token pruning between layers: tokens leave the sequence, and a pruned token never comes back.
+
+    Reads `config.token_pruning` (written by compact_nlp.token_pruning.prepare_token_pruning):
+        mode: "top_k" (SpAtten) or "threshold" (LTP);
+        keep_ratios: per layer, the fraction of each example's real tokens that layer runs on (top_k); layer i keeps
+            k = ceil(keep_ratios[i] * real length) tokens, computed with tensor ops so the ONNX graph does the same;
+        unpruned_layers: the first layers run on every token;
+        thresholds, temperature (threshold mode): a token enters layer i >= unpruned_layers only if the attention it
+            received in layer i-1 reaches thresholds[i]; in training with `soft` set, a sigmoid((score - threshold) /
+            temperature) mask fades it out of attention instead (LTP's soft mask);
+        protected_token_ids: tokens never pruned (besides position 0, [CLS], which the classifier reads).
+    A token's score in a layer is the attention it receives from real queries, summed over heads and queries and
+    divided by the head count (so it averages 1 over real tokens: a threshold means the same at every length); top_k
+    accumulates it over layers, as SpAtten does. Padding never counts and is never kept over a real token.
+    """
+
+    def __init__(self, config: CompactBertConfig):
+        super().__init__()
+        plan = config.token_pruning
+        self.mode = plan["mode"]
+        self.keep_ratios = [float(r) for r in plan["keep_ratios"]]
+        self.unpruned_layers = int(plan["unpruned_layers"])
+        # a plain list, not a buffer: from_pretrained builds models on the meta device and would leave a
+        # non-persistent buffer uninitialised
+        self.protected_ids = [int(i) for i in plan["protected_token_ids"] or [-1]]
+        self.thresholds = (nn.Parameter(torch.tensor(plan["thresholds"], dtype=torch.float32))
+                           if self.mode == "threshold" else None)
+        self.temperature = float(plan.get("temperature") or 1.0)
+        self.soft = False  # LTP's first training stage; set by compact_nlp.token_pruning's hook
+
+    def prunes_before(self, layer: int) -> bool:
+        if layer == 0 or layer < self.unpruned_layers:
+            return False  # a score needs one layer's attention
+        if self.mode == "threshold":
+            return True
+        return self.keep_ratios[layer] < self.keep_ratios[layer - 1]
+
+    def needs_attention(self, layer: int) -> bool:
+        """Whether layer `layer`'s attention probabilities feed a later pruning decision."""
+        later = [i for i in range(layer + 1, len(self.keep_ratios)) if self.prunes_before(i)]
+        return bool(later) and (self.mode == "top_k" or later[0] == layer + 1)
+
+    @staticmethod
+    def received(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, nh, T, T) probabilities -> (B, T) attention each token receives from real queries, per head."""
+        from_real = probs * mask[:, None, :, None].to(probs.dtype)  # padded query rows do not vote
+        return from_real.sum(dim=(1, 2)) / probs.shape[1]  # (B, T)
+
+    def soft_mask(self, layer: int, score: torch.Tensor, mask: torch.Tensor, protected: torch.Tensor) -> torch.Tensor:
+        """LTP's differentiable keep mask (B, T) in (0, 1)."""
+        soft = torch.sigmoid((score - self.thresholds[layer]) / self.temperature)
+        return torch.where(protected | ~mask, torch.ones_like(soft), soft)
+
+    def select(self, layer: int, score: torch.Tensor, mask: torch.Tensor, protected: torch.Tensor,
+               real_length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which slots of the current (B, T) sequence go on to layer `layer`.
+
+        Returns `index` (B, T'): slots to gather, each row's kept tokens first and in their original order, then
+        fillers for rows that keep fewer than the batch's longest; and `kept` (B, T'): which of them are real kept
+        tokens (the new attention mask).
+        """
+        T = score.shape[1]
+        # Priorities without ties, so ONNX TopK and torch.topk (which leave tie order to the kernel) keep the same
+        # tokens: protected tokens above every real score, padding below, each group ordered by position (these
+        # integers are exact in float32; a real token's score, attention summed over layers, stays far below 1e6).
+        position = torch.arange(T, device=score.device, dtype=score.dtype)[None, :]  # (1, T)
+        top, bottom = 1e6 - position, -1e6 - position
+        if self.mode == "top_k":
+            # k from the example's real length at the input, by tensor ops (a Python ceil would freeze into the
+            # graph); the small epsilon keeps float error in ratio * length from adding a token
+            k = torch.ceil(real_length.to(torch.float32) * self.keep_ratios[layer] - 1e-4).to(torch.int64)
+            priority = torch.where(protected & mask, top, torch.where(mask, score, bottom))
+        else:
+            keep = mask & (protected | (score >= self.thresholds[layer]))
+            k = keep.sum(dim=-1)
+            priority = torch.where(keep, top, bottom)
+        k = k.clamp(min=1)  # every row keeps at least one slot (an all-padding row stays all padding)
+        ranked = torch.topk(priority, k.max(), dim=-1).indices  # (B, T')
+        kept = torch.arange(ranked.shape[1], device=score.device)[None, :] < k[:, None]  # (B, T')
+        # original order: kept slots first by position, fillers after them
+        index = torch.sort(torch.where(kept, ranked, ranked + T), dim=-1).values  # (B, T')
+        index = torch.where(index >= T, index - T, index)
+        return index, kept & torch.gather(mask, 1, index)
+
+
+@dataclass
+class CompactBertOutput(BaseModelOutputWithPooling):
+    """BaseModelOutputWithPooling, plus what token pruning kept.
+
+    kept_indices[i] / kept_masks[i]: for hidden state i (0: embeddings), the (B, T_i) input positions of its tokens
+    and which of them are real (None where nothing was pruned yet). soft_token_masks: LTP's soft masks in training.
+    """
+
+    kept_indices: tuple | None = None
+    kept_masks: tuple | None = None
+    soft_token_masks: tuple | None = None
+
+
+@dataclass
+class CompactSequenceClassifierOutput(SequenceClassifierOutput):
+    kept_indices: tuple | None = None
+    kept_masks: tuple | None = None
+    soft_token_masks: tuple | None = None
+
+
+def attention_bias_from(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """0 where a key may be attended, the dtype's minimum where it is padding; (B, 1, 1, T) over heads and queries."""
+    if mask is None:
+        return None
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
 def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Average the token states of real (unpadded) tokens: sentence-transformers' mean pooling."""
     if attention_mask is None:
@@ -325,6 +459,7 @@ class CompactBertModel(CompactBertPreTrainedModel):
             for heads, ffn in zip(config.num_heads_per_layer, config.intermediate_size_per_layer)
         )
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if config.add_pooler else None
+        self.token_pruner = TokenPruner(config) if config.token_pruning else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -341,7 +476,7 @@ class CompactBertModel(CompactBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-    ) -> BaseModelOutputWithPooling | tuple:
+    ) -> CompactBertOutput | tuple:
         check_inputs(input_ids, self.config)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
@@ -351,19 +486,53 @@ class CompactBertModel(CompactBertPreTrainedModel):
 
         B, T = input_ids.shape
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        attention_bias = None
-        if attention_mask is not None:
-            # 0 where a key may be attended, the dtype's minimum where it is padding; broadcast over heads and queries.
-            attention_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        pruner = self.token_pruner
+        mask = attention_mask.bool() if attention_mask is not None else None
+        if pruner is not None:
+            mask = mask if mask is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
+            positions = torch.arange(T, device=x.device).expand(B, T)  # (B, T) each slot's input position
+            specials = torch.tensor(pruner.protected_ids, device=x.device)
+            protected = (positions == 0) | (input_ids[..., None] == specials).any(-1)  # (B, T) [CLS] and specials
+            real_length = mask.sum(dim=-1)  # (B,) keep ratios count real tokens, never padding
+            score = torch.zeros(B, T, dtype=x.dtype, device=x.device)  # SpAtten's cumulative importance
+            layer_score, soft = score, None
+        attention_bias = attention_bias_from(mask, x.dtype)
 
         all_hidden = (x,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        kept_indices, kept_masks, soft_masks, gathered = [None], [None], [], False
         # The layers run on a token-major (B*T, H) matrix: every Linear is then one 2-D GEMM with its bias fused, and
         # ONNX Runtime keeps Add + LayerNormalization instead of rewriting them into its SkipLayerNormalization
         # kernel, which measured 5-7% slower end to end on x86 (bench/results/foundation.md).
         x = x.reshape(B * T, -1)  # (B*T, H)
-        for layer in self.layers:
-            x, probs = layer(x, B, T, attention_bias, output_attentions)
+        for i, layer in enumerate(self.layers):
+            if pruner is not None and pruner.prunes_before(i):
+                if pruner.soft and self.training:  # LTP stage 1: fade tokens out of attention, differentiably
+                    m = pruner.soft_mask(i, layer_score, mask, protected)  # (B, T)
+                    soft = m if soft is None else soft * m  # a faded token stays faded
+                    soft_masks.append(soft)
+                    attention_bias = attention_bias_from(mask, x.dtype) + torch.log(soft.clamp(min=1e-6))[:, None, None, :]
+                else:
+                    selection_score = score if pruner.mode == "top_k" else layer_score
+                    index, mask = pruner.select(i, selection_score, mask, protected, real_length)  # (B, T')
+                    x = torch.gather(x.view(B, T, -1), 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+                    positions, protected = torch.gather(positions, 1, index), torch.gather(protected, 1, index)
+                    score = torch.gather(score, 1, index)
+                    T = index.shape[1]
+                    torch._check(T >= 1)  # k >= 1 by construction; tells torch.export the data-dependent length
+                    x = x.reshape(B * T, -1)  # (B*T', H): the pruned tokens are gone
+                    # (B, 1, T', T'), not (B, 1, 1, T'): the exporter cannot tell whether a data-dependent T' is 1,
+                    # so the mask's shape must not rely on broadcasting over the query axis
+                    attention_bias = attention_bias_from(mask, x.dtype).expand(-1, -1, T, -1)
+                    gathered = True
+            need_probs = bool(output_attentions) or (pruner is not None and pruner.needs_attention(i))
+            x, probs = layer(x, B, T, attention_bias, need_probs)
+            if need_probs and pruner is not None:
+                layer_score = pruner.received(probs, mask)  # (B, T)
+                score = score + layer_score
+            if pruner is not None:
+                kept_indices.append(positions if gathered else None)
+                kept_masks.append(mask if gathered else None)
             if output_hidden_states:
                 all_hidden += (x.view(B, T, -1),)
             if output_attentions:
@@ -373,8 +542,10 @@ class CompactBertModel(CompactBertPreTrainedModel):
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, H)
         if not return_dict:
             return tuple(v for v in (x, pooled, all_hidden, all_attentions) if v is not None)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=x, pooler_output=pooled, hidden_states=all_hidden, attentions=all_attentions
+        return CompactBertOutput(
+            last_hidden_state=x, pooler_output=pooled, hidden_states=all_hidden, attentions=all_attentions,
+            kept_indices=tuple(kept_indices) if gathered else None, kept_masks=tuple(kept_masks) if gathered else None,
+            soft_token_masks=tuple(soft_masks) if soft_masks else None,
         )
 
     def sentence_embedding(
@@ -382,8 +553,10 @@ class CompactBertModel(CompactBertPreTrainedModel):
         token_type_ids: torch.Tensor | None = None, normalize: bool = False,
     ) -> torch.Tensor:
         """Mean-pooled sentence embeddings (B, H), as sentence-transformers computes them; L2-normalised on request."""
-        states = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
-        embedding = mean_pool(states, attention_mask)
+        out = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True)
+        if out.kept_masks is not None:  # token pruning: average what survived the last layer
+            attention_mask = out.kept_masks[-1]
+        embedding = mean_pool(out.last_hidden_state, attention_mask)
         return F.normalize(embedding, dim=-1) if normalize else embedding
 
 
@@ -446,7 +619,7 @@ class CompactBertForSequenceClassification(CompactBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-    ) -> SequenceClassifierOutput | tuple:
+    ) -> CompactSequenceClassifierOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.compact_bert(
             input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
@@ -457,6 +630,8 @@ class CompactBertForSequenceClassification(CompactBertPreTrainedModel):
         if not return_dict:
             rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
             return ((loss, logits) if loss is not None else (logits,)) + rest
-        return SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        return CompactSequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            kept_indices=outputs.kept_indices, kept_masks=outputs.kept_masks,
+            soft_token_masks=outputs.soft_token_masks,
         )

@@ -9,7 +9,7 @@
     distillation: {}                    # DistillationConfig fields
     export: {mobile: true, target_platform: arm}
     hat: null                           # technique sections: filled by their issues
-    token_pruning: null
+    token_pruning: null                 # TokenPruningConfig fields, e.g. {keep_ratio: 0.45} (docs/token_pruning.md)
     quant: null
 
 Presets (`--preset NAME`, recipes/presets/NAME.yaml, or a path to a YAML file) are partial recipes merged over the
@@ -104,9 +104,12 @@ class Recipe:
             from compact_nlp.quant.recipes import check_distillation, quant_config
 
             check_distillation(quant_config(self.quant), self.teacher, self.distillation)
-        for technique in ("hat", "token_pruning"):
-            if getattr(self, technique):
-                raise RecipeError(f"the {technique} section is not implemented yet; leave it null.")
+        if self.token_pruning:
+            from compact_nlp.token_pruning.recipes import token_pruning_config
+
+            token_pruning_config(self.token_pruning)
+        if self.hat:
+            raise RecipeError("the hat section is not implemented yet; leave it null.")
 
     def _validate_transfer(self) -> None:
         if not self.transfer:

@@ -73,6 +73,8 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     from .quant.recipes import quant_config
     from .quant.recipes import prepare as prepare_quant
     from .shrink import shrink
+    from .token_pruning.recipes import prepare as prepare_token_pruning
+    from .token_pruning.recipes import token_pruning_config
     from .trainer import CompactConfig, CompactTrainer
 
     task, p = get_task(recipe.task), recipe.protocol
@@ -109,6 +111,10 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
 
     main = main_score_name(task.name)
     train_data = tokenize(train, tokenizer, task, p.max_length)
+    pruning = token_pruning_config(recipe.token_pruning)
+    if pruning:  # heads ranked on training rows, then tokens pruned between layers from the first step on
+        model, pruning_hooks = prepare_token_pruning(model, pruning, tokenizer, train_data)
+        hooks += pruning_hooks
     if transfer is not None:  # unlabelled rows: label -100, taught by the teacher alone (CompactTrainer masks them)
         import datasets
 

@@ -68,6 +68,12 @@ def shrink(
     new_config.num_heads_per_layer = [len(keep_heads[i]) for i in keep_layers]
     new_config.intermediate_size_per_layer = [len(keep_ffn[i]) for i in keep_layers]
     new_config.hidden_size = len(keep_hidden)
+    if config.token_pruning:  # a token-pruning schedule has one entry per layer: keep those of the kept layers
+        plan = dict(config.token_pruning)
+        for key in ("keep_ratios", "thresholds"):
+            if plan.get(key) is not None:
+                plan[key] = [plan[key][i] for i in keep_layers]
+        new_config.token_pruning = plan
     new_config.validate()
 
     with_head = isinstance(model, CompactBertForSequenceClassification)
@@ -90,6 +96,8 @@ def shrink(
             new[name] = tensor if projected else (cols(tensor, hid) if tensor.dim() == 2 else rows(tensor, hid))
         elif name.startswith("pooler."):
             new[name] = cols(rows(tensor, hid), hid) if tensor.dim() == 2 else rows(tensor, hid)
+        elif name == "token_pruner.thresholds":
+            new[name] = rows(tensor, torch.tensor(keep_layers, dtype=torch.long))
 
     for new_i, i in enumerate(keep_layers):
         head_rows = torch.tensor([h * hd + d for h in keep_heads[i] for d in range(hd)], dtype=torch.long)

@@ -14,6 +14,8 @@ The technique hook interface is `CompactHook`, a `TrainerCallback` with one more
     - `term_weights(state)` returns multipliers for the trainer's own terms ("task", "logits", "hidden", "attention")
       at this step, e.g. two-stage distillation (quant/: intermediate layers first, then logits). A term whose
       multiplier is 0 is not computed.
+    - `param_groups(model)` returns optimizer parameter groups with their own settings (e.g. LTP's thresholds learn
+      at their own rate, token_pruning/); those parameters leave the default groups.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class CompactHook(TrainerCallback):
     def term_weights(self, state) -> dict[str, float]:
         return {}
 
+    def param_groups(self, model) -> list[dict]:
+        return []
+
 
 class CompactTrainer(Trainer):
     def __init__(self, model=None, args=None, *, compact_config: CompactConfig | None = None, teacher_model=None,
@@ -122,6 +127,7 @@ class CompactTrainer(Trainer):
                 mask = torch.ones_like(inputs["input_ids"])
             for name, value in self.distiller.losses(outputs, teacher_out, mask,
                                                      kept=getattr(outputs, "kept_indices", None),
+                                                     kept_masks=getattr(outputs, "kept_masks", None),
                                                      skip={n for n, v in scale.items() if not v}).items():
                 terms[name] = value
                 weighted.append(self.distiller.weight(name) * scale.get(name, 1.0) * value)
@@ -208,6 +214,14 @@ class CompactTrainer(Trainer):
     # --- the distiller's own parameters (projections) ----------------------------------------------------------
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
+        own_groups = [group for hook in self.hooks for group in hook.param_groups(self.model)]
+        if own_groups and not getattr(optimizer, "_compact_groups_added", False):
+            own = {id(p) for group in own_groups for p in group["params"]}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in own]
+            for group in own_groups:
+                optimizer.add_param_group(group)
+            optimizer._compact_groups_added = True
         if self.distiller is not None:
             params = [p for p in self.distiller.parameters() if p.requires_grad]
             known = {id(p) for group in optimizer.param_groups for p in group["params"]}

@@ -38,7 +38,8 @@ def test_inconsistent_config_is_a_clear_error(bad, message):
 
 
 def test_config_json_round_trip_and_auto_registration(tmp_path):
-    config = tiny_config(num_labels=3, token_pruning={"keep_ratio": 0.5})
+    config = tiny_config(num_labels=3, token_pruning={"mode": "top_k", "keep_ratios": [1.0, 0.5], "unpruned_layers": 1,
+                                                      "protected_token_ids": [3]})
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "compact-bert" and saved["num_heads_per_layer"] == [4, 3]
