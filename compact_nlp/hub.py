@@ -61,7 +61,7 @@ def model_card(results: dict, repo_name: str | None = None) -> str:
 
 `{recipe['model']}` fine-tuned on GLUE {glue_name} with [compact](https://pypi.org/project/compact-nlp/)
 {f"(distilled from `{recipe['teacher']}`)" if recipe['teacher'] else ""} and exported to ONNX Runtime and ONNX Runtime
-Mobile (`{first['artifact']}`, opset 20, target {recipe['export']['target_platform']}){_quant_line(first)}.
+Mobile (`{first['artifact']}`, opset 20, target {recipe['export']['target_platform']}){_quant_line(first)}{_pruning_line(first)}.
 
 ## Measured on the file that ships (`{first['artifact']}`)
 
@@ -108,6 +108,18 @@ def _quant_line(first: dict) -> str:
     how = "quantization-aware training" if config["mode"] == "qat" else "post-training quantization"
     return (f", int8 by {how} ({config['weights'].replace('_', '-')} weights, {config['activations']} activations, "
             f"{config['embedding_bits']}-bit word embeddings{', trimmed vocabulary' if config['trim_vocabulary'] else ''})")
+
+
+def _pruning_line(first: dict) -> str:
+    config = first.get("token_pruning")
+    if not config:
+        return ""
+    heads = f"; heads kept per layer: {first['heads_per_layer']}" if first.get("heads_per_layer") else ""
+    if config["mode"] == "threshold":
+        return (f", with learned-threshold token pruning (LTP; tokens leave the sequence from layer "
+                f"{config['unpruned_layers']} on{heads})")
+    shares = "/".join(f"{100 * r:.0f}" for r in config["keep_ratios"])
+    return f", with cascade token pruning (SpAtten top-k; the layers run on {shares}% of the real tokens{heads})"
 
 
 def _comparison(summary: dict, first: dict) -> str:

@@ -159,6 +159,8 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
         "train_steps": trainer.state.global_step, "heldout_examples": len(heldout),
         "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
         **shipped,
+        **({"token_pruning": trainer.model.config.token_pruning} if pruning else {}),
+        **({"heads_per_layer": trainer.model.config.num_heads_per_layer} if pruning and pruning.prunes_heads else {}),
         "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
     }
 

@@ -151,6 +151,26 @@ def test_a_binary_recipe_trains_in_two_stages_and_ships_packed_weights(tiny_mode
     assert "binary weights (W1A8" in (folder / "README.md").read_text()
 
 
+def test_a_token_pruning_recipe_removes_heads_and_tokens_and_ships_them(tiny_model, glue_dir, tmp_path):
+    fp32 = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model))
+    run_recipe(fp32, tmp_path / "fp32", glue_dir=str(glue_dir))
+    start = tmp_path / "fp32" / "seed-{seed}" / "model"
+    recipe = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, f"model={start}", f"teacher={start}",
+                                                       "export.mobile=true", "token_pruning.head_keep_ratio=0.5",
+                                                       "token_pruning.keep_ratio=0.7"),  # 2 layers: 1.0, 0.4
+                         presets=["token-pruning"])
+    assert recipe.token_pruning == {"keep_ratio": 0.7, "head_keep_ratio": 0.5}
+    results = run_recipe(recipe, tmp_path / "pruned", glue_dir=str(glue_dir))
+    first = results["per_seed"][0]
+    heads = tiny_hf_config("bert").num_attention_heads
+    assert first["heads_per_layer"] == [heads // 2] * tiny_hf_config("bert").num_hidden_layers  # really removed
+    assert first["token_pruning"]["keep_ratios"][0] == 1.0 and first["token_pruning"]["keep_ratios"][-1] < 1
+    assert first["artifact"] == "model.ort" and first["export_parity"] <= 1e-4  # the .ort prunes like PyTorch
+    folder = tmp_path / "pruned" / "seed-1" / "model"
+    assert json.loads((folder / "config.json").read_text())["token_pruning"]["mode"] == "top_k"
+    assert "cascade token pruning (SpAtten top-k" in (folder / "README.md").read_text()
+
+
 def test_presets_merge_over_the_recipe_before_set():
     recipe = load_recipe(f"{RECIPES}/mrpc.yaml", ["protocol.epochs=2"], presets=["smoke"])
     assert recipe.protocol.train_subset == 512 and recipe.protocol.seeds == [1]  # from the preset
@@ -194,6 +214,9 @@ def test_scientific_notation_is_a_float_as_in_yaml_1_2():
     (["teacher=t", "transfer=[squad]"], "is not 'swapped', 'rest_of_train' or a GLUE task"),
     (["teacher=t", "transfer=[rest_of_train]"], "this recipe trains on all of them"),
     (["protocol.steps=0"], "protocol.steps must be positive"),
+    (["token_pruning={keep: 0.5}"], r"unknown TokenPruningConfig keys \['keep'\]"),
+    (["token_pruning={keep_ratio: 1.5}"], r"keep_ratio must be in \(0, 1\]"),
+    (["hat={space: small}"], "hat section is not implemented yet"),
     (["protocol.epochs"], "must look like key=value"),
 ])
 def test_bad_recipes_fail_before_training(overrides, message):
