@@ -13,7 +13,8 @@ seed 1's models (the graphs of every seed have the same shapes).
 
     python bench/token_pruning.py --task sst2 --baseline RUNS/baselines/sst2 --keep 0.6 0.45 \
         --finetuned 0.45=RUNS/prune/sst2_k45 --glue-dir DIR
-Writes bench/results/token_pruning_<task>.{json,md}; exports go to --work (reused when the run is repeated).
+Writes bench/results/token_pruning_<task>.{json,md} and token_survival_<task>.png (which tokens of a few dev
+examples each layer of the most pruned variant runs on); exports go to --work (reused when the run is repeated).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from compact_nlp.glue import get_task, load_glue
 from compact_nlp.io import write_json, write_text
 from compact_nlp.runtime import session_options
 from compact_nlp.ship import machine, versions
-from compact_nlp.token_pruning import TokenPruningConfig, encoder_flops, prepare_token_pruning
+from compact_nlp.token_pruning import TokenPruningConfig, encoder_flops, plot_token_survival, prepare_token_pruning
 
 RESULTS = Path(__file__).parent / "results"
 LONG = (128, 256, 512)
@@ -84,14 +85,15 @@ def main() -> None:
     parser.add_argument("--task", required=True)
     parser.add_argument("--baseline", required=True, help="the fp32 run's OUT folder (with seed-N/model)")
     parser.add_argument("--keep", type=float, nargs="+", default=[0.6, 0.45], help="training-free keep ratios")
-    parser.add_argument("--finetuned", action="append", default=[], metavar="KEEP=OUT",
-                        help="a token-pruning run's OUT folder, with its keep ratio (repeatable)")
+    parser.add_argument("--finetuned", action="append", default=[], metavar="LABEL=OUT",
+                        help="a token-pruning run's OUT folder, labelled by its keep ratio or a name (repeatable)")
     parser.add_argument("--glue-dir", default=None)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--examples", type=int, default=200, help="dev inputs timed at their real lengths")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--work", default="/tmp/compact-token-pruning-bench")
+    parser.add_argument("--survival", type=int, default=4, help="dev examples in the survival picture")
     args = parser.parse_args()
 
     task = get_task(args.task)
@@ -105,9 +107,10 @@ def main() -> None:
         variants[f"training-free, keep {keep}"] = {
             s: training_free(baseline / f"seed-{s}" / "model", keep, work / f"seed-{s}").parent for s in seeds}
     for spec in args.finetuned:
-        keep, out = spec.split("=", 1)
+        label, out = spec.split("=", 1)
+        label = f"keep {label}" if label.replace(".", "", 1).isdigit() else label  # 0.45 or e.g. LTP
         run = Path(out)
-        variants[f"fine-tuned, keep {keep}"] = {s: run / f"seed-{s}" / "model" for s in seeds_in(run)}
+        variants[f"fine-tuned, {label}"] = {s: run / f"seed-{s}" / "model" for s in seeds_in(run)}
 
     tokenizer = AutoTokenizer.from_pretrained(variants["unpruned"][seeds[0]])
     rows: dict[str, dict] = {}
@@ -123,6 +126,17 @@ def main() -> None:
         first = folders[min(folders)]
         rows[name]["token_pruning"] = json.loads((first / "config.json").read_text()).get("token_pruning")
         rows[name]["flops_per_example"] = flops_per_example(first, tokenizer, task, dev[:], args.max_length)
+
+    pictured = [n for n in variants if n.startswith("fine-tuned")] or [n for n in variants if n != "unpruned"]
+    if pictured:
+        folder = variants[pictured[-1]][min(variants[pictured[-1]])]
+        examples = dev[: args.survival]
+        texts = [tuple(examples[c][i] for c in task.text_columns) if len(task.text_columns) > 1
+                 else examples[task.text_columns[0]][i] for i in range(len(examples["label"]))]
+        RESULTS.mkdir(exist_ok=True)
+        plot_token_survival(AutoCompactModelForSequenceClassification.from_pretrained(folder), tokenizer, texts,
+                            RESULTS / f"token_survival_{task.name}.png", max_length=args.max_length,
+                            title=f"{task.name} dev, {pictured[-1]}: which tokens each layer runs on")
 
     timed = {name: folders[min(folders)] / "model.onnx" for name, folders in variants.items()}
     real = [encode(tokenizer, task, dev[i:i + 1], args.max_length, False) for i in range(args.examples)]
@@ -150,8 +164,12 @@ def main() -> None:
     print(markdown(results))
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x"
+def schedule_text(config: dict | None) -> str:
+    if not config:
+        return "all"
+    if config["mode"] == "threshold":
+        return "learned thresholds " + ", ".join(f"{t:.2f}" for t in config["thresholds"][config["unpruned_layers"]:])
+    return ", ".join(f"{x:.2f}" for x in config["keep_ratios"])
 
 
 def markdown(results: dict) -> str:
@@ -175,8 +193,7 @@ def markdown(results: dict) -> str:
         cut = base["flops_per_example"] / r["flops_per_example"]
         gain1 = base["real_1t"]["median_ms"] / r["real_1t"]["median_ms"]
         gain2 = base["real_2t"]["median_ms"] / r["real_2t"]["median_ms"]
-        schedule = r["token_pruning"]["keep_ratios"] if r["token_pruning"] else "all"
-        schedule = schedule if isinstance(schedule, str) else ", ".join(f"{x:.2f}" for x in schedule)
+        schedule = schedule_text(r["token_pruning"])
         d = r["dev"][metric]
         lines.append(f"| {name} | {schedule} | {d['mean']:.2f} +- {d['sd']:.2f} | "
                      f"{r['flops_per_example'] / 1e6:.1f} | {cut:.2f}x | {r['real_1t']['median_ms']:.2f} | "

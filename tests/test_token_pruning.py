@@ -379,6 +379,7 @@ def test_learned_thresholds_train_soft_then_prune_hard(tmp_path):
     moved = thresholds.detach() - start
     assert (moved[1:] > 0).all() and moved[0] == 0  # the penalty raised every pruned layer's threshold
     assert not student.compact_bert.token_pruner.soft  # hard after training: tokens really leave
+    assert student.config.token_pruning["thresholds"] == pytest.approx(thresholds.tolist(), abs=1e-6)  # config.json
     with torch.no_grad():
         out = student.eval()(**batch([12, 7]), output_hidden_states=True)
     assert out.hidden_states[-1].shape[1] < 12

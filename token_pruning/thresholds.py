@@ -36,7 +36,13 @@ class ThresholdHook(CompactHook):
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         self._set_stage(model, state)
 
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        # config.json shows the learned thresholds (the weights carry them too), so checkpoints say what they prune
+        base = base_model(_unwrap(model))
+        base.config.token_pruning["thresholds"] = [round(float(t), 6) for t in base.token_pruner.thresholds]
+
     def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.on_step_end(args, state, control, model=model)
         base_model(_unwrap(model)).token_pruner.soft = False
 
     def param_groups(self, model) -> list[dict]:
