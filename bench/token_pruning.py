@@ -3,7 +3,8 @@
 Variants, for every seed of the task's fp32 baseline (compact run OUT/seed-N/model):
   unpruned                        the baseline's model.onnx
   training-free, keep K           the same fine-tuned weights with the cascade schedule switched on (no retraining)
-  fine-tuned, keep K              a `compact run --preset token-pruning` run (--finetuned TASK=OUT, repeatable)
+  fine-tuned, keep K (or LTP)     a `compact run --preset token-pruning` run (--finetuned LABEL=OUT, repeatable)
+Every pruned variant is exported here from its weights (into --work), so one table compares one version of the graph.
 
 Columns: dev metric (mean +- sd over seeds, on the exported ONNX file); encoder FLOPs per dev example at its real
 length, and the cut against unpruned; ONNX Runtime latency at batch 1 on the first --examples dev inputs at their real,
@@ -48,16 +49,20 @@ def seeds_in(folder: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in folder.glob("seed-*") if (p / "model" / "model.onnx").exists())
 
 
-def training_free(baseline: Path, keep: float, work: Path) -> Path:
-    """The baseline with the keep-`keep` schedule switched on, exported (once) to work/.../model.onnx."""
-    path = work / f"keep-{keep}" / "model.onnx"
+def exported(source: Path, dest: Path, keep: float | None = None) -> Path:
+    """`source` (a compact folder) exported by this version of compact to dest/model.onnx, once; with `keep`, the
+    keep-`keep` schedule is switched on first (training-free). Fine-tuned runs are re-exported too, so every variant
+    in one table is the same graph code."""
+    path = dest / "model.onnx"
     if not path.exists():
-        model = AutoCompactModelForSequenceClassification.from_pretrained(baseline).eval()
-        prepare_token_pruning(model, TokenPruningConfig(keep_ratio=keep), AutoTokenizer.from_pretrained(baseline))
-        model.save_pretrained(path.parent)
-        AutoTokenizer.from_pretrained(baseline).save_pretrained(path.parent)
+        model = AutoCompactModelForSequenceClassification.from_pretrained(source).eval()
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if keep is not None:
+            prepare_token_pruning(model, TokenPruningConfig(keep_ratio=keep), tokenizer)
+        model.save_pretrained(dest)
+        tokenizer.save_pretrained(dest)
         export_onnx(model, path)
-    return path
+    return dest
 
 
 @torch.no_grad()
@@ -105,12 +110,14 @@ def main() -> None:
     for keep in args.keep:
         print(f"training-free keep {keep}: exporting ...", file=sys.stderr)
         variants[f"training-free, keep {keep}"] = {
-            s: training_free(baseline / f"seed-{s}" / "model", keep, work / f"seed-{s}").parent for s in seeds}
+            s: exported(baseline / f"seed-{s}" / "model", work / f"seed-{s}" / f"keep-{keep}", keep) for s in seeds}
     for spec in args.finetuned:
         label, out = spec.split("=", 1)
         label = f"keep {label}" if label.replace(".", "", 1).isdigit() else label  # 0.45 or e.g. LTP
         run = Path(out)
-        variants[f"fine-tuned, {label}"] = {s: run / f"seed-{s}" / "model" for s in seeds_in(run)}
+        print(f"fine-tuned {label}: exporting ...", file=sys.stderr)
+        variants[f"fine-tuned, {label}"] = {s: exported(run / f"seed-{s}" / "model", work / f"seed-{s}" / run.name)
+                                            for s in seeds_in(run)}
 
     tokenizer = AutoTokenizer.from_pretrained(variants["unpruned"][seeds[0]])
     rows: dict[str, dict] = {}

@@ -302,8 +302,10 @@ class TokenPruner(nn.Module):
     @staticmethod
     def received(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, nh, T, T) probabilities -> (B, T) attention each token receives from real queries, per head."""
-        from_real = probs * mask[:, None, :, None].to(probs.dtype)  # padded query rows do not vote
-        return from_real.sum(dim=(1, 2)) / probs.shape[1]  # (B, T)
+        # a mask-weighted sum over query rows as one batched product: padded rows do not vote, and the (B, nh, T, T)
+        # probabilities are read once instead of being copied into a masked tensor first
+        queries = mask[:, None, None, :].to(probs.dtype)  # (B, 1, 1, T)
+        return (queries @ probs).sum(dim=1).squeeze(1) / probs.shape[1]  # (B, nh, 1, T) -> (B, T)
 
     def soft_mask(self, layer: int, score: torch.Tensor, mask: torch.Tensor, protected: torch.Tensor) -> torch.Tensor:
         """LTP's differentiable keep mask (B, T) in (0, 1)."""
@@ -508,7 +510,10 @@ class CompactBertModel(CompactBertPreTrainedModel):
         for i, layer in enumerate(self.layers):
             if pruner is not None and pruner.prunes_before(i):
                 if pruner.soft and self.training:  # LTP stage 1: fade tokens out of attention, differentiably
-                    m = pruner.soft_mask(i, layer_score, mask, protected)  # (B, T)
+                    # a faded key receives attention in proportion to its mask: divide that out, so the score says
+                    # what the token would receive if present, as in the hard path (else fading feeds on itself)
+                    present = layer_score if soft is None else layer_score / soft.detach().clamp(min=1e-3)
+                    m = pruner.soft_mask(i, present, mask, protected)  # (B, T)
                     soft = m if soft is None else soft * m  # a faded token stays faded
                     soft_masks.append(soft)
                     attention_bias = attention_bias_from(mask, x.dtype) + torch.log(soft.clamp(min=1e-6))[:, None, None, :]
