@@ -14,8 +14,8 @@ seed 1's models (the graphs of every seed have the same shapes).
 
     python bench/token_pruning.py --task sst2 --baseline RUNS/baselines/sst2 --keep 0.6 0.45 \
         --finetuned 0.45=RUNS/prune/sst2_k45 --glue-dir DIR
-Writes bench/results/token_pruning_<task>.{json,md} and token_survival_<task>.png (which tokens of a few dev
-examples each layer of the most pruned variant runs on); exports go to --work (reused when the run is repeated).
+Writes bench/results/token_pruning_<task>.{json,md} and token_survival_<task>_<variant>.png per fine-tuned variant
+(which tokens of a few dev examples each layer runs on); exports go to --work (reused when the run is repeated).
 """
 
 from __future__ import annotations
@@ -134,16 +134,15 @@ def main() -> None:
         rows[name]["token_pruning"] = json.loads((first / "config.json").read_text()).get("token_pruning")
         rows[name]["flops_per_example"] = flops_per_example(first, tokenizer, task, dev[:], args.max_length)
 
-    pictured = [n for n in variants if n.startswith("fine-tuned")] or [n for n in variants if n != "unpruned"]
-    if pictured:
-        folder = variants[pictured[-1]][min(variants[pictured[-1]])]
-        examples = dev[: args.survival]
-        texts = [tuple(examples[c][i] for c in task.text_columns) if len(task.text_columns) > 1
-                 else examples[task.text_columns[0]][i] for i in range(len(examples["label"]))]
-        RESULTS.mkdir(exist_ok=True)
-        plot_token_survival(AutoCompactModelForSequenceClassification.from_pretrained(folder), tokenizer, texts,
-                            RESULTS / f"token_survival_{task.name}.png", max_length=args.max_length,
-                            title=f"{task.name} dev, {pictured[-1]}: which tokens each layer runs on")
+    examples = dev[: args.survival]
+    texts = [tuple(examples[c][i] for c in task.text_columns) if len(task.text_columns) > 1
+             else examples[task.text_columns[0]][i] for i in range(len(examples["label"]))]
+    RESULTS.mkdir(exist_ok=True)
+    for name in [n for n in variants if n.startswith("fine-tuned")]:
+        slug = name.removeprefix("fine-tuned, ").replace("keep ", "keep").replace(" ", "_").replace(".", "")
+        plot_token_survival(AutoCompactModelForSequenceClassification.from_pretrained(variants[name][min(variants[name])]),
+                            tokenizer, texts, RESULTS / f"token_survival_{task.name}_{slug}.png",
+                            max_length=args.max_length, title=f"{task.name} dev, {name}: which tokens each layer runs on")
 
     timed = {name: folders[min(folders)] / "model.onnx" for name, folders in variants.items()}
     real = [encode(tokenizer, task, dev[i:i + 1], args.max_length, False) for i in range(args.examples)]
