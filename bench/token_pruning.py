@@ -34,7 +34,7 @@ from transformers import AutoTokenizer
 
 from compact_nlp.auto import AutoCompactModelForSequenceClassification
 from compact_nlp.bench import inputs_of_length, time_side_by_side
-from compact_nlp.export import export_onnx
+from compact_nlp.export import export_model
 from compact_nlp.glue import get_task, load_glue
 from compact_nlp.io import write_json, write_text
 from compact_nlp.runtime import session_options
@@ -59,9 +59,7 @@ def exported(source: Path, dest: Path, keep: float | None = None) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(source)
         if keep is not None:
             prepare_token_pruning(model, TokenPruningConfig(keep_ratio=keep), tokenizer)
-        model.save_pretrained(dest)
-        tokenizer.save_pretrained(dest)
-        export_onnx(model, path)
+        export_model(model, dest, tokenizer_source=tokenizer)  # weights, tokenizer, parity-checked model.onnx
     return dest
 
 
@@ -71,11 +69,8 @@ def flops_per_example(folder: Path, tokenizer, task, rows: dict, max_length: int
     model = AutoCompactModelForSequenceClassification.from_pretrained(folder).eval()
     total, count = 0, len(rows["label"])
     for start in range(0, count, 64):
-        chunk = {c: rows[c][start:start + 64] for c in task.text_columns}
-        encoded = tokenizer(*[chunk[c] for c in task.text_columns], truncation=True, max_length=max_length,
-                            padding=True, return_tensors="pt")
-        total += encoder_flops(model, **{k: v for k, v in encoded.items()
-                                         if k in ("input_ids", "attention_mask", "token_type_ids")})["total"]
+        encoded = encode(tokenizer, task, {c: rows[c][start:start + 64] for c in task.text_columns}, max_length, True)
+        total += encoder_flops(model, **{k: torch.from_numpy(v) for k, v in encoded.items()})["total"]
     return total / count
 
 

@@ -51,8 +51,8 @@ def test_per_layer_widths_export_exactly(tmp_path, parity):
 
 
 class KeepTopTokens(torch.nn.Module):
-    """What token pruning will export: keep the top ceil(ratio * real length) tokens by a data-dependent score,
-    with k computed by tensor ops from each example's real length (batch max), gathered in original order."""
+    """The pattern token pruning exports (compact_nlp.modeling.TokenPruner; tested in test_token_pruning.py), reduced
+    to its core: top ceil(ratio * real length) tokens by a data-dependent score, k by tensor ops, original order."""
 
     def __init__(self, model: CompactBertModel, ratio: float):
         super().__init__()

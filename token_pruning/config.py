@@ -142,8 +142,3 @@ class TokenPruningConfig(ConfigSection):
 
     def head_ratios(self, layers: int) -> list[float]:
         return list(self.head_keep_ratios or [self.head_keep_ratio] * layers)
-
-    def mean_keep(self, layers: int) -> float:
-        """The average share of real tokens the layers run on (top_k)."""
-        ratios = self.resolved(layers).keep_ratios
-        return sum(ratios) / len(ratios)
