@@ -5,6 +5,7 @@
     compact bench DIR [--glue-dir DIR]                                             latency/size of an exported folder
     compact convert SRC OUT --to hf|compact                                        change layouts, weights unchanged
     compact run RECIPE [--glue-dir DIR] [--out DIR] [--preset NAME] [--set k=v]   a GLUE recipe end to end
+    compact search RECIPE --model DIR [--out DIR] [--set hat.budgets=[0.5]]      HAT search, extract, distil, export
     compact quantize DIR OUT --task TASK [--activations static] [--trim-vocabulary] int8 PTQ of an exported folder
     compact push DIR REPO [--private] [--dry-run]                                  upload to the hub
 
@@ -87,12 +88,40 @@ def cmd_run(args) -> int:
 
     recipe = load_recipe(args.recipe, args.set, presets=args.preset)
     out = Path(args.out or Path("out") / Path(args.recipe).stem)
+    if recipe.hat:  # a hat section: the recipe's model is the fine-tuned model to search in
+        return _search(recipe, recipe.model.replace("{seed}", str(recipe.protocol.seeds[0])), out, args.glue_dir)
     results = run_recipe(recipe, out, glue_dir=args.glue_dir)
     summary = {k: v for k, v in results["summary"].items() if isinstance(v, dict) and "mean" in v}
     for name, stats in summary.items():
         print(f"{recipe.task} dev {name}: {stats['mean']:.2f} +- {stats['sd']:.2f} over seeds {results['summary']['seeds']}")
     print(f"results: {out / 'results.json'}")
     return 0
+
+
+def _search(recipe, model: str, out: Path, glue_dir: str | None) -> int:
+    from .search import run_search
+
+    results = run_search(recipe, model, out, glue_dir=glue_dir)
+    p = results["predictor"]
+    print(f"latency predictor: test MAPE {p['test'].get('mape')}% (noise floor {p['noise_floor'].get('mape')}%), "
+          f"full model {results['full_model_ms']} ms")
+    for fraction, entry in results["budgets"].items():
+        for label in ("searched", "uniform"):
+            if label in entry:
+                r = entry[label]
+                dev = r["dev"][next(iter(r["dev"]))]
+                print(f"budget {fraction}: {label} {r['subtransformer']} predicted {r['predicted_ms']} ms, measured "
+                      f"{r['measured_ms']} ms, dev {', '.join(f'{k} {100 * v:.2f}' for k, v in dev.items())}")
+    print(f"results: {out / 'search_results.json'}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, [*args.set, f"model={args.model}"], presets=["hat", *args.preset])
+    return _search(recipe, args.model, Path(args.out or Path("out") / f"{Path(args.recipe).stem}-search"),
+                   args.glue_dir)
 
 
 def cmd_quantize(args) -> int:
@@ -192,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe key after the presets, e.g. --set protocol.epochs=1 (repeatable)")
     run.set_defaults(func=cmd_run)
+
+    search = sub.add_parser("search", help="HAT: search a fine-tuned model for SubTransformers under latency budgets")
+    search.add_argument("recipe", help="recipes/glue/<task>.yaml (its protocol: train subset, held-out split, seed)")
+    search.add_argument("--model", required=True, help="the fine-tuned model folder to build the SuperTransformer from")
+    search.add_argument("--glue-dir", default=None, help="local glue_data folder (else $COMPACT_GLUE_DIR, else the hub)")
+    search.add_argument("--out", default=None, help="output folder (default out/<recipe name>-search); resumable")
+    search.add_argument("--preset", action="append", default=[], metavar="NAME",
+                        help="merge a preset over the recipe after recipes/presets/hat.yaml (repeatable)")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set hat.budgets=[0.5,0.33] --set hat.threads=2")
+    search.set_defaults(func=cmd_search)
 
     demo = sub.add_parser("demo", help="the main job: the SST-2 recipe if GLUE is reachable, else the offline export")
     demo.add_argument("--glue-dir", default=None, help="glue_data folder (else $COMPACT_GLUE_DIR, ../shared, the hub)")

@@ -61,7 +61,7 @@ def model_card(results: dict, repo_name: str | None = None) -> str:
 
 `{recipe['model']}` fine-tuned on GLUE {glue_name} with [compact](https://pypi.org/project/compact-nlp/)
 {f"(distilled from `{recipe['teacher']}`)" if recipe['teacher'] else ""} and exported to ONNX Runtime and ONNX Runtime
-Mobile (`{first['artifact']}`, opset 20, target {recipe['export']['target_platform']}){_quant_line(first)}{_pruning_line(first)}.
+Mobile (`{first['artifact']}`, opset 20, target {recipe['export']['target_platform']}){_quant_line(first)}{_pruning_line(first)}{_search_line(first)}.
 
 ## Measured on the file that ships (`{first['artifact']}`)
 
@@ -95,6 +95,14 @@ pipeline("text-classification", model=model, tokenizer="THIS_REPO")("a charming 
 ```
 """
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+
+
+def _search_line(first: dict) -> str:
+    sub = first.get("subtransformer")
+    if not sub:
+        return ""
+    return (f", as a SubTransformer found by hardware-aware search (HAT) and distilled: hidden {sub['hidden']}, "
+            f"{len(sub['heads'])} layers, heads {sub['heads']}, FFN widths {sub['ffn']}")
 
 
 def _quant_line(first: dict) -> str:

@@ -109,7 +109,15 @@ class Recipe:
 
             token_pruning_config(self.token_pruning)
         if self.hat:
-            raise RecipeError("the hat section is not implemented yet; leave it null.")
+            from compact_nlp.hat import HatConfig
+
+            try:
+                HatConfig.from_dict(self.hat)
+            except ValueError as error:
+                raise RecipeError(f"hat: {error}") from error
+            if self.quant or self.token_pruning:
+                raise RecipeError("a hat recipe searches, extracts and distils a SubTransformer; run quant and "
+                                  "token_pruning on its result in a recipe of their own.")
 
     def _validate_transfer(self) -> None:
         if not self.transfer:

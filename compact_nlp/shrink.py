@@ -56,11 +56,52 @@ def shrink(
     All indices refer to the model as it is passed in.
     """
     config: CompactBertConfig = model.config
+    return take(
+        model,
+        heads=_per_layer(heads, config.num_heads_per_layer, "heads"),
+        ffn=_per_layer(ffn, config.intermediate_size_per_layer, "FFN neurons"),
+        layers=_kept(config.num_hidden_layers, layers or (), "layers"),
+        hidden=_kept(config.hidden_size, hidden or (), "hidden channels"),
+    )
+
+
+def _check_order(order: list[int], total: int, what: str) -> list[int]:
+    order = [int(i) for i in order]
+    if len(set(order)) != len(order) or not all(0 <= i < total for i in order):
+        raise IndexError(f"{what}: {order} must be distinct indices in 0..{total - 1}.")
+    return order
+
+
+def take(
+    model: CompactModel,
+    heads: list[list[int]] | None = None,
+    ffn: list[list[int]] | None = None,
+    layers: list[int] | None = None,
+    hidden: list[int] | None = None,
+) -> CompactModel:
+    """Return a new copy of `model` that keeps exactly the given heads, FFN neurons, layers and hidden channels, in
+    the given order. `shrink` is `take` with the complement of what it removes; HAT's rewiring (compact_nlp.hat) is
+    `take` with every index in order of importance, which computes the same function with reordered weights.
+
+    Args (None keeps everything in place):
+        heads / ffn: one list per layer of the model as it is passed in (also for layers that `layers` drops).
+        layers: the layers to keep, in order.
+        hidden: the hidden channels to keep, in order.
+    """
+    config: CompactBertConfig = model.config
     hd = config.head_dim
-    keep_heads = _per_layer(heads, config.num_heads_per_layer, "heads")
-    keep_ffn = _per_layer(ffn, config.intermediate_size_per_layer, "FFN neurons")
-    keep_layers = _kept(config.num_hidden_layers, layers or (), "layers")
-    keep_hidden = _kept(config.hidden_size, hidden or (), "hidden channels")
+    layer_count = config.num_hidden_layers
+    keep_heads = heads if heads is not None else [list(range(n)) for n in config.num_heads_per_layer]
+    keep_ffn = ffn if ffn is not None else [list(range(n)) for n in config.intermediate_size_per_layer]
+    if len(keep_heads) != layer_count or len(keep_ffn) != layer_count:
+        raise IndexError(f"give one list of heads and of FFN neurons per layer ({layer_count} layers).")
+    keep_heads = [_check_order(h, n, f"heads of layer {i}")
+                  for i, (h, n) in enumerate(zip(keep_heads, config.num_heads_per_layer))]
+    keep_ffn = [_check_order(f, n, f"FFN neurons of layer {i}")
+                for i, (f, n) in enumerate(zip(keep_ffn, config.intermediate_size_per_layer))]
+    keep_layers = _check_order(range(layer_count) if layers is None else layers, layer_count, "layers")
+    keep_hidden = _check_order(range(config.hidden_size) if hidden is None else hidden, config.hidden_size,
+                               "hidden channels")
     if not keep_hidden:
         raise ValueError("cannot remove every hidden channel.")
 

@@ -1,7 +1,35 @@
-"""compact_nlp.hat: hardware-aware transformer search (HAT, Wang et al., ACL 2020).
+"""compact_nlp.hat: hardware-aware transformer search (HAT, Wang et al., ACL 2020) for fine-tuned encoders.
 
-Elastic SuperTransformer from a fine-tuned CompactBert, a latency predictor trained on ONNX Runtime measurements,
-evolutionary search under a latency budget, and SubTransformer extraction through `compact_nlp.shrink`.
-Nothing is implemented here yet (issue 6); this package imports only compact_nlp's base (`compact_nlp.modeling`,
-`compact_nlp.shrink`).
+    space = SearchSpace.from_model(model.config)                       # heads, FFN, depth, hidden choices
+    supernet = SuperTransformer(rewire(model, importance(model, batches)), space)
+    CompactTrainer(model=supernet, teacher_model=model, hooks=[SandwichHook(space)], ...).train()
+    data = collect_latency(supernet, measurer, "latency.jsonl", count=200)
+    predictor = LatencyPredictor.fit(data)
+    result = evolutionary_search(space, predictor, budget_ms, fitness)
+    small = extract(supernet, result.best.sub)                          # a standalone, physically smaller CompactBert
+
+`compact search RECIPE --model DIR` runs all of it (compact_nlp.search); docs/hat.md has the measured results. This
+package imports only compact_nlp's base (`modeling`, `shrink`, `config_section`, the trainer's hook interface).
 """
+
+from .config import HatConfig, HatConfigError
+from .elastic import SandwichHook, SuperTransformer, importance, rewire
+from .extract import extract
+from .latency import (
+    LatencyData,
+    LatencyPredictor,
+    LatencyRecord,
+    LatencySpec,
+    LatencySpecMismatch,
+    Measurer,
+    collect_latency,
+)
+from .search import Candidate, SearchResult, evolutionary_search, pareto_front, plot_search
+from .space import SearchSpace, SearchSpaceError, SubTransformer
+
+__all__ = [
+    "Candidate", "HatConfig", "HatConfigError", "LatencyData", "LatencyPredictor", "LatencyRecord", "LatencySpec",
+    "LatencySpecMismatch", "Measurer", "SandwichHook", "SearchResult", "SearchSpace", "SearchSpaceError",
+    "SubTransformer", "SuperTransformer", "collect_latency", "evolutionary_search", "extract", "importance",
+    "pareto_front", "plot_search", "rewire",
+]

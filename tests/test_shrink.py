@@ -137,3 +137,18 @@ def test_shrunk_model_saves_and_loads(tmp_path, inputs):
 def test_bad_indices_are_clear_errors(kwargs, message):
     with pytest.raises((IndexError, ValueError), match=message):
         shrink(CompactBertModel(config()), **kwargs)
+
+
+def test_take_reorders_structure_without_changing_the_function(inputs):
+    from compact_nlp.shrink import take
+
+    model = CompactBertForSequenceClassification(config()).eval()
+    shuffled = take(model, heads=[[3, 1, 0, 2], [0, 1, 2, 3], [2, 3, 1, 0]], ffn=[list(range(36, -1, -1))] * 3,
+                    hidden=list(range(31, -1, -1)))
+    torch.testing.assert_close(run(shuffled, *inputs), run(model, *inputs), atol=1e-5, rtol=0)
+    assert shuffled.compact_bert.layers[0].attention.query.weight[0:8].equal(
+        model.compact_bert.layers[0].attention.query.weight[24:32].flip(1))  # head 3 first, channels reversed
+    with pytest.raises(IndexError, match=r"heads of layer 0: \[1, 1\] must be distinct indices in 0..3"):
+        take(model, heads=[[1, 1], [0], [0]])
+    with pytest.raises(IndexError, match="one list of heads and of FFN neurons per layer"):
+        take(model, heads=[[0]])

@@ -1,0 +1,379 @@
+"""`compact search RECIPE --model DIR`: HAT on a fine-tuned model, end to end, resumable stage by stage.
+
+In OUT/ (each stage is skipped when its result is there, and resumes when it was interrupted):
+    1. rewired/      heads, FFN neurons and hidden channels ranked by Taylor importance on training batches and put
+                     in that order (hat.rewire): the SuperTransformer's shared weights;
+    2. latency.jsonl ONNX Runtime measurements of SubTransformers in the form that ships (OnnxRuntimeMeasurer),
+                     noise floor first, append-only (latency depends on shapes only: measured before training);
+       predictor/    HAT's MLP latency predictor with its test-split RMSE and MAPE;
+    3. supernet/     the SuperTransformer trained with the sandwich rule through CompactTrainer, distilled from the
+                     fine-tuned model, on train minus the held-out split (Trainer checkpoints: resumable);
+    4. search-<budget>/  the evolutionary search for each budget (a fraction of the full model's measured latency),
+                     fitness = the task metric with inherited weights on the held-out split; state.json resumes it;
+                     pareto.png;
+    5. sub-<budget>-<searched|uniform>/  the chosen SubTransformer (and the hand-picked uniform one of the same
+                     predicted latency) extracted (hat.extract), distilled further from the fine-tuned model; pytorch/
+                     holds its fp32 weights, model/ the shipped int8 form (model.onnx, model.ort) with a card;
+                     results.json.
+OUT/search_results.json gathers every stage's numbers. The dev set is touched only in step 5, on the exported file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .glue import carve_heldout, get_task, load_glue, task_texts
+from .io import save_pretrained_atomic, write_json
+
+
+# --- measuring in the form that ships -------------------------------------------------------------------------------
+class OnnxRuntimeMeasurer:
+    """Time a CompactBert as it ships: exported to ONNX (the exporter `compact export` uses), dynamically quantized
+    to int8 when the spec says so (compact_nlp.quant's PTQ, per-channel weights), run by ONNX Runtime on CPU with the
+    spec's threads, on a real input of exactly the spec's sequence length (training sentences joined, no padding).
+
+    Returns the median of each of `rounds` rounds of `calls` calls, after `warmup` calls; the latency data keeps the
+    best round (see hat.latency). PyTorch is held to one thread while it times, so that no OpenMP worker left
+    spinning by the export competes with ONNX Runtime for a core (on 2 cores that added up to 20% noise)."""
+
+    def __init__(self, spec, tokenizer, texts: list[str], rounds: int = 7, calls: int = 15, warmup: int = 10):
+        from .bench import inputs_of_length
+
+        self.spec, self.rounds, self.calls, self.warmup = spec, rounds, calls, warmup
+        rows = [inputs_of_length(tokenizer, texts, spec.sequence_length, start=17 * i) for i in range(spec.batch)]
+        self.inputs = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+    def session(self, model, folder: Path):
+        import onnxruntime as ort
+
+        from .export.onnx import export_onnx
+        from .runtime import session_options
+
+        path = folder / "model.onnx"
+        export_onnx(model, path, check=False)
+        if self.spec.precision == "int8-dynamic":
+            from .quant.config import Int8Config
+            from .quant.onnx_int8 import quantize_graph
+
+            quantized = folder / "model_quantized.onnx"
+            quantize_graph(path, quantized, Int8Config())
+            path = quantized
+        return ort.InferenceSession(str(path), session_options(self.spec.threads), providers=["CPUExecutionProvider"])
+
+    def measure(self, model) -> list[float]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                session = self.session(model, Path(scratch))
+                names = {i.name for i in session.get_inputs()}
+                feed = {k: v for k, v in self.inputs.items() if k in names}
+                for _ in range(self.warmup):
+                    session.run(None, feed)
+                medians = []
+                for _ in range(self.rounds):
+                    times = []
+                    for _ in range(self.calls):
+                        start = time.perf_counter()
+                        session.run(None, feed)
+                        times.append((time.perf_counter() - start) * 1e3)
+                    medians.append(statistics.median(times))
+                return medians
+        finally:
+            torch.set_num_threads(threads)
+
+
+# --- data -----------------------------------------------------------------------------------------------------------
+def protocol_splits(recipe, seed: int, glue_dir: str | None):
+    """The protocol's train subset (seeded), its held-out split and the dev split(s), as `compact run` makes them."""
+    task, p = get_task(recipe.task), recipe.protocol
+    data = load_glue(task.name, glue_dir)
+    train = data["train"]
+    if p.train_subset is not None and p.train_subset < len(train):
+        train = train.shuffle(seed=seed).select(range(p.train_subset))
+    train, heldout = carve_heldout(train, p.heldout, seed)
+    return task, train, heldout, {split: data[split] for split in task.dev_splits}
+
+
+def _batches(tokenized, collator, batch_size: int, count: int | None = None, by_length: bool = False) -> list[dict]:
+    order = list(range(len(tokenized)))
+    if by_length:  # evaluation: similar lengths together, less padding
+        order.sort(key=lambda i: len(tokenized[i]["input_ids"]))
+    rows = [order[i:i + batch_size] for i in range(0, len(order), batch_size)][:count]
+    return [collator([tokenized[i] for i in chunk]) for chunk in rows]
+
+
+def heldout_fitness(supernet, batches: list[dict], task_name: str):
+    """fitness(sub): the task's main metric of SubTransformer `sub` on the held-out batches, with inherited weights."""
+    from .metrics import compute_glue_metrics
+    from .ship import main_score_name
+
+    main = main_score_name(task_name)
+
+    def fitness(sub) -> float:
+        supernet.eval()
+        logits, labels = [], []
+        with torch.no_grad():
+            for batch in batches:
+                features = {k: v for k, v in batch.items() if k != "labels"}
+                logits.append(supernet(**features, sub=sub).logits.numpy())
+                labels.append(batch["labels"].numpy())
+        return 100 * compute_glue_metrics(task_name, np.concatenate(logits), np.concatenate(labels))[main]
+
+    return fitness
+
+
+# --- the stages -----------------------------------------------------------------------------------------------------
+def _log(message: str) -> None:
+    print(f"[compact search {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def search_space_for(config, model_config):
+    from .hat import SearchSpace
+
+    default = SearchSpace.from_model(model_config, config.layer_selection)
+    return SearchSpace(max_layers=model_config.num_hidden_layers, hidden=config.hidden or default.hidden,
+                       heads=config.heads or default.heads, ffn=config.ffn or default.ffn,
+                       depth=config.depth or default.depth, layer_selection=config.layer_selection)
+
+
+def rewired_model(model, train_tokenized, collator, config, out: Path):
+    """Stage 1: the fine-tuned model with its most important heads, neurons and channels first."""
+    from .auto import AutoCompactModelForSequenceClassification
+    from .hat import importance, rewire
+
+    folder = out / "rewired"
+    if (folder / "config.json").is_file():
+        return AutoCompactModelForSequenceClassification.from_pretrained(folder)
+    _log(f"ranking heads, FFN neurons and hidden channels on {config.importance_batches} training batches")
+    ranks = importance(model, _batches(train_tokenized, collator, 32, config.importance_batches))
+    rewired = rewire(model, ranks)
+    save_pretrained_atomic(rewired, folder)
+    return rewired
+
+
+def train_supernet(supernet, teacher, train_tokenized, collator, tokenizer, config, out: Path, seed: int):
+    """Stage 3: sandwich-rule training of every SubTransformer at once, distilled from the fine-tuned model."""
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .distill import DistillationConfig
+    from .hat import SandwichHook
+    from .trainer import CompactConfig, CompactTrainer
+
+    folder = out / "supernet"
+    final = folder / "model"
+    if (final / "config.json").is_file():
+        from safetensors.torch import load_file
+
+        supernet.model.load_state_dict(load_file(final / "model.safetensors"))
+        return
+    hook = SandwichHook(supernet.space, random_subs=config.random_subs, seed=seed)
+    micro = config.supernet_batch_size // len(hook)
+    args = TrainingArguments(
+        str(folder / "checkpoints"), max_steps=config.supernet_steps, per_device_train_batch_size=micro,
+        gradient_accumulation_steps=len(hook), learning_rate=config.supernet_learning_rate, warmup_steps=0.1,
+        weight_decay=0.01, save_strategy="steps", save_steps=max(1, config.supernet_steps // 5), save_total_limit=1,
+        logging_steps=25, report_to=[], use_cpu=not torch.cuda.is_available(), seed=seed, eval_strategy="no",
+        train_sampling_strategy="group_by_length", disable_tqdm=False,
+    )
+    trainer = CompactTrainer(
+        model=supernet, args=args, train_dataset=train_tokenized, teacher_model=teacher, hooks=[hook],
+        compact_config=CompactConfig(distillation=DistillationConfig(temperature=1.0, task_weight=1.0,
+                                                                     logits_weight=1.0)),
+        data_collator=collator, processing_class=tokenizer,
+    )
+    resume = os.path.isdir(args.output_dir) and get_last_checkpoint(args.output_dir) is not None
+    _log(f"training the SuperTransformer: {config.supernet_steps} steps of {config.supernet_batch_size} examples "
+         f"({len(hook)} SubTransformers per step){' (resuming)' if resume else ''}")
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    save_pretrained_atomic(supernet.model, final)
+
+
+def latency_stage(supernet, measurer, config, out: Path):
+    """Stage 2: measurements (resumable) and the predictor fitted on them."""
+    from .hat import LatencyPredictor, collect_latency
+
+    predictor_dir = out / "predictor"
+
+    def progress(done, total, sub, ms):
+        if done % 10 == 0 or done == total:
+            _log(f"latency {done}/{total}: {ms:.3f} ms ({sub})")
+
+    data = collect_latency(supernet, measurer, out / "latency.jsonl", count=config.latency_models, seed=config.seed,
+                           noise_models=config.noise_models, noise_repeats=config.noise_repeats, progress=progress)
+    if (predictor_dir / "latency_predictor.json").is_file():
+        predictor = LatencyPredictor.load(predictor_dir)
+        predictor.check(measurer.spec, supernet.space)
+        return data, predictor
+    predictor = LatencyPredictor.fit(data, supernet.space, seed=config.seed)
+    predictor.save(predictor_dir)
+    _log(f"latency predictor: test {predictor.metrics['test']}, noise floor {predictor.metrics['noise_floor']}")
+    return data, predictor
+
+
+def search_budget(supernet, predictor, full_ms: float, fraction: float, fitness, config, out: Path):
+    """Stage 4 for one budget: the evolutionary search and its Pareto plot."""
+    from .hat import evolutionary_search, plot_search
+
+    folder = out / f"search-{fraction:g}"
+    folder.mkdir(parents=True, exist_ok=True)
+    budget = fraction * full_ms
+
+    def progress(generation, best):
+        _log(f"budget {fraction:g}: generation {generation}/{config.iterations}, best {best.fitness:.2f} at "
+             f"{best.predicted_ms:.3f} ms predicted ({best.sub})")
+
+    result = evolutionary_search(
+        supernet.space, predictor, budget, fitness, population=config.population, parents=config.parents,
+        mutations=config.mutations, crossovers=config.crossovers, mutation_probability=config.mutation_probability,
+        iterations=config.iterations, seed=config.seed, state_path=folder / "state.json", progress=progress)
+    plot_search(result, folder / "pareto.png", title=f"HAT search at {fraction:.0%} of the full model's latency",
+                fitness_name="held-out score (inherited weights)")
+    return result
+
+
+def uniform_baseline(space, predictor, budget_ms: float):
+    """The hand-picked comparison: the deepest full-width SubTransformer (fewer layers, nothing else changed) whose
+    predicted latency fits the budget."""
+    for depth in sorted(space.depth, reverse=True):
+        sub = space.uniform(depth)
+        if predictor.predict(sub) <= budget_ms:
+            return sub
+    return None
+
+
+def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokenized, heldout_tokenized, dev,
+                    collator, recipe, config, folder: Path, seed: int, label: str) -> dict:
+    """Stage 5: extract `sub`, distil it from the fine-tuned model, ship it in int8 (the form the budget was set in)."""
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .distill import DistillationConfig
+    from .hat import extract
+    from .metrics import compute_glue_metrics
+    from .quant.config import Int8Config
+    from .quant.recipes import exporter as quant_exporter
+    from .ship import main_score_name, ship
+    from .trainer import CompactConfig, CompactTrainer
+
+    done = folder / "results.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    p = recipe.protocol
+    model = extract(supernet, sub)
+    main = main_score_name(task.name)
+    args = TrainingArguments(
+        str(folder / "checkpoints"), num_train_epochs=config.distill_epochs, per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=64, learning_rate=config.distill_learning_rate, warmup_steps=p.warmup,
+        weight_decay=p.weight_decay, eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
+        load_best_model_at_end=True, metric_for_best_model=main, greater_is_better=True, seed=seed, logging_steps=50,
+        report_to=[], use_cpu=not torch.cuda.is_available(), train_sampling_strategy="group_by_length",
+    )
+    trainer = CompactTrainer(
+        model=model, args=args, train_dataset=train_tokenized, eval_dataset=heldout_tokenized, teacher_model=teacher,
+        compact_config=CompactConfig(distillation=DistillationConfig(temperature=1.0, task_weight=1.0,
+                                                                     logits_weight=1.0)),
+        data_collator=collator, processing_class=tokenizer,
+        compute_metrics=lambda pred: compute_glue_metrics(task.name, pred.predictions, pred.label_ids),
+    )
+    resume = os.path.isdir(args.output_dir) and get_last_checkpoint(args.output_dir) is not None
+    _log(f"{label}: distilling {sub}{' (resuming)' if resume else ''}")
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    heldout = trainer.evaluate()
+    train_seconds = time.perf_counter() - started
+    save_pretrained_atomic(trainer.model, folder / "pytorch")  # the distilled fp32 SubTransformer, for later steps
+    save_pretrained_atomic(tokenizer, folder / "pytorch")
+    texts = task_texts(train, task.name, 256)
+    exporter = quant_exporter(Int8Config(), tokenizer, texts, p.max_length, recipe.export.mobile,
+                              recipe.export.target_platform)
+    shipped = ship(trainer.model, tokenizer, folder / "model", task.name, dev, p.max_length,
+                   mobile=recipe.export.mobile, target_platform=recipe.export.target_platform, exporter=exporter)
+    result = {"label": label, "subtransformer": sub.to_dict(), "seed": seed, "train_seconds": round(train_seconds, 1),
+              "train_examples": len(train), "heldout_examples": len(heldout_tokenized),
+              "heldout": {k.removeprefix("eval_"): v for k, v in heldout.items()}, **shipped}
+    write_json(done, result)
+    from .hub import write_model_card
+    from .ship import summarize
+
+    card_recipe = recipe.to_dict()  # the card states the distillation this model had, not the protocol's fine-tuning
+    card_recipe["protocol"].update(epochs=config.distill_epochs, learning_rate=config.distill_learning_rate)
+    card_recipe["teacher"] = card_recipe["model"]
+    write_model_card(folder / "model", {"recipe": card_recipe, "summary": summarize([result]), "per_seed": [result]})
+    return result
+
+
+def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glue_dir: str | None = None) -> dict:
+    """HAT on the fine-tuned model in `model_dir` with the recipe's protocol and `hat:` section (see the module
+    docstring for the stages). Returns (and writes to OUT/search_results.json) every stage's numbers."""
+    from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
+
+    from .auto import AutoCompactModelForSequenceClassification
+    from .hat import HatConfig, LatencySpec, SuperTransformer, extract
+    from .pretrained import resolve_checkpoint
+    from .run import tokenize
+    from .ship import machine
+
+    config = HatConfig.from_dict(recipe.hat or {})
+    seed = recipe.protocol.seeds[0]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    set_seed(seed)
+    task, train, heldout, dev = protocol_splits(recipe, seed, glue_dir)
+    source = resolve_checkpoint(str(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    teacher = AutoCompactModelForSequenceClassification.from_pretrained(source).eval()
+    collator = DataCollatorWithPadding(tokenizer)
+    max_length = recipe.protocol.max_length
+    train_tokenized = tokenize(train, tokenizer, task, max_length)
+    heldout_tokenized = tokenize(heldout, tokenizer, task, max_length)
+
+    rewired = rewired_model(teacher, train_tokenized, collator, config, out)
+    space = search_space_for(config, rewired.config)
+    supernet = SuperTransformer(rewired, space)
+
+    # latency depends on shapes only, so it is measured before training: on a quiet machine, and resumable alone
+    spec = LatencySpec(precision=config.precision, threads=config.threads, batch=config.batch,
+                       sequence_length=config.sequence_length,
+                       hardware=f"{machine()['processor']}, {machine()['cores']} cores")
+    texts = [t if isinstance(t, str) else " ".join(t) for t in task_texts(train, task.name, 2000)]
+    measurer = OnnxRuntimeMeasurer(spec, tokenizer, texts)
+    data, predictor = latency_stage(supernet, measurer, config, out)
+    train_supernet(supernet, teacher, train_tokenized, collator, tokenizer, config, out, seed)
+    full_ms = data.mean_latency()[space.largest()]
+
+    fitness_rows = heldout_tokenized.select(range(min(config.fitness_examples, len(heldout_tokenized))))
+    fitness = heldout_fitness(supernet, _batches(fitness_rows, collator, 64, by_length=True), task.name)
+    results = {"task": task.name, "seed": seed, "model": str(model_dir), "space": space.to_dict(),
+               "space_size": space.size(), "spec": spec.to_dict(), "hat": config.to_dict(),
+               "full_model_ms": round(full_ms, 4), "predictor": predictor.metrics,
+               "full_model_heldout": fitness(space.largest()), "budgets": {}}
+    for fraction in config.budgets:
+        result = search_budget(supernet, predictor, full_ms, fraction, fitness, config, out)
+        uniform = uniform_baseline(space, predictor, result.budget_ms)
+        entry = {"search": result.to_dict(), "search_minutes": round(result.seconds / 60, 2),
+                 "uniform": uniform.to_dict() if uniform else None,
+                 "uniform_heldout_inherited": fitness(uniform) if uniform else None}
+        for label, sub in (("searched", result.best.sub), ("uniform", uniform)):
+            if sub is None:
+                continue
+            entry[label] = distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokenized,
+                                           heldout_tokenized, dev, collator, recipe, config,
+                                           out / f"sub-{fraction:g}-{label}", seed, f"{label} at {fraction:g}")
+            entry[label]["predicted_ms"] = round(predictor.predict(sub), 4)
+            with torch.no_grad():  # the same shapes as the distilled model: measured beside its prediction
+                entry[label]["measured_ms"] = round(min(measurer.measure(extract(supernet, sub).eval())), 4)
+        results["budgets"][f"{fraction:g}"] = entry
+    results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
+    write_json(out / "search_results.json", results)
+    return results

@@ -1,0 +1,85 @@
+"""HatConfig: the whole HAT search as one config section (a recipe's `hat:` section, `compact search`'s settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from compact_nlp.config_section import ConfigSection
+
+HAT_CONFIG_VERSION = 1
+
+
+class HatConfigError(ValueError):
+    """A HAT setting that cannot work."""
+
+
+@dataclass
+class HatConfig(ConfigSection):
+    """Settings of a HAT search on a fine-tuned model; the defaults are sized for a 2-core CPU (docs/hat.md).
+
+    Search space (None: derived from the model, SearchSpace.from_model):
+        hidden, heads, ffn, depth: the choices; layer_selection: which layers a shallower SubTransformer keeps.
+    Latency (what a budget means; recorded with every measurement and predictor):
+        precision ("int8-dynamic", the form that ships, or "fp32"), threads, batch, sequence_length.
+    budgets: fractions of the full model's measured latency in that setting, e.g. [0.5, 0.33]; each gets its own
+        SubTransformer.
+    Stages: importance_batches (rewiring); supernet_steps / supernet_batch_size / supernet_learning_rate /
+        random_subs (sandwich-rule training); latency_models / noise_models / noise_repeats (measurements);
+        population / parents / mutations / crossovers / mutation_probability / iterations (evolution, HAT's
+        defaults are 125 / 25 / 50 / 50 / 0.3 / 30); fitness_examples (held-out rows scoring each candidate);
+        distill_epochs / distill_learning_rate (the extracted SubTransformer's further distillation).
+    """
+
+    hidden: list[int] | None = None
+    heads: list[int] | None = None
+    ffn: list[int] | None = None
+    depth: list[int] | None = None
+    layer_selection: Literal["spread", "first"] = "spread"
+    precision: Literal["int8-dynamic", "fp32"] = "int8-dynamic"
+    threads: int = 1
+    batch: int = 1
+    sequence_length: int = 32
+    budgets: list[float] = field(default_factory=lambda: [0.5])
+    importance_batches: int = 16
+    supernet_steps: int = 1500
+    supernet_batch_size: int = 33  # 11 examples for each of the 3 SubTransformers of a step
+    supernet_learning_rate: float = 3e-5
+    random_subs: int = 1
+    latency_models: int = 200
+    noise_models: int = 4
+    noise_repeats: int = 5
+    population: int = 40
+    parents: int = 10
+    mutations: int = 15
+    crossovers: int = 15
+    mutation_probability: float = 0.3
+    iterations: int = 10
+    fitness_examples: int = 1000
+    distill_epochs: float = 2.0
+    distill_learning_rate: float = 1e-4
+    seed: int = 0
+    version: int = field(default=HAT_CONFIG_VERSION)
+
+    def __post_init__(self):
+        if not self.budgets or not all(0 < b <= 1 for b in self.budgets):
+            raise HatConfigError(f"budgets are fractions of the full model's latency in (0, 1], got {self.budgets}.")
+        positive = ("threads", "batch", "sequence_length", "importance_batches", "supernet_steps",
+                    "supernet_batch_size", "latency_models", "population", "parents", "iterations",
+                    "fitness_examples")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise HatConfigError(f"hat.{name} must be positive, got {getattr(self, name)}.")
+        if self.parents > self.population:
+            raise HatConfigError(f"hat.parents ({self.parents}) cannot exceed hat.population ({self.population}).")
+        if self.mutations < 0 or self.crossovers < 0 or self.mutations + self.crossovers + self.parents < self.population:
+            raise HatConfigError(
+                f"each generation keeps {self.parents} parents and adds {self.mutations} mutations and "
+                f"{self.crossovers} crossovers: together they must refill the population of {self.population}.")
+        if not 0 <= self.mutation_probability <= 1:
+            raise HatConfigError(f"hat.mutation_probability must lie in [0, 1], got {self.mutation_probability}.")
+        if self.supernet_batch_size % (2 + self.random_subs):
+            raise HatConfigError(
+                f"hat.supernet_batch_size ({self.supernet_batch_size}) is split into {2 + self.random_subs} "
+                "micro-batches (sandwich rule: largest, smallest and random SubTransformers): make it a multiple.")
+        self.check_version(HAT_CONFIG_VERSION)
