@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def main() -> None:
         export = quant_exporter(Int8Config(), tokenizer, task_texts(train, task.name, 256), max_length, True, "arm")
         export(AutoCompactModelForSequenceClassification.from_pretrained(full).eval(), int8_full)
     files = {"full model, fp32": full / "model.ort", "full model, int8": int8_full / "model.ort"}
+    if "full_reference" in search:  # the full architecture with the same supernet training + distillation
+        files["full model, int8, trained the same way"] = run / "sub-1-full" / "model" / "model.ort"
     for fraction, entry in search["budgets"].items():
         for label in ("searched", "uniform"):
             if label in entry:
@@ -110,7 +113,10 @@ def main() -> None:
             if label in entry:
                 name = f"{float(fraction):.0%} budget, {'HAT' if label == 'searched' else 'uniform (hand-picked)'}"
                 rows[name].update(predicted_ms=entry[label]["predicted_ms"], measured_ms=entry[label]["measured_ms"],
-                                  heldout=round(100 * entry[label]["heldout"][search_metric(entry[label])], 2))
+                                  heldout=round(100 * entry[label]["heldout"][search_metric(entry[label])], 2),
+                                  dev_per_seed=entry[label].get("dev_per_seed"))
+    if "full_reference" in search:
+        rows["full model, int8, trained the same way"]["dev_per_seed"] = search["full_reference"].get("dev_per_seed")
 
     real = [encode(tokenizer, task, dev[i:i + 1], max_length, False) for i in range(args.examples)]
     dev_texts = [t for c in task.text_columns for t in dev[c]]
@@ -118,7 +124,9 @@ def main() -> None:
     fixed = inputs_of_length(tokenizer, dev_texts, length)
     for threads in (1, 2):
         print(f"latency, {threads} thread(s) ...", file=sys.stderr)
-        sessions = {name: ort.InferenceSession(str(path), session_options(threads)) for name, path in files.items()}
+        # every session stays open for interleaved timing: their idle workers must sleep, not spin on the 2 cores
+        sessions = {name: ort.InferenceSession(str(path), session_options(threads, spinning=False))
+                    for name, path in files.items()}
         for name, stats in real_length_latency(sessions, {name: real for name in sessions}).items():
             rows[name][f"real_{threads}t"] = stats
         stats = time_side_by_side({name: (lambda s=s: s.run(None, feed(s, fixed))) for name, s in sessions.items()},
@@ -190,18 +198,23 @@ def markdown(results: dict) -> str:
         f"## The models, side by side ({results['real_length_examples']} dev inputs at real lengths, "
         f"{results['mean_real_tokens']} tokens on average; dev {metric} on the shipped `.ort`)",
         "",
-        "| model | hidden / layers / heads / FFN | dev | .ort MB | predicted ms | measured ms (search setting) | "
-        "ms, real lengths 1t | vs full int8 | ms, real 2t | ms, "
-        f"{spec['sequence_length']} tok 1t (side by side) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | hidden / layers / heads / FFN | dev (seed 1) | dev, distillation seeds | .ort MB | predicted ms | "
+        f"measured ms (search setting) | ms, {spec['sequence_length']} tok 1t | ms, real lengths 1t | vs full int8 | "
+        "ms, real 2t |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         arch = f"{r['hidden']} / {len(r['heads'])} / {r['heads']} / {r['ffn']}"
         speed = base["real_1t"]["median_ms"] / r["real_1t"]["median_ms"]
+        seeds = ""
+        if r.get("dev_per_seed"):
+            values = next(iter(r["dev_per_seed"].values()))[metric]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            seeds = f"{statistics.mean(values):.2f} ± {sd:.2f} ({', '.join(f'{v:.2f}' for v in values)})"
         lines.append(
-            f"| {name} | {arch} | {r['dev'][metric]:.2f} | {r['size_mb']} | {r.get('predicted_ms', '')} | "
-            f"{r.get('measured_ms', '')} | {r['real_1t']['median_ms']} | {speed:.2f}x | {r['real_2t']['median_ms']} | "
-            f"{r['fixed_1t']['median_ms']} |")
+            f"| {name} | {arch} | {r['dev'][metric]:.2f} | {seeds} | {r['size_mb']} | {r.get('predicted_ms', '')} | "
+            f"{r.get('measured_ms', '')} | {r['fixed_1t']['median_ms']} | {r['real_1t']['median_ms']} | {speed:.2f}x | "
+            f"{r['real_2t']['median_ms']} |")
     lines += ["", "## Which layers a shallower SubTransformer keeps (held-out score, full width, inherited weights, "
               "before SuperTransformer training)", "", "| depth | spread: layers | spread | first: layers | first |",
               "|---|---|---|---|---|"]

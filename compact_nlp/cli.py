@@ -112,6 +112,11 @@ def _search(recipe, model: str, out: Path, glue_dir: str | None) -> int:
                 dev = r["dev"][next(iter(r["dev"]))]
                 print(f"budget {fraction}: {label} {r['subtransformer']} predicted {r['predicted_ms']} ms, measured "
                       f"{r['measured_ms']} ms, dev {', '.join(f'{k} {100 * v:.2f}' for k, v in dev.items())}")
+    if "full_reference" in results:
+        r = results["full_reference"]
+        dev = r["dev"][next(iter(r["dev"]))]
+        print(f"full model, trained the same way: {r['measured_ms']} ms, dev "
+              f"{', '.join(f'{k} {100 * v:.2f}' for k, v in dev.items())}")
     print(f"results: {out / 'search_results.json'}")
     return 0
 

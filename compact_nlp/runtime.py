@@ -21,13 +21,17 @@ from .modeling import CompactBertConfig, check_inputs
 ONNX_FILE, ORT_FILE = "model.onnx", "model.ort"
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None, spinning: bool = True):
+    """ORT session options. spinning=False: idle worker threads sleep instead of spinning, which a benchmark that
+    keeps several multi-threaded sessions open side by side needs (their spinning workers would share the cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
 

@@ -11,10 +11,12 @@ In OUT/ (each stage is skipped when its result is there, and resumes when it was
     4. search-<budget>/  the evolutionary search for each budget (a fraction of the full model's measured latency),
                      fitness = the task metric with inherited weights on the held-out split; state.json resumes it;
                      pareto.png;
-    5. sub-<budget>-<searched|uniform>/  the chosen SubTransformer (and the hand-picked uniform one of the same
-                     predicted latency) extracted (hat.extract), distilled further from the fine-tuned model; pytorch/
+    5. sub-<budget>-<searched|uniform>/  the chosen SubTransformer (and the hand-picked uniform one under the same
+                     budget, uniform_baseline) extracted (hat.extract), distilled further from the fine-tuned model; pytorch/
                      holds its fp32 weights, model/ the shipped int8 form (model.onnx, model.ort) with a card;
-                     results.json.
+                     results.json; `-seed<N>` folders for more distillation seeds (hat.distill_seeds);
+       sub-1-full/   the full architecture through the same SuperTransformer training and distillation
+                     (hat.full_reference), so the SubTransformers are compared with a model trained as much as they.
 OUT/search_results.json gathers every stage's numbers. The dev set is touched only in step 5, on the exported file.
 """
 
@@ -209,7 +211,8 @@ def latency_stage(supernet, measurer, config, out: Path):
             _log(f"latency {done}/{total}: {ms:.3f} ms ({sub})")
 
     data = collect_latency(supernet, measurer, out / "latency.jsonl", count=config.latency_models, seed=config.seed,
-                           noise_models=config.noise_models, noise_repeats=config.noise_repeats, progress=progress)
+                           noise_models=config.noise_models, noise_repeats=config.noise_repeats,
+                           passes=config.latency_passes, progress=progress)
     if (predictor_dir / "latency_predictor.json").is_file():
         predictor = LatencyPredictor.load(predictor_dir)
         predictor.check(measurer.spec, supernet.space)
@@ -242,12 +245,18 @@ def search_budget(supernet, predictor, full_ms: float, fraction: float, fitness,
 
 
 def uniform_baseline(space, predictor, budget_ms: float):
-    """The hand-picked comparison: the deepest full-width SubTransformer (fewer layers, nothing else changed) whose
-    predicted latency fits the budget."""
-    for depth in sorted(space.depth, reverse=True):
-        sub = space.uniform(depth)
-        if predictor.predict(sub) <= budget_ms:
-            return sub
+    """The hand-picked comparison: the same width in every layer, as wide as possible, then as deep as possible,
+    within the budget (predicted). Full width with fewer layers comes first; when even the shallowest full-width
+    model is over the budget, every dimension steps down one choice together (hidden, heads and FFN)."""
+    steps = max(len(space.hidden), len(space.heads), len(space.ffn))
+    for step in range(steps):
+        def pick(choices):
+            return choices[min(step, len(choices) - 1)]
+
+        for depth in sorted(space.depth, reverse=True):
+            sub = space.uniform(depth, hidden=pick(space.hidden), heads=pick(space.heads), ffn=pick(space.ffn))
+            if predictor.predict(sub) <= budget_ms:
+                return sub
     return None
 
 
@@ -358,6 +367,17 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
                "space_size": space.size(), "spec": spec.to_dict(), "hat": config.to_dict(),
                "full_model_ms": round(full_ms, 4), "predictor": predictor.metrics,
                "full_model_heldout": fitness(space.largest()), "budgets": {}}
+    def distil(sub, folder: Path, label: str) -> dict:
+        """The first distillation seed's result, with every seed's dev scores (the same data split for all: the
+        SuperTransformer was trained on it; the seed changes the data order and dropout)."""
+        runs = [distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokenized, heldout_tokenized,
+                                dev, collator, recipe, config,
+                                folder if s == seed else folder.with_name(f"{folder.name}-seed{s}"), s, label)
+                for s in range(seed, seed + config.distill_seeds)]
+        per_seed = {split: {metric: [round(100 * r["dev"][split][metric], 2) for r in runs]
+                            for metric in runs[0]["dev"][split]} for split in runs[0]["dev"]}
+        return {**runs[0], "distill_seeds": list(range(seed, seed + config.distill_seeds)), "dev_per_seed": per_seed}
+
     for fraction in config.budgets:
         result = search_budget(supernet, predictor, full_ms, fraction, fitness, config, out)
         uniform = uniform_baseline(space, predictor, result.budget_ms)
@@ -367,13 +387,14 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
         for label, sub in (("searched", result.best.sub), ("uniform", uniform)):
             if sub is None:
                 continue
-            entry[label] = distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokenized,
-                                           heldout_tokenized, dev, collator, recipe, config,
-                                           out / f"sub-{fraction:g}-{label}", seed, f"{label} at {fraction:g}")
+            entry[label] = distil(sub, out / f"sub-{fraction:g}-{label}", f"{label} at {fraction:g}")
             entry[label]["predicted_ms"] = round(predictor.predict(sub), 4)
             with torch.no_grad():  # the same shapes as the distilled model: measured beside its prediction
                 entry[label]["measured_ms"] = round(min(measurer.measure(extract(supernet, sub).eval())), 4)
         results["budgets"][f"{fraction:g}"] = entry
+    if config.full_reference:  # the full architecture through the same SuperTransformer training and distillation
+        reference = distil(space.largest(), out / "sub-1-full", "full model, trained the same way")
+        results["full_reference"] = {**reference, "measured_ms": round(full_ms, 4)}
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
     write_json(out / "search_results.json", results)
     return results

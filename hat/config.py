@@ -25,10 +25,14 @@ class HatConfig(ConfigSection):
     budgets: fractions of the full model's measured latency in that setting, e.g. [0.5, 0.33]; each gets its own
         SubTransformer.
     Stages: importance_batches (rewiring); supernet_steps / supernet_batch_size / supernet_learning_rate /
-        random_subs (sandwich-rule training); latency_models / noise_models / noise_repeats (measurements);
+        random_subs (sandwich-rule training); latency_models / noise_models / noise_repeats / latency_passes
+        (measurements: latency_passes > 1 measures every model again and the predictor learns the mean);
         population / parents / mutations / crossovers / mutation_probability / iterations (evolution, HAT's
         defaults are 125 / 25 / 50 / 50 / 0.3 / 30); fitness_examples (held-out rows scoring each candidate);
-        distill_epochs / distill_learning_rate (the extracted SubTransformer's further distillation).
+        distill_epochs / distill_learning_rate / distill_seeds (the extracted SubTransformer's further distillation,
+        repeated with that many training seeds on the same data split);
+        full_reference: also put the full architecture through the same SuperTransformer training and distillation,
+        so the SubTransformers are compared with a full model that had as much training as they had.
     """
 
     hidden: list[int] | None = None
@@ -49,6 +53,7 @@ class HatConfig(ConfigSection):
     latency_models: int = 200
     noise_models: int = 4
     noise_repeats: int = 5
+    latency_passes: int = 1
     population: int = 40
     parents: int = 10
     mutations: int = 15
@@ -58,6 +63,8 @@ class HatConfig(ConfigSection):
     fitness_examples: int = 1000
     distill_epochs: float = 2.0
     distill_learning_rate: float = 1e-4
+    distill_seeds: int = 1
+    full_reference: bool = True
     seed: int = 0
     version: int = field(default=HAT_CONFIG_VERSION)
 
@@ -65,8 +72,8 @@ class HatConfig(ConfigSection):
         if not self.budgets or not all(0 < b <= 1 for b in self.budgets):
             raise HatConfigError(f"budgets are fractions of the full model's latency in (0, 1], got {self.budgets}.")
         positive = ("threads", "batch", "sequence_length", "importance_batches", "supernet_steps",
-                    "supernet_batch_size", "latency_models", "population", "parents", "iterations",
-                    "fitness_examples")
+                    "supernet_batch_size", "latency_models", "latency_passes", "population", "parents",
+                    "iterations", "fitness_examples", "distill_seeds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise HatConfigError(f"hat.{name} must be positive, got {getattr(self, name)}.")

@@ -161,10 +161,12 @@ class LatencyData:
 
 
 def collect_latency(supernet, measurer: Measurer, path: str | os.PathLike, count: int, seed: int = 0,
-                    noise_models: int = 4, noise_repeats: int = 5, progress=None) -> LatencyData:
-    """Measure `count` SubTransformers (the largest, the smallest, then random draws) with `measurer`, after the
-    noise floor (`noise_models` models measured `noise_repeats` times each). Appends to `path`; run again with the
-    same arguments to resume where it stopped."""
+                    noise_models: int = 4, noise_repeats: int = 5, passes: int = 1, progress=None) -> LatencyData:
+    """Measure `count` SubTransformers (random draws) with `measurer`, after the noise floor (the largest, the
+    smallest and random models, `noise_models` in all, measured `noise_repeats` times each). `passes` > 1 measures
+    the `count` models again, pass after pass, and the predictor learns their mean: on a noisy machine the mean of k
+    measurements is about sqrt(k) times closer to the truth. Appends to `path`; run again with the same arguments
+    (or more passes or models) to resume where it stopped."""
     from .extract import extract
 
     space = supernet.space
@@ -180,6 +182,8 @@ def collect_latency(supernet, measurer: Measurer, path: str | os.PathLike, count
             plan.append((sub, 0))
         if len(planned) >= space.size():
             break
+    drawn = [sub for sub, repeat in plan if repeat == 0]
+    plan += [(sub, p) for p in range(1, passes) for sub in drawn]  # repeat p: the (p+1)-th measurement of a model
     done = {(r.sub, r.repeat) for r in data.records}
     todo = [(sub, repeat) for sub, repeat in plan if (sub, repeat) not in done]
     with torch.no_grad():

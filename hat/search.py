@@ -6,7 +6,7 @@ The population starts as random SubTransformers under the budget. Each generatio
 adds `mutations` mutated parents and `crossovers` children of two parents; a candidate whose predicted latency is
 over the budget is rejected and drawn again, so no time is spent scoring it. Fitness is whatever the caller measures
 (compact scores the task metric with the inherited SuperTransformer weights on the held-out split, never on dev);
-each SubTransformer is scored once. The state is saved after every generation, so an interrupted search resumes,
+each SubTransformer is scored once; among equally fit ones the faster (predicted) wins. The state is saved after every generation, so an interrupted search resumes,
 and it refuses to resume with another space, budget or predictor setting.
 """
 
@@ -113,7 +113,7 @@ def evolutionary_search(space: SearchSpace, predictor: LatencyPredictor, budget_
         if generation == 0:
             genes = [_draw(lambda: space.random_gene(rng), space, predictor, budget_ms) for _ in range(population)]
         else:
-            ranked = sorted(genes, key=lambda g: score(g).fitness, reverse=True)
+            ranked = sorted(genes, key=lambda g: (score(g).fitness, -score(g).predicted_ms), reverse=True)
             top = ranked[:parents]
             children = [_draw(lambda: space.mutate(rng.choice(top), rng, mutation_probability), space, predictor,
                               budget_ms) for _ in range(mutations)]
@@ -122,7 +122,7 @@ def evolutionary_search(space: SearchSpace, predictor: LatencyPredictor, budget_
             genes = top + children
         for gene in genes:
             score(gene)
-        best = max((scored[space.decode(g)] for g in genes), key=lambda c: c.fitness)
+        best = max((scored[space.decode(g)] for g in genes), key=lambda c: (c.fitness, -c.predicted_ms))
         best_per_generation.append(best.fitness)
         generation += 1
         seconds += time.perf_counter() - started
@@ -132,7 +132,7 @@ def evolutionary_search(space: SearchSpace, predictor: LatencyPredictor, budget_
                               "best_per_generation": best_per_generation})
         if progress is not None:
             progress(generation, best)
-    best = max((scored[space.decode(g)] for g in genes), key=lambda c: c.fitness)
+    best = max((scored[space.decode(g)] for g in genes), key=lambda c: (c.fitness, -c.predicted_ms))
     return SearchResult(best, budget_ms, history, best_per_generation, seconds)
 
 

@@ -366,7 +366,7 @@ def test_the_search_finds_fit_subtransformers_under_the_budget(fitted, tmp_path)
     randoms = [_params(space.sample(random.Random(i))) for i in range(50)]
     assert result.best.fitness > statistics.median(randoms)
     front = pareto_front(result.history)
-    assert front[-1].fitness == result.best.fitness
+    assert front[-1] == result.best  # the chosen one is on the front: ties go to the faster
     assert all(a.predicted_ms <= b.predicted_ms and a.fitness < b.fitness for a, b in zip(front, front[1:]))
     plot_search(result, tmp_path / "pareto.png", reference=(predictor.predict(space.largest()), 1.0, "full"))
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -448,6 +448,8 @@ def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, 
     entry = results["budgets"]["0.6"]
     searched = entry["searched"]
     assert searched["predicted_ms"] <= entry["search"]["budget_ms"]
+    assert searched["distill_seeds"] == [1] and len(searched["dev_per_seed"]["validation"]["accuracy"]) == 1
+    assert results["full_reference"]["subtransformer"]["heads"] == [8, 8, 8]  # the full model, trained the same way
     assert searched["artifact"] == "model.ort" and searched["quant"]["config"]["mode"] == "ptq"  # int8, as budgeted
     shipped = CompactBertForSequenceClassification.from_pretrained(out / "sub-0.6-searched" / "pytorch")
     assert shipped.config.num_heads_per_layer == searched["subtransformer"]["heads"]  # physically that size
@@ -466,3 +468,29 @@ def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, 
     capsys.readouterr()
     assert main(args + ["--set", "hat.threads=2"]) == 2  # the stored latency data is for 1 thread
     assert "threads: 1 vs 2" in capsys.readouterr().err
+
+
+def test_the_hand_picked_comparison_is_uniform_as_wide_then_as_deep_as_the_budget_allows(fitted):
+    from compact_nlp.search import uniform_baseline
+
+    space, predictor = fitted
+    full = predictor.predict(space.largest())
+    roomy = uniform_baseline(space, predictor, 0.8 * full)
+    assert roomy.hidden == 48 and set(roomy.heads) == {6} and roomy.depth < 4  # full width, fewer layers
+    tight = uniform_baseline(space, predictor, 1.05 * predictor.predict(space.uniform(1, 40, 4, 48)))
+    assert tight is not None and len(set(tight.heads)) == 1 and tight.hidden < 48  # narrower, still uniform
+    assert predictor.predict(tight) <= 1.05 * predictor.predict(space.uniform(1, 40, 4, 48))
+    assert uniform_baseline(space, predictor, 0.0) is None
+
+
+def test_more_passes_measure_every_model_again_and_the_predictor_learns_the_mean(tmp_path):
+    model = tiny_model()
+    supernet = SuperTransformer(model, tiny_space(model))
+    one = collect_latency(supernet, ParameterCountMeasurer(), tmp_path / "l.jsonl", count=4, noise_models=1,
+                          noise_repeats=2)
+    three = collect_latency(supernet, ParameterCountMeasurer(), tmp_path / "l.jsonl", count=4, noise_models=1,
+                            noise_repeats=2, passes=3)  # resumes: only the two new passes are measured
+    assert len(one.records) == 6 and len(three.records) == 6 + 8
+    assert [r.repeat for r in three.records[6:]] == [1] * 4 + [2] * 4
+    assert [r.sub for r in three.records[6:10]] == [r.sub for r in three.records[2:6]]  # the same models, again
+    assert three.noise_floor()["models"] == 5  # every model measured more than once counts towards the floor
