@@ -187,7 +187,7 @@ def collect_latency(supernet, measurer: Measurer, path: str | os.PathLike, count
     done = {(r.sub, r.repeat) for r in data.records}
     todo = [(sub, repeat) for sub, repeat in plan if (sub, repeat) not in done]
     with torch.no_grad():
-        for n, (sub, repeat) in enumerate(todo):
+        for sub, repeat in todo:
             samples = measurer.measure(extract(supernet, sub).eval())
             data.append(LatencyRecord(sub, min(samples), repeat))
             if progress is not None:

@@ -342,12 +342,12 @@ def test_the_onnx_runtime_measurer_times_the_int8_form_that_ships(tiny_tokenizer
 
 
 # --- the search ----------------------------------------------------------------------------------------------------
-@pytest.fixture
-def fitted(tmp_path):
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
     model = tiny_model()
     space = tiny_space(model)
-    data = collect_latency(SuperTransformer(model, space), ParameterCountMeasurer(), tmp_path / "l.jsonl", count=60,
-                           noise_models=1, noise_repeats=1)
+    data = collect_latency(SuperTransformer(model, space), ParameterCountMeasurer(),
+                           tmp_path_factory.mktemp("latency") / "l.jsonl", count=60, noise_models=1, noise_repeats=1)
     return space, LatencyPredictor.fit(data, epochs=800)
 
 
