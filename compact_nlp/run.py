@@ -36,6 +36,21 @@ def tokenize(dataset, tokenizer, task, max_length: int):
         "label", "labels")
 
 
+def protocol_splits(recipe: Recipe, seed: int, glue_dir: str | None):
+    """(task, all splits, train, rest_of_train, heldout) as the protocol makes them for `seed`: the seeded train
+    subset (rest_of_train: the train rows left out of it, or None), and the held-out split carved from the subset.
+    Every command that compares with `compact run` (compact search, the benches) takes its splits from here."""
+    task, p = get_task(recipe.task), recipe.protocol
+    data = load_glue(task.name, glue_dir)
+    train, rest_of_train = data["train"], None
+    if p.train_subset is not None and p.train_subset < len(train):
+        shuffled = train.shuffle(seed=seed)
+        train, rest_of_train = shuffled.select(range(p.train_subset)), shuffled.select(range(p.train_subset,
+                                                                                            len(shuffled)))
+    train, heldout = carve_heldout(train, p.heldout, seed)
+    return task, data, train, rest_of_train, heldout
+
+
 def transfer_set(recipe: Recipe, task, rest_of_train, train, glue_dir: str | None):
     """The recipe's transfer set (TinyBERT): unlabelled examples (label -100) in the task's text columns, or None.
     Only training text: other tasks' train splits, the rest of this task's train, swapped training pairs."""
@@ -77,16 +92,10 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     from .token_pruning.recipes import token_pruning_config
     from .trainer import CompactConfig, CompactTrainer
 
-    task, p = get_task(recipe.task), recipe.protocol
+    p = recipe.protocol
     started = time.perf_counter()
     set_seed(seed)
-    data = load_glue(task.name, glue_dir)
-    train, rest_of_train = data["train"], None
-    if p.train_subset is not None and p.train_subset < len(train):
-        shuffled = train.shuffle(seed=seed)
-        train, rest_of_train = shuffled.select(range(p.train_subset)), shuffled.select(range(p.train_subset,
-                                                                                            len(shuffled)))
-    train, heldout = carve_heldout(train, p.heldout, seed)
+    task, data, train, rest_of_train, heldout = protocol_splits(recipe, seed, glue_dir)
     transfer = transfer_set(recipe, task, rest_of_train, train, glue_dir)
 
     model_name = recipe.model.replace("{seed}", str(seed))  # e.g. start QAT of seed s from the fp32 model of seed s

@@ -32,8 +32,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .glue import carve_heldout, get_task, load_glue, task_texts
+from .glue import task_texts
 from .io import save_pretrained_atomic, write_json
+
+
+def logits_distillation():
+    """What the SuperTransformer and the extracted SubTransformers learn from the fine-tuned model: its logits and the
+    labels (hidden-state distillation would need one projection per hidden size of the space)."""
+    from .distill import DistillationConfig
+    from .trainer import CompactConfig
+
+    return CompactConfig(distillation=DistillationConfig(temperature=1.0, task_weight=1.0, logits_weight=1.0))
 
 
 # --- measuring in the form that ships -------------------------------------------------------------------------------
@@ -94,18 +103,9 @@ class OnnxRuntimeMeasurer:
 
 
 # --- data -----------------------------------------------------------------------------------------------------------
-def protocol_splits(recipe, seed: int, glue_dir: str | None):
-    """The protocol's train subset (seeded), its held-out split and the dev split(s), as `compact run` makes them."""
-    task, p = get_task(recipe.task), recipe.protocol
-    data = load_glue(task.name, glue_dir)
-    train = data["train"]
-    if p.train_subset is not None and p.train_subset < len(train):
-        train = train.shuffle(seed=seed).select(range(p.train_subset))
-    train, heldout = carve_heldout(train, p.heldout, seed)
-    return task, train, heldout, {split: data[split] for split in task.dev_splits}
-
-
-def _batches(tokenized, collator, batch_size: int, count: int | None = None, by_length: bool = False) -> list[dict]:
+def collate_batches(tokenized, collator, batch_size: int, count: int | None = None,
+                    by_length: bool = False) -> list[dict]:
+    """The first `count` padded batches of tokenized rows (in order, or sorted by length for evaluation)."""
     order = list(range(len(tokenized)))
     if by_length:  # evaluation: similar lengths together, less padding
         order.sort(key=lambda i: len(tokenized[i]["input_ids"]))
@@ -156,7 +156,7 @@ def rewired_model(model, train_tokenized, collator, config, out: Path):
     if (folder / "config.json").is_file():
         return AutoCompactModelForSequenceClassification.from_pretrained(folder)
     _log(f"ranking heads, FFN neurons and hidden channels on {config.importance_batches} training batches")
-    ranks = importance(model, _batches(train_tokenized, collator, 32, config.importance_batches))
+    ranks = importance(model, collate_batches(train_tokenized, collator, 32, config.importance_batches))
     rewired = rewire(model, ranks)
     save_pretrained_atomic(rewired, folder)
     return rewired
@@ -167,9 +167,8 @@ def train_supernet(supernet, teacher, train_tokenized, collator, tokenizer, conf
     from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    from .distill import DistillationConfig
     from .hat import SandwichHook
-    from .trainer import CompactConfig, CompactTrainer
+    from .trainer import CompactTrainer
 
     folder = out / "supernet"
     final = folder / "model"
@@ -189,8 +188,7 @@ def train_supernet(supernet, teacher, train_tokenized, collator, tokenizer, conf
     )
     trainer = CompactTrainer(
         model=supernet, args=args, train_dataset=train_tokenized, teacher_model=teacher, hooks=[hook],
-        compact_config=CompactConfig(distillation=DistillationConfig(temperature=1.0, task_weight=1.0,
-                                                                     logits_weight=1.0)),
+        compact_config=logits_distillation(),
         data_collator=collator, processing_class=tokenizer,
     )
     resume = os.path.isdir(args.output_dir) and get_last_checkpoint(args.output_dir) is not None
@@ -266,13 +264,12 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    from .distill import DistillationConfig
     from .hat import extract
     from .metrics import compute_glue_metrics
     from .quant.config import Int8Config
     from .quant.recipes import exporter as quant_exporter
     from .ship import main_score_name, ship
-    from .trainer import CompactConfig, CompactTrainer
+    from .trainer import CompactTrainer
 
     done = folder / "results.json"
     if done.is_file():
@@ -289,8 +286,7 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     )
     trainer = CompactTrainer(
         model=model, args=args, train_dataset=train_tokenized, eval_dataset=heldout_tokenized, teacher_model=teacher,
-        compact_config=CompactConfig(distillation=DistillationConfig(temperature=1.0, task_weight=1.0,
-                                                                     logits_weight=1.0)),
+        compact_config=logits_distillation(),
         data_collator=collator, processing_class=tokenizer,
         compute_metrics=lambda pred: compute_glue_metrics(task.name, pred.predictions, pred.label_ids),
     )
@@ -329,7 +325,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     from .auto import AutoCompactModelForSequenceClassification
     from .hat import HatConfig, LatencySpec, SuperTransformer, extract
     from .pretrained import resolve_checkpoint
-    from .run import tokenize
+    from .run import protocol_splits, tokenize
     from .ship import machine
 
     config = HatConfig.from_dict(recipe.hat or {})
@@ -338,7 +334,8 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     set_seed(seed)
-    task, train, heldout, dev = protocol_splits(recipe, seed, glue_dir)
+    task, data, train, _, heldout = protocol_splits(recipe, seed, glue_dir)
+    dev = {split: data[split] for split in task.dev_splits}
     source = resolve_checkpoint(str(model_dir))
     tokenizer = AutoTokenizer.from_pretrained(source)
     teacher = AutoCompactModelForSequenceClassification.from_pretrained(source).eval()
@@ -362,7 +359,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     full_ms = data.mean_latency()[space.largest()]
 
     fitness_rows = heldout_tokenized.select(range(min(config.fitness_examples, len(heldout_tokenized))))
-    fitness = heldout_fitness(supernet, _batches(fitness_rows, collator, 64, by_length=True), task.name)
+    fitness = heldout_fitness(supernet, collate_batches(fitness_rows, collator, 64, by_length=True), task.name)
     results = {"task": task.name, "seed": seed, "model": str(model_dir), "space": space.to_dict(),
                "space_size": space.size(), "spec": spec.to_dict(), "hat": config.to_dict(),
                "full_model_ms": round(full_ms, 4), "predictor": predictor.metrics,
