@@ -30,15 +30,14 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 
 from compact_nlp.bench import inputs_of_length, time_side_by_side
+from compact_nlp.compare import peers
 from compact_nlp.glue import get_task, load_glue
 from compact_nlp.io import write_json, write_text
 from compact_nlp.metrics import compute_glue_metrics
@@ -48,50 +47,6 @@ from compact_nlp.ship import machine, versions
 
 RESULTS = Path(__file__).parent / "results"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def export_hf_classifier(fp32_folder: Path, path: Path) -> None:
-    """The fine-tuned model in transformers' own BertForSequenceClassification, exported as Optimum exported it
-    (TorchScript exporter, dynamic batch and sequence)."""
-    from compact_nlp import AutoCompactModelForSequenceClassification
-    from compact_nlp.convert import to_hf_model
-
-    hf = to_hf_model(AutoCompactModelForSequenceClassification.from_pretrained(fp32_folder)).eval()
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = hf
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-
-    example = tuple(torch.ones(1, 16, dtype=torch.long) for _ in INPUTS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Logits().eval(), example, str(path), dynamo=False, opset_version=17,
-                          input_names=list(INPUTS), output_names=["logits"],
-                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in INPUTS})
-
-
-def peers(fp32_folder: Path, scratch: Path) -> dict[str, Path]:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    from compact_nlp.modeling import CompactBertConfig
-
-    config = CompactBertConfig.from_pretrained(fp32_folder)
-    hf_graph = scratch / "hf.onnx"
-    export_hf_classifier(fp32_folder, hf_graph)
-    plain, fused_fp32, fused = scratch / "peer_dynamic.onnx", scratch / "hf_fused.onnx", scratch / "peer_fused.onnx"
-    quantize_dynamic(str(hf_graph), str(plain), weight_type=QuantType.QInt8)
-    optimized = optimize_model(str(hf_graph), model_type="bert", num_heads=config.num_heads_per_layer[0],
-                               hidden_size=config.hidden_size)
-    optimized.save_model_to_file(str(fused_fp32))
-    # contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference; tell the quantizer they are fp32
-    quantize_dynamic(str(fused_fp32), str(fused), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return {"peer: ORT dynamic int8 (HF graph)": plain, "peer: ORT fusions + dynamic int8 (HF graph)": fused}
 
 
 def ours(fp32_folder: Path, scratch: Path, texts: list, max_length: int) -> dict[str, Path]:

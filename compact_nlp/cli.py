@@ -3,6 +3,7 @@
     compact demo [--glue-dir DIR]                                                  the README's main job
     compact export SRC OUT [--mobile] [--target-platform arm|amd64] [--task ...]   folder + model.onnx (+ .ort)
     compact bench DIR [--glue-dir DIR]                                             latency/size of an exported folder
+    compact bench --task T --fp32 DIR [--variant NAME=PATH ...] [--seeds 1 2 3]    every way to ship it, vs the peers
     compact convert SRC OUT --to hf|compact                                        change layouts, weights unchanged
     compact run RECIPE [--glue-dir DIR] [--out DIR] [--preset NAME] [--set k=v]   a GLUE recipe end to end
     compact search RECIPE --model DIR [--out DIR] [--set hat.budgets=[0.5]]      HAT search, extract, distil, export
@@ -59,11 +60,40 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.task:  # every way to ship one fine-tuned model, against the peers
+        return _compare(args)
+    if not args.dir:
+        raise ValueError("compact bench needs a folder (compact bench DIR) or a comparison "
+                         "(compact bench --task sst2 --fp32 DIR [--variant NAME=PATH ...]).")
     from .bench import bench_folder
 
-    results = bench_folder(args.dir, glue_dir=args.glue_dir, threads=args.threads, lengths=args.lengths,
-                           rounds=args.rounds, calls=args.calls)
+    results = bench_folder(args.dir, glue_dir=args.glue_dir, threads=args.threads, lengths=args.lengths or (16, 64, 128),
+                           rounds=args.rounds, calls=args.calls or 10)
     print(results["markdown"])
+    return 0
+
+
+def _compare(args) -> int:
+    from .compare import compare, write_report
+
+    if not args.fp32:
+        raise ValueError("compact bench --task needs --fp32: the fine-tuned fp32 folder the peers are made from "
+                         "(with {seed} for each of --seeds).")
+    variants = {}
+    for item in args.variant:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--variant {item!r} must look like NAME=PATH, e.g. 'combined int8=out/combined/model'.")
+        variants[name] = path
+    out = Path(args.out or Path("bench") / "results" / f"compare_{args.task}")
+    results = compare(args.task, args.fp32, variants, args.seeds, glue_dir=args.glue_dir,
+                      lengths=args.lengths or (128, 256, 512), threads=args.threads, examples=args.examples,
+                      rounds=args.rounds, calls=args.calls or 5)
+    for path in write_report(results, out):
+        print(f"wrote {path}")
+    from .compare import markdown
+
+    print(markdown(results))
     return 0
 
 
@@ -88,6 +118,10 @@ def cmd_run(args) -> int:
 
     recipe = load_recipe(args.recipe, args.set, presets=args.preset)
     out = Path(args.out or Path("out") / Path(args.recipe).stem)
+    from .combined import is_combined
+
+    if is_combined(recipe):  # hat -> token pruning -> int8/binary, one model
+        return _combined(recipe, out, args.glue_dir)
     if recipe.hat:  # a hat section: the recipe's model is the fine-tuned model to search in
         return _search(recipe, recipe.model.replace("{seed}", str(recipe.protocol.seeds[0])), out, args.glue_dir)
     results = run_recipe(recipe, out, glue_dir=args.glue_dir)
@@ -95,6 +129,23 @@ def cmd_run(args) -> int:
     for name, stats in summary.items():
         print(f"{recipe.task} dev {name}: {stats['mean']:.2f} +- {stats['sd']:.2f} over seeds {results['summary']['seeds']}")
     print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def _combined(recipe, out: Path, glue_dir: str | None) -> int:
+    from .combined import run_combined
+
+    results = run_combined(recipe, out, glue_dir=glue_dir)
+    hat = results["stages"]["hat"]
+    print(f"hat: {hat['subtransformer']} measured {hat['measured_ms']} ms vs full {hat['full_model_ms']} ms (int8)")
+    for stage, body in results["stages"].items():
+        if stage == "hat":
+            continue
+        summary = body["summary"]
+        scores = ", ".join(f"{name} {stats['mean']:.2f} +- {stats['sd']:.2f}" for name, stats in summary.items()
+                           if isinstance(stats, dict) and "mean" in stats)
+        print(f"{stage}: dev {scores}")
+    print(f"model: {out / 'model'}  results: {out / 'results.json'}")
     return 0
 
 
@@ -207,13 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--atol", type=float, default=1e-4, help="largest allowed |ORT - PyTorch| at export")
     export.set_defaults(func=cmd_export)
 
-    bench = sub.add_parser("bench", help="latency (batch 1, real unpadded text), size and load time of a folder")
-    bench.add_argument("dir", help="a folder written by `compact export`")
-    bench.add_argument("--glue-dir", default=None, help="glue_data folder; its SST-2 dev sentences are the text")
+    bench = sub.add_parser("bench", help="latency (batch 1, real unpadded text), size and load time of a folder, or "
+                                         "(--task) every way to ship a fine-tuned model side by side with the peers")
+    bench.add_argument("dir", nargs="?", help="a folder written by `compact export`")
+    bench.add_argument("--glue-dir", default=None, help="glue_data folder (dev texts and labels)")
     bench.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    bench.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 128])
+    bench.add_argument("--lengths", type=int, nargs="+", default=None,
+                       help="real-token input lengths (default 16 64 128; with --task 128 256 512)")
     bench.add_argument("--rounds", type=int, default=3)
-    bench.add_argument("--calls", type=int, default=10)
+    bench.add_argument("--calls", type=int, default=None, help="calls per round (default 10; with --task 5)")
+    bench.add_argument("--task", default=None, help="compare: the GLUE task whose dev set scores and times the rows")
+    bench.add_argument("--fp32", default=None, help="compare: the fine-tuned fp32 folder ({seed} for each seed)")
+    bench.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
+                       help="compare: a compact folder or file to add as a row ({seed} for each seed; repeatable)")
+    bench.add_argument("--seeds", type=int, nargs="+", default=[1], help="compare: seeds to average the dev metric")
+    bench.add_argument("--examples", type=int, default=200, help="compare: dev inputs timed at their real lengths")
+    bench.add_argument("--out", default=None, help="compare: output stem (default bench/results/compare_<task>)")
     bench.set_defaults(func=cmd_bench)
 
     run = sub.add_parser("run", help="a GLUE recipe end to end: train, select on held-out, export, evaluate")

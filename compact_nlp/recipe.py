@@ -8,9 +8,11 @@
     teacher: null                       # a fine-tuned model folder to distil from
     distillation: {}                    # DistillationConfig fields
     export: {mobile: true, target_platform: arm}
-    hat: null                           # technique sections: filled by their issues
+    hat: null                           # HatConfig fields (docs/hat.md); alone: compact search
     token_pruning: null                 # TokenPruningConfig fields, e.g. {keep_ratio: 0.45} (docs/token_pruning.md)
-    quant: null
+    quant: null                         # {int8: Int8Config fields} or {binary: BinaryConfig fields} (docs/quant.md)
+    stages: null                        # hat with token_pruning and/or quant is the combined pipeline
+                                        # (compact_nlp.combined); stages overrides its steps' protocol/distillation
 
 Presets (`--preset NAME`, recipes/presets/NAME.yaml, or a path to a YAML file) are partial recipes merged over the
 recipe in order, e.g. `smoke` (a minutes-long check that a recipe runs) or `int8-qat` (quantization-aware training
@@ -76,6 +78,9 @@ class Recipe:
     hat: dict | None = None
     token_pruning: dict | None = None
     quant: dict | None = None
+    # the combined pipeline (hat with token_pruning and/or quant, compact_nlp.combined): per-step protocol and
+    # distillation overrides, e.g. {quant: {protocol: {epochs: 1, learning_rate: 2.0e-5}}}
+    stages: dict | None = None
 
     def validate(self) -> None:
         get_task(self.task)
@@ -116,8 +121,36 @@ class Recipe:
             except ValueError as error:
                 raise RecipeError(f"hat: {error}") from error
             if self.quant or self.token_pruning:
-                raise RecipeError("a hat recipe searches, extracts and distils a SubTransformer; run quant and "
-                                  "token_pruning on its result in a recipe of their own.")
+                self._validate_combined()
+        elif self.stages:
+            raise RecipeError("stages configures the steps of the combined pipeline, which needs a hat section "
+                              "(with token_pruning and/or quant). Drop stages, or add hat (e.g. --preset combined).")
+
+    def _validate_combined(self) -> None:
+        from compact_nlp.combined import STAGE_KEYS, STAGE_NAMES, stage_recipe
+        from compact_nlp.hat import HatConfig
+
+        if not self.teacher:
+            raise RecipeError("the combined pipeline distils every step from the fine-tuned full model: set teacher "
+                              "to it (usually the same folder as model).")
+        budgets = HatConfig.from_dict(self.hat).budgets
+        if len(budgets) != 1:
+            raise RecipeError(f"the combined pipeline ships one model, so hat.budgets takes one budget, got {budgets}; "
+                              "e.g. --set hat.budgets=[0.5] (compact search compares several).")
+        stages = self.stages or {}
+        for name, body in stages.items():
+            if name not in STAGE_NAMES or not getattr(self, name):
+                raise RecipeError(f"stages.{name}: the steps this recipe runs after hat are "
+                                  f"{[n for n in STAGE_NAMES if getattr(self, n)]}.")
+            unknown = sorted(set(body or {}) - set(STAGE_KEYS))
+            if unknown:
+                raise RecipeError(f"stages.{name} sets {unknown}; a step may only change {list(STAGE_KEYS)}.")
+        for name in STAGE_NAMES:
+            if getattr(self, name):
+                try:
+                    stage_recipe(self, name, self.model)
+                except RecipeError as error:
+                    raise RecipeError(f"stages.{name}: {error}") from None
 
     def _validate_transfer(self) -> None:
         if not self.transfer:
@@ -244,7 +277,9 @@ def preset_path(name: str) -> Path:
     return path
 
 
-_SECTIONS = ("protocol", "export")  # merged key by key; other mappings (distillation, techniques) are replaced whole
+# merged key by key (a preset's stages.quant keeps the recipe's stages.token_pruning); other mappings (distillation,
+# the technique sections) are replaced whole
+_SECTIONS = ("protocol", "export", "stages")
 
 
 def merge(base: dict, update: dict) -> dict:

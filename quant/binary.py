@@ -353,6 +353,7 @@ def export_binary(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=
         quantize_embeddings,
         trim_plan,
         write_folder_files,
+        write_pytorch_weights,
     )
     from .qat import _parity
     from .vocab import trim_embedding_rows
@@ -405,6 +406,7 @@ def export_binary(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=
         with atomic_path(folder / "model.onnx") as tmp:
             onnx.save(graph, str(tmp))
         write_folder_files(fp32, folder, config, out_tokenizer)
+        write_pytorch_weights(fp32, folder, trimmed=keep_ids is not None)
         if mobile:
             report["ort_mobile"] = convert_to_ort(folder / "model.onnx", target_platform=target_platform,
                                                   fold_constants=False)

@@ -291,7 +291,12 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
             else:
                 preprocessed = Path(scratch) / "preprocessed.onnx"
                 # skip_optimization: its ORT pass would fuse our MatMul + Add back into Gemm, which the quantizer skips
-                quant_pre_process(str(prepared), str(preprocessed), auto_merge=True, skip_optimization=True)
+                try:
+                    quant_pre_process(str(prepared), str(preprocessed), auto_merge=True, skip_optimization=True)
+                except TypeError:  # symbolic shape inference cannot follow token pruning's data-dependent TopK
+                    # shapes (it fails on a tensor of unknown rank); onnx's own shape inference is enough for QDQ
+                    quant_pre_process(str(prepared), str(preprocessed), skip_symbolic_shape=True,
+                                      skip_optimization=True)
                 if activation_scales is not None:  # QAT: the trained scale and zero point of each MatMul input
                     zero_dtype = np.uint8 if config.activation_type == "uint8" else np.int8
                     overrides = {name: [{"scale": np.asarray(scale, dtype=np.float32),
@@ -442,6 +447,20 @@ def write_folder_files(src: Path, out: Path, config: Int8Config, tokenizer) -> N
     model_config["vocab_size"] = len(tokenizer)
     model_config["pad_token_id"] = tokenizer.pad_token_id
     write_json(out / "config.json", model_config)
+
+
+def write_pytorch_weights(src: Path, out: Path, trimmed: bool) -> None:
+    """model.safetensors beside a QAT or binary graph: the fp32 copy the graph was exported from, whose weights sit
+    exactly on their trained grids (int8 codes x scale, or +-alpha), so AutoCompactModel loads the model that ships.
+    Skipped with a trimmed vocabulary: the shipped config.json counts the kept rows, the table has them all."""
+    if trimmed:
+        return
+    import shutil
+
+    from compact_nlp.io import atomic_path
+
+    with atomic_path(out / "model.safetensors") as tmp:
+        shutil.copyfile(src / "model.safetensors", tmp)
 
 
 def agreement(reference: Path, candidate: Path, feeds: list[dict], candidate_feeds: list[dict] | None = None) -> dict:

@@ -225,7 +225,8 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
     from compact_nlp.export import convert_to_ort, export_model
     from compact_nlp.io import write_json
 
-    from .onnx_int8 import _input_names, calibration_feeds, quantize_graph, trim_plan, write_folder_files
+    from .onnx_int8 import (_input_names, calibration_feeds, quantize_graph, trim_plan, write_folder_files,
+                             write_pytorch_weights)
 
     config = Int8Config.from_dict(model.config.quant["int8"])
     folder = Path(folder)
@@ -265,6 +266,7 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
             if mobile:
                 report.setdefault("ort_mobile", {})[str(out.relative_to(folder)) or "."] = convert_to_ort(
                     out / "model.onnx", target_platform=target_platform)
+        write_pytorch_weights(fp32, folder, trimmed=keep_ids is not None)
         if feeds:
             report["parity_vs_pytorch"] = {  # PyTorch sees the full vocabulary, the export its trimmed one
                 str(p.relative_to(folder)): _parity(model, p, reference_feeds, feeds)

@@ -246,6 +246,14 @@ def test_qat_exports_use_the_trained_scales_and_follow_pytorch(tiny_bert_classif
         assert np.abs(got - fake).max() < 2e-2
     dynamic = logits(session(tmp_path / "qat" / "model.ort"), tiny_tokenizer, TEXTS)
     assert np.abs(dynamic - fake).max() < 5e-2  # dynamic activation ranges differ from the trained ones
+    # the PyTorch weights ship too, on their int8 grid: AutoCompactModel loads exactly the weights that were exported
+    from compact_nlp import AutoCompactModelForSequenceClassification
+    from compact_nlp.quant.qat import strip_qat
+
+    loaded = AutoCompactModelForSequenceClassification.from_pretrained(tmp_path / "qat").eval()
+    assert loaded.config.quant["int8"]["mode"] == "qat"
+    for name, weight in strip_qat(model).state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], weight), name
 
 
 def test_the_hook_freezes_observers(tiny_bert_classifier):

@@ -219,7 +219,7 @@ def test_scientific_notation_is_a_float_as_in_yaml_1_2():
     (["hat={space: small}"], r"hat: unknown HatConfig keys \['space'\]"),
     (["hat={budgets: [1.5]}"], r"budgets are fractions of the full model's latency in \(0, 1\]"),
     (["hat={supernet_batch_size: 32}"], "split into 3 micro-batches"),
-    (["hat={budgets: [0.5]}", "quant={int8: {}}"], "run quant and token_pruning on its result"),
+    (["hat={budgets: [0.5]}", "quant={int8: {}}"], "combined pipeline distils every step"),
     (["protocol.epochs"], "must look like key=value"),
 ])
 def test_bad_recipes_fail_before_training(overrides, message):

@@ -1,0 +1,55 @@
+"""`compact bench --task`: every way to ship a fine-tuned model, side by side with the peers (tiny models, QQP format)."""
+
+import json
+
+import pytest
+
+from compact_nlp.cli import main
+from compact_nlp.compare import ORT_FP32, PEER, PEER_FUSED, PYTORCH
+from compact_nlp.export import export_model
+
+
+@pytest.fixture
+def finetuned(tmp_path, tiny_tokenizer, tiny_bert_classifier):
+    """Two seeds of a (tiny, random) fine-tuned classifier, exported as `compact run` leaves them."""
+    import torch
+
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = type(tiny_bert_classifier)(tiny_bert_classifier.config).eval()
+        export_model(model, tmp_path / f"seed-{seed}" / "model", tokenizer_source=tiny_tokenizer, mobile=True)
+    return str(tmp_path / "seed-{seed}" / "model")
+
+
+def test_the_comparison_measures_every_row_and_writes_the_report(finetuned, glue_dir, tmp_path, capsys):
+    out = tmp_path / "report" / "compare_qqp"
+    args = ["bench", "--task", "qqp", "--fp32", finetuned, "--glue-dir", str(glue_dir), "--seeds", "1", "2",
+            "--variant", f"same graph as a variant={finetuned}/model.onnx", "--examples", "4", "--lengths", "16", "48",
+            "--threads", "1", "--rounds", "2", "--calls", "2", "--out", str(out)]
+    status, printed = main(args), capsys.readouterr()
+    assert status == 0, printed.err
+    results = json.loads(out.with_name("compare_qqp.json").read_text())
+    rows = results["rows"]
+    assert list(rows) == [PYTORCH, ORT_FP32, PEER, PEER_FUSED, "same graph as a variant"]
+    for name, row in rows.items():
+        assert len(row["dev"]["values"]) == 2, name  # one score per seed: the peers are rebuilt from each seed
+        assert set(row["latency"]) == {"real_1t", "16_1t", "48_1t"} and row["latency"]["real_1t"]["median_ms"] > 0
+        assert row["size_mb"] > 0 and row["load_s"] > 0 and row["peak_rss_mb"] > 0
+    # the same model in every form scores the same (int8 peers may flip a borderline example, not on these)
+    assert rows[ORT_FP32]["dev_all_metrics"] == rows["same graph as a variant"]["dev_all_metrics"]
+    assert rows[PYTORCH]["dev"]["values"] == rows[ORT_FP32]["dev"]["values"]
+    assert rows[ORT_FP32]["file"] == "model.ort" and rows["same graph as a variant"]["file"] == "model.onnx"
+    table = out.with_name("compare_qqp.md").read_text()
+    assert "x faster than faster peer" in table and "| same graph as a variant |" in table
+    for kind in ("pareto", "size", "length"):
+        assert out.with_name(f"compare_qqp_{kind}.png").stat().st_size > 10_000
+    assert results["mean_real_tokens"] > 0 and results["real_length_examples"] == 4
+
+
+def test_a_comparison_needs_its_fp32_model_and_well_formed_variants(capsys):
+    assert main(["bench", "--task", "sst2"]) == 2
+    assert "needs --fp32" in capsys.readouterr().err
+    assert main(["bench", "--task", "sst2", "--fp32", "x", "--variant", "no-equals-sign"]) == 2
+    assert "must look like NAME=PATH" in capsys.readouterr().err
+    assert main(["bench"]) == 2
+    assert "needs a folder" in capsys.readouterr().err
