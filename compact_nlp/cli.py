@@ -229,7 +229,7 @@ def cmd_demo(args) -> int:
                                     target_platform="arm", opset=20, atol=1e-4)
         cmd_export(export)
         return cmd_bench(argparse.Namespace(dir=str(out / "export"), glue_dir=None, threads=[1, 2],
-                                            lengths=[16, 64, 128], rounds=3, calls=10))
+                                            lengths=[16, 64, 128], rounds=3, calls=10, task=None))
     from .recipe import RECIPES_DIR
 
     recipe_path = RECIPES_DIR / "glue" / "sst2.yaml"
