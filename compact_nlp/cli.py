@@ -1,6 +1,7 @@
 """The `compact` command.
 
-    compact demo [--glue-dir DIR]                                                  the README's main job
+    compact demo [--glue-dir DIR]                                                  the README's main job (embed)
+    compact embed [--glue-dir DIR] [--layers 4] [--out DIR]                        compress a sentence-embedding model
     compact export SRC OUT [--mobile] [--target-platform arm|amd64] [--task ...]   folder + model.onnx (+ .ort)
     compact bench DIR [--glue-dir DIR]                                             latency/size of an exported folder
     compact bench --task T --fp32 DIR [--variant NAME=PATH ...] [--seeds 1 2 3]    every way to ship it, vs the peers
@@ -212,17 +213,29 @@ def cmd_push(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    from .embeddings import compress_embeddings, markdown
+
+    report = compress_embeddings(args.out, model=args.model, glue_dir=args.glue_dir, layers=args.layers,
+                                 texts=args.texts, epochs=args.epochs)
+    print(markdown(report))
+    print(f"model: {Path(args.out) / 'model'}  (SentenceTransformer(...) loads it; model.ort ships)")
+    return 0
+
+
 def cmd_demo(args) -> int:
-    """The README's main job: the SST-2 recipe end to end when GLUE data is reachable (a local glue_data folder or
-    the hub); otherwise the offline model exported to ORT Mobile and benchmarked, saying what was skipped."""
+    """The README's main job: all-MiniLM-L6-v2 compressed as an embedding model (compact embed) when STS-B is
+    reachable (a local glue_data folder or the hub); otherwise the offline model exported to ORT Mobile and
+    benchmarked, saying what was skipped."""
     from .glue import GLUE_DIR_ENV, GlueDataError, default_glue_dir, load_glue
 
     out = Path(args.out)
     glue_dir = args.glue_dir or default_glue_dir()  # default_glue_dir reads $COMPACT_GLUE_DIR first
     try:
-        load_glue("sst2", glue_dir)
+        load_glue("stsb", glue_dir)
     except GlueDataError as error:
-        print(f"compact demo: no GLUE data here, so the SST-2 recipe is skipped ({error})\n"
+        print(f"compact demo: no GLUE data here, so the embedding compression is skipped: it distils on GLUE's "
+              f"training text and measures on STS-B dev ({error})\n"
               f"To run it: compact demo --glue-dir DIR, or {GLUE_DIR_ENV}=DIR, with DIR in the classic glue_data "
               f"layout. Running the offline part instead: {args.model} -> ORT Mobile, with parity and latency.\n")
         export = argparse.Namespace(src=args.model, out=str(out / "export"), task="auto", mobile=True,
@@ -230,15 +243,9 @@ def cmd_demo(args) -> int:
         cmd_export(export)
         return cmd_bench(argparse.Namespace(dir=str(out / "export"), glue_dir=None, threads=[1, 2],
                                             lengths=[16, 64, 128], rounds=3, calls=10, task=None))
-    from .recipe import RECIPES_DIR
-
-    recipe_path = RECIPES_DIR / "glue" / "sst2.yaml"
-    if not recipe_path.is_file():
-        raise FileNotFoundError(f"{recipe_path} not found: compact demo runs from a checkout of compact; elsewhere "
-                                "use compact run with a recipe file.")
-    print(f"compact demo: SST-2 from {glue_dir or 'the hub'}, recipe {recipe_path}")
-    return cmd_run(argparse.Namespace(recipe=str(recipe_path), glue_dir=glue_dir, out=str(out / "sst2"),
-                                      set=[f"model={args.model}", *args.set], preset=[]))
+    print(f"compact demo: {args.model} compressed as a sentence-embedding model, GLUE text from {glue_dir or 'the hub'}")
+    return cmd_embed(argparse.Namespace(out=str(out / "embed"), model=args.model, glue_dir=glue_dir,
+                                        layers=args.layers, texts=args.texts, epochs=args.epochs))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,12 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a setting, e.g. --set hat.budgets=[0.5,0.33] --set hat.threads=2")
     search.set_defaults(func=cmd_search)
 
-    demo = sub.add_parser("demo", help="the main job: the SST-2 recipe if GLUE is reachable, else the offline export")
-    demo.add_argument("--glue-dir", default=None, help="glue_data folder (else $COMPACT_GLUE_DIR, ../shared, the hub)")
-    demo.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    demo.add_argument("--out", default="out/demo")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the SST-2 recipe")
-    demo.set_defaults(func=cmd_demo)
+    for name, text in (("demo", "the main job: compact embed if GLUE is reachable, else the offline export"),
+                       ("embed", "compress a sentence-embedding model on unlabelled text; STS-B fidelity, latency")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--glue-dir", default=None,
+                             help="glue_data folder (else $COMPACT_GLUE_DIR, ../shared, the hub)")
+        command.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+        command.add_argument("--out", default=f"out/{name}")
+        command.add_argument("--layers", type=int, default=4, help="the student's depth (spread over the original's)")
+        command.add_argument("--texts", type=int, default=40000, help="unlabelled training sentences")
+        command.add_argument("--epochs", type=float, default=1.0)
+        command.set_defaults(func=cmd_demo if name == "demo" else cmd_embed)
 
     quantize = sub.add_parser("quantize", help="int8 post-training quantization of an exported folder")
     quantize.add_argument("dir", help="a folder with the fp32 model.onnx (compact export / compact run)")

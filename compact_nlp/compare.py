@@ -44,34 +44,38 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 # --- the peers: what users ship without compact ------------------------------------------------------------------
-def export_hf_classifier(fp32_folder: Path, path: Path) -> None:
-    """The fine-tuned model in transformers' own BertForSequenceClassification, exported as Optimum exported it
-    (TorchScript exporter, dynamic batch and sequence)."""
+def export_hf_model(fp32_folder: Path, path: Path, output: str = "logits") -> None:
+    """The fine-tuned model in transformers' own BertForSequenceClassification (output "logits"), or the encoder in
+    BertModel (output "last_hidden_state"), exported as Optimum exported it (TorchScript exporter, dynamic batch and
+    sequence)."""
     import torch
 
-    from .auto import AutoCompactModelForSequenceClassification
+    from .auto import AutoCompactModel, AutoCompactModelForSequenceClassification
     from .convert import to_hf_model
 
-    hf = to_hf_model(AutoCompactModelForSequenceClassification.from_pretrained(fp32_folder)).eval()
+    auto = AutoCompactModelForSequenceClassification if output == "logits" else AutoCompactModel
+    hf = to_hf_model(auto.from_pretrained(fp32_folder)).eval()
 
-    class Logits(torch.nn.Module):
+    class Output(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = hf
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+            return getattr(self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                      token_type_ids=token_type_ids), output)
 
     example = tuple(torch.ones(1, 16, dtype=torch.long) for _ in INPUTS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Logits().eval(), example, str(path), dynamo=False, opset_version=17,
-                          input_names=list(INPUTS), output_names=["logits"],
+        torch.onnx.export(Output().eval(), example, str(path), dynamo=False, opset_version=17,
+                          input_names=list(INPUTS), output_names=[output],
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in INPUTS})
 
 
-def peers(fp32_folder: Path, scratch: Path) -> dict[str, Path]:
-    """The two peer int8 graphs of a fine-tuned folder, written into `scratch`."""
+def peers(fp32_folder: Path, scratch: Path, output: str = "logits") -> dict[str, Path]:
+    """The two peer int8 graphs of a fine-tuned folder (or of an encoder: output="last_hidden_state"), written into
+    `scratch`."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
@@ -81,7 +85,7 @@ def peers(fp32_folder: Path, scratch: Path) -> dict[str, Path]:
     config = CompactBertConfig.from_pretrained(fp32_folder)
     scratch.mkdir(parents=True, exist_ok=True)
     hf_graph = scratch / "hf.onnx"
-    export_hf_classifier(fp32_folder, hf_graph)
+    export_hf_model(fp32_folder, hf_graph, output)
     plain, fused_fp32, fused = scratch / "peer_dynamic.onnx", scratch / "hf_fused.onnx", scratch / "peer_fused.onnx"
     quantize_dynamic(str(hf_graph), str(plain), weight_type=QuantType.QInt8)
     optimized = optimize_model(str(hf_graph), model_type="bert", num_heads=config.num_heads_per_layer[0],

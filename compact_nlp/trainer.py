@@ -113,7 +113,7 @@ class CompactTrainer(Trainer):
             task_loss = labelled_loss(outputs.logits, labels, model.config)
         else:
             outputs = model(**inputs, **flags)
-            task_loss = outputs.loss
+            task_loss = getattr(outputs, "loss", None)  # an encoder (no head, no labels) has none: hooks teach it
         terms, weighted = {}, []
         if task_loss is not None and scale.get("task", 1):
             terms["task"] = task_loss

@@ -68,19 +68,42 @@ def write_sst2(folder, rows=12):
         (folder / "SST-2" / name).write_text("\n".join(lines) + "\n")
 
 
-def test_demo_runs_the_sst2_recipe_when_glue_is_there(hf_folder, tmp_path, capsys):
-    write_sst2(tmp_path / "glue")
-    assert main(["demo", "--glue-dir", str(tmp_path / "glue"), "--model", str(hf_folder), "--out", str(tmp_path / "o"),
-                 "--set", "protocol.epochs=1", "--set", "protocol.heldout=4", "--set", "export.mobile=false"]) == 0
-    assert "sst2 dev validation/accuracy" in capsys.readouterr().out
-    assert (tmp_path / "o" / "sst2" / "results.json").is_file()
+def write_stsb(folder, rows=24):
+    (folder / "STS-B").mkdir(parents=True)
+    words = ["good", "bad", "great", "dull", "charming", "boring"]
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    lines = [header] + [f"{i}\tmain\tf\t2012\t{i}\tnone\tnone\ta {words[i % 6]} film\tthe {words[(i * 5) % 6]} "
+                        f"story\t{(i * 7) % 6}.0" for i in range(rows)]
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / "STS-B" / name).write_text("\n".join(lines) + "\n")
+
+
+def test_demo_compresses_the_embedding_model_when_glue_is_there(tmp_path, tiny_tokenizer, capsys):
+    tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(tmp_path / "encoder")
+    tiny_tokenizer.save_pretrained(tmp_path / "encoder")
+    write_stsb(tmp_path / "glue")
+    assert main(["demo", "--glue-dir", str(tmp_path / "glue"), "--model", str(tmp_path / "encoder"), "--out",
+                 str(tmp_path / "o"), "--layers", "1", "--texts", "40"]) == 0
+    printed = capsys.readouterr().out
+    assert "STS-B dev Spearman" in printed and "sentence-transformers loads the shipped folder" in printed
+    report = json.loads((tmp_path / "o" / "embed" / "report.json").read_text())
+    assert report["training_text"] == "stsb train" and 0 < report["training_sentences"] <= 40  # distinct ones
+    shipped = next(r for name, r in report["rows"].items() if name.endswith("(model.ort, ships)"))
+    assert "stsb_spearman" in shipped and shipped["real_1t"]["median_ms"] > 0
+    original = report["rows"]["original, PyTorch fp32 (transformers BertModel)"]
+    assert original["mean_cosine_to_original"] == pytest.approx(1.0, abs=1e-4)
+    assert report["sentence_transformers"]["max_abs_diff_vs_compact_pytorch"] < 1e-4  # it loads the same model
+    folder = tmp_path / "o" / "embed" / "model"
+    for name in ("model.ort", "model.safetensors", "modules.json", "1_Pooling/config.json"):
+        assert (folder / name).is_file(), name
+    assert len(json.loads((folder / "config.json").read_text())["num_heads_per_layer"]) == 1  # one layer left
 
 
 def test_demo_without_glue_exports_the_model_and_says_what_it_skipped(hf_folder, tmp_path, capsys):
     assert main(["demo", "--glue-dir", str(tmp_path / "no-glue"), "--model", str(hf_folder),
                  "--out", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out
-    assert "the SST-2 recipe is skipped" in printed and "--glue-dir DIR, or COMPACT_GLUE_DIR=DIR" in printed
+    assert "the embedding compression is skipped" in printed and "--glue-dir DIR, or COMPACT_GLUE_DIR=DIR" in printed
     assert (tmp_path / "o" / "export" / "model.ort").is_file() and (tmp_path / "o" / "export" / "bench.md").is_file()
 
 
