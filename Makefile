@@ -14,9 +14,10 @@ setup: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[models,test]"
 
-# The main job (compact demo): with GLUE data ($$COMPACT_GLUE_DIR, ../shared/data/glue_data or the hub), the SST-2
-# recipe end to end -> out/demo/sst2/results.json + model card; without it, the offline all-MiniLM-L6-v2 exported to
-# ORT Mobile with its parity report and benchmark (out/demo/export/), saying what was skipped.
+# The main job (compact demo): with GLUE data ($$COMPACT_GLUE_DIR, ../shared/data/glue_data or the hub), the offline
+# all-MiniLM-L6-v2 compressed as a sentence-embedding model (compact embed) -> out/demo/embed/ (model/ that
+# sentence-transformers loads, report.md); without it, the model exported to ORT Mobile with its parity report and
+# benchmark (out/demo/export/), saying what was skipped.
 demo: setup
 	$(BIN)/compact demo --out $(DEMO_OUT)
 

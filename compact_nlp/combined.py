@@ -85,7 +85,8 @@ def run_combined(recipe, out: str | os.PathLike, glue_dir: str | None = None) ->
     for stage in STAGE_NAMES:
         if getattr(recipe, stage):
             stage_results = run_recipe(stage_recipe(recipe, stage, model), out / stage, glue_dir=glue_dir)
-            stages[stage] = {"summary": stage_results["summary"], "per_seed": stage_results["per_seed"]}
+            stages[stage] = {"recipe": stage_results["recipe"], "summary": stage_results["summary"],
+                             "per_seed": stage_results["per_seed"]}
             model = str(out / stage / "seed-{seed}" / "model")
 
     last = stages[STAGE_NAMES[-1] if recipe.quant else STAGE_NAMES[0]]
@@ -95,7 +96,8 @@ def run_combined(recipe, out: str | os.PathLike, glue_dir: str | None = None) ->
     shipped = Path(model.replace("{seed}", str(recipe.protocol.seeds[0])))
     _replace_folder(shipped, final)
     write_json(out / "results.json", results)
-    write_model_card(final, results)
+    # the card's training line describes the last step, with the settings that step really used
+    write_model_card(final, {**results, "recipe": {**results["recipe"], "protocol": last["recipe"]["protocol"]}})
     return results
 
 

@@ -79,7 +79,7 @@ Dev-set scores ×100, mean ± sd over seeds {summary['seeds']}. {selection}
 | hardware | {first['machine']['platform']}, {first['machine']['cores']} cores |
 | versions | {", ".join(f"{k} {v}" for k, v in first['versions'].items())} |
 {comparison}
-Training: {first['train_examples']} training examples{"" if p.get('train_subset') is None else f" (a seeded subset of {p['train_subset']})"},
+Training{" (the last step; every step's settings are in the run's results.json)" if results.get("stages") else ""}: {first['train_examples']} training examples{"" if p.get('train_subset') is None else f" (a seeded subset of {p['train_subset']})"},
 {first['heldout_examples']} more held out for model selection; {p['epochs']} epochs, batch {p['batch_size']}, learning
 rate {p['learning_rate']}, max length {p['max_length']}{f"; {summary['train_minutes_per_seed']} min per seed" if summary.get('train_minutes_per_seed') is not None else ""}.
 
