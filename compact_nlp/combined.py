@@ -126,4 +126,3 @@ def _replace_folder(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     os.replace(scratch, dst)
-
