@@ -316,7 +316,10 @@ def markdown(results: dict) -> str:
 
 
 def plots(results: dict, stem: Path) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("the bench's plots need matplotlib: pip install matplotlib") from error
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

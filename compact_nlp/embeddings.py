@@ -133,7 +133,6 @@ def distil_student(teacher_source: str, texts: list[str], out: Path, layers: int
                              data_collator=DataCollatorWithPadding(tokenizer))
     interrupted = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     trainer.train(resume_from_checkpoint=True if interrupted else None)
-    student.config.search = {"kept_layers": keep, "distilled_on": len(texts)}
     save_pretrained_atomic(trainer.model, folder)
     save_pretrained_atomic(tokenizer, folder)
     return folder
@@ -155,8 +154,7 @@ def ship_embeddings(student: Path, out: Path, texts: list[str], max_length: int)
     with tempfile.TemporaryDirectory() as scratch:
         export_model(AutoCompactModel.from_pretrained(student).eval(), scratch, tokenizer_source=student, mobile=False)
         quantize_folder(scratch, folder, Int8Config(), texts=texts[:256], max_length=max_length, mobile=True)
-    for name in ("model.safetensors",):  # the PyTorch weights (fp32) that sentence-transformers loads
-        shutil.copyfile(student / name, folder / name)
+    shutil.copyfile(student / "model.safetensors", folder / "model.safetensors")  # what sentence-transformers loads
     for name, content in SENTENCE_TRANSFORMERS_FILES.items():
         write_json(folder / name, content)
     hidden = CompactBertConfig.from_pretrained(student).hidden_size
