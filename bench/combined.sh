@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The runs behind bench/results/compare_sst2.* and sentence_embeddings_stsb.* (docs/combined.md), as they were run on
+# 2 cores. R: a folder for the runs; GLUE: a glue_data folder. Every command resumes when run again.
+#   FT  = the protocol's fp32 SST-2 model:     compact run recipes/glue/sst2.yaml --out $R/baselines/sst2
+#   QAT, binary, token pruning alone:          compact run recipes/glue/sst2.yaml --preset int8-qat|binary|token-pruning
+#                                                --set model=$FT --set teacher=$FT --out $R/...
+#   HAT alone:                                 compact search recipes/glue/sst2.yaml --model $FT --out $R/hat/sst2
+set -euo pipefail
+R=${R:?set R to the runs folder}
+GLUE=${GLUE:-../shared/data/glue_data}
+FT=$R/baselines/sst2/seed-{seed}/model
+FT1=$R/baselines/sst2/seed-1/model
+
+# the combined pipeline; its hat/ step is the compact search run above (copied in, so it resumes instead of redoing)
+mkdir -p $R/combined/sst2 && [ -d $R/combined/sst2/hat ] || cp -al $R/hat/sst2 $R/combined/sst2/hat
+compact run recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --out $R/combined/sst2 \
+  --glue-dir $GLUE
+mkdir -p $R/combined/sst2-binary
+for step in hat token_pruning; do [ -d $R/combined/sst2-binary/$step ] || cp -al $R/combined/sst2/$step $R/combined/sst2-binary/; done
+compact run recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
+  --out $R/combined/sst2-binary --glue-dir $GLUE
+
+# every row side by side, on a quiet machine
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT \
+  --variant "int8 QAT alone=$R/quant/sst2_qat/seed-{seed}/model" \
+  --variant "binary W1A8 alone (model.onnx)=$R/quant/sst2_binary_v2/model.onnx" \
+  --variant "binary W1A8 alone (model.ort)=$R/quant/sst2_binary_v2/model.ort" \
+  --variant "token pruning alone (keep 0.45)=$R/prune/sst2_k45/seed-{seed}/model" \
+  --variant "HAT alone (50% budget, int8 PTQ)=$R/hat/sst2/sub-0.5-searched/model" \
+  --variant "combined: HAT + token pruning + int8 QAT=$R/combined/sst2/model" \
+  --variant "combined: HAT + token pruning + binary (model.onnx)=$R/combined/sst2-binary/model/model.onnx" \
+  --variant "combined: HAT + token pruning + binary (model.ort)=$R/combined/sst2-binary/model/model.ort" \
+  --out bench/results/compare_sst2
+
+# the compressed sentence-embedding model (the README's main job)
+compact embed --glue-dir $GLUE --out $R/embed
+cp $R/embed/report.md bench/results/sentence_embeddings_stsb.md
+cp $R/embed/report.json bench/results/sentence_embeddings_stsb.json
