@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,7 @@ import onnx
 import onnxruntime as ort
 
 from compact_nlp.bench import inputs_of_length, time_side_by_side
-from compact_nlp.compare import peers
+from compact_nlp.compare import peers, real_length_latency
 from compact_nlp.glue import get_task, load_glue
 from compact_nlp.io import write_json, write_text
 from compact_nlp.metrics import compute_glue_metrics
@@ -81,24 +79,6 @@ def dev_scores(sess, tokenizer, task, dev, max_length: int) -> dict:
     logits = [sess.run(None, feed(sess, encode(tokenizer, task, dev[s:s + 64], max_length, True)))[0]
               for s in range(0, len(dev), 64)]
     return compute_glue_metrics(task.name, np.concatenate(logits), np.asarray(dev["label"]))
-
-
-def real_length_latency(sessions: dict, inputs: dict[str, list[dict]]) -> dict:
-    """inputs: per variant, the same dev examples through that variant's tokenizer (a trimmed vocabulary)."""
-    times = {name: [] for name in sessions}
-    order = list(sessions)
-    for name, sess in sessions.items():
-        for encoded in inputs[name][:10]:
-            sess.run(None, feed(sess, encoded))
-    for i in range(len(next(iter(inputs.values())))):
-        for name in order if i % 2 == 0 else order[::-1]:
-            sess = sessions[name]
-            f = feed(sess, inputs[name][i])
-            start = time.perf_counter()
-            sess.run(None, f)
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: {"median_ms": round(statistics.median(t), 3), "p90_ms": round(float(np.percentile(t, 90)), 3)}
-            for name, t in times.items()}
 
 
 def main() -> None:
@@ -152,7 +132,8 @@ def main() -> None:
         for threads in (1, 2):
             print(f"latency, {threads} thread(s) ...", file=sys.stderr)
             sessions = {name: ort.InferenceSession(str(path), session_options(threads)) for name, path in files.items()}
-            for name, stats in real_length_latency(sessions, real).items():
+            callers = {name: (lambda x, s=sess: s.run(None, feed(s, x))) for name, sess in sessions.items()}
+            for name, stats in real_length_latency(callers, real).items():
                 rows[name][f"real_{threads}t"] = stats
             timed = time_side_by_side({name: (lambda s=s, n=name: s.run(None, feed(s, long[n])))
                                        for name, s in sessions.items()}, rounds=args.rounds, calls=args.calls)
