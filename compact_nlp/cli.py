@@ -75,7 +75,7 @@ def cmd_bench(args) -> int:
 
 
 def _compare(args) -> int:
-    from .compare import compare, write_report
+    from .compare import compare, markdown, write_report
 
     if not args.fp32:
         raise ValueError("compact bench --task needs --fp32: the fine-tuned fp32 folder the peers are made from "
@@ -92,8 +92,6 @@ def _compare(args) -> int:
                       rounds=args.rounds, calls=args.calls or 5)
     for path in write_report(results, out):
         print(f"wrote {path}")
-    from .compare import markdown
-
     print(markdown(results))
     return 0
 

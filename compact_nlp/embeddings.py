@@ -12,8 +12,9 @@ In OUT/ (each step is skipped when its result is there; training resumes from it
                    and the mean cosine between original and compressed embeddings) and latency at batch 1 on the dev
                    sentences' real, unpadded lengths, side by side with the original (PyTorch and ORT fp32) and the
                    peer int8 (quantize_dynamic of the original's graph).
-The training text never includes STS-B dev: it is the train splits of STS-B, SST-2, MRPC and CoLA (or, without GLUE
-data, compact's own sample sentences).
+The training text never includes STS-B dev: it is the train splits of STS-B, SST-2, MRPC and CoLA. Without GLUE data
+the job stops with an error naming the fix (`compact demo` then runs the offline export instead): the 34 sample
+sentences compact ships are too few to distil on, and measuring on the training text would not be honest.
 
 Of compact's three techniques this uses depth reduction and int8: the HAT search needs a fitness, and for an embedding
 model without labels that would be the held-out cosine of a trained SuperTransformer, not built yet; token pruning
@@ -34,13 +35,13 @@ import torch.nn.functional as F
 from .io import write_json, write_text
 from .trainer import CompactHook
 
-SENTENCE_TRANSFORMERS_FILES = {
+SENTENCE_TRANSFORMERS_FILES = {  # written in this order; modules.json, last, marks the folder complete
+    "sentence_bert_config.json": {"max_seq_length": 256, "do_lower_case": False},
     "modules.json": [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
     ],
-    "sentence_bert_config.json": {"max_seq_length": 256, "do_lower_case": False},
 }
 
 
@@ -56,6 +57,9 @@ class EmbeddingDistillationHook(CompactHook):
         from .modeling import mean_pool
 
         features = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        device = outputs.last_hidden_state.device
+        if next(self.teacher.parameters()).device != device:  # the Trainer moves the student, not the hook's teacher
+            self.teacher.to(device)
         with torch.no_grad():
             target = self.teacher.sentence_embedding(**features, normalize=True)
         student = F.normalize(mean_pool(outputs.last_hidden_state, inputs["attention_mask"]), dim=-1)
@@ -63,12 +67,11 @@ class EmbeddingDistillationHook(CompactHook):
 
 
 def training_texts(glue_dir: str | None, limit: int, seed: int) -> tuple[list[str], str]:
-    """Unlabelled sentences to distil on, never STS-B dev: the train splits of STS-B, SST-2, MRPC and CoLA when GLUE
-    is reachable, else compact's sample sentences. Returns (texts, where they came from)."""
+    """Unlabelled sentences to distil on, never STS-B dev: the train splits of STS-B, SST-2, MRPC and CoLA that are
+    reachable. Returns (texts, where they came from)."""
     import random
 
-    from .bench import real_sentences
-    from .glue import GlueDataError, get_task, load_glue
+    from .glue import GLUE_DIR_ENV, GlueDataError, get_task, load_glue
 
     texts, sources = [], []
     for name in ("stsb", "sst2", "mrpc", "cola"):
@@ -79,22 +82,20 @@ def training_texts(glue_dir: str | None, limit: int, seed: int) -> tuple[list[st
         for column in get_task(name).text_columns:
             texts += train[column]
         sources.append(f"{name} train")
-    if not texts:
-        texts, source = real_sentences(None)
-        sources.append(source)
+    if not texts or "stsb train" not in sources:
+        raise GlueDataError(f"compact embed distils on GLUE's training text and measures on STS-B dev, and found no "
+                            f"STS-B in {glue_dir or 'the default places or the hub'}: pass --glue-dir DIR (or set "
+                            f"{GLUE_DIR_ENV}) with DIR in the classic glue_data layout.")
     texts = list(dict.fromkeys(t.strip() for t in texts if t.strip()))
     random.Random(seed).shuffle(texts)
     return texts[:limit], ", ".join(sources)
 
 
 def sts_pairs(glue_dir: str | None):
-    """STS-B dev (sentence1, sentence2, score), or None without GLUE data."""
-    from .glue import GlueDataError, load_glue
+    """STS-B dev (sentence1, sentence2, score)."""
+    from .glue import load_glue
 
-    try:
-        dev = load_glue("stsb", glue_dir)["validation"]
-    except GlueDataError:
-        return None
+    dev = load_glue("stsb", glue_dir)["validation"]
     return list(dev["sentence1"]), list(dev["sentence2"]), list(dev["label"])
 
 
@@ -133,8 +134,8 @@ def distil_student(teacher_source: str, texts: list[str], out: Path, layers: int
                              data_collator=DataCollatorWithPadding(tokenizer))
     interrupted = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     trainer.train(resume_from_checkpoint=True if interrupted else None)
-    save_pretrained_atomic(trainer.model, folder)
     save_pretrained_atomic(tokenizer, folder)
+    save_pretrained_atomic(trainer.model, folder)  # config.json last: a restart skips this step only when it is there
     return folder
 
 
@@ -155,11 +156,11 @@ def ship_embeddings(student: Path, out: Path, texts: list[str], max_length: int)
         export_model(AutoCompactModel.from_pretrained(student).eval(), scratch, tokenizer_source=student, mobile=False)
         quantize_folder(scratch, folder, Int8Config(), texts=texts[:256], max_length=max_length, mobile=True)
     shutil.copyfile(student / "model.safetensors", folder / "model.safetensors")  # what sentence-transformers loads
-    for name, content in SENTENCE_TRANSFORMERS_FILES.items():
-        write_json(folder / name, content)
     hidden = CompactBertConfig.from_pretrained(student).hidden_size
     write_json(folder / "1_Pooling" / "config.json", {"word_embedding_dimension": hidden, "pooling_mode_mean_tokens": True})
     (folder / "2_Normalize").mkdir(exist_ok=True)
+    for name, content in SENTENCE_TRANSFORMERS_FILES.items():  # modules.json last: a restart skips this step on it
+        write_json(folder / name, content)
     return folder
 
 
@@ -217,18 +218,13 @@ def measure(original: str, shipped: Path, student: Path, glue_dir: str | None, m
     from transformers import AutoTokenizer
 
     from .auto import AutoCompactModel
-    from .bench import real_sentences
     from .compare import peers, real_length_latency
     from .convert import to_hf_model
     from .export import export_model
     from .ship import machine, versions
 
-    pairs = sts_pairs(glue_dir)
-    if pairs is not None:
-        first, second, scores = pairs
-        sentences, source = list(dict.fromkeys(first + second)), "STS-B dev"
-    else:
-        sentences, source = real_sentences(None)
+    first, second, scores = sts_pairs(glue_dir)
+    sentences = list(dict.fromkeys(first + second))
     tokenizer = AutoTokenizer.from_pretrained(original)
     original_model = to_hf_model(AutoCompactModel.from_pretrained(original)).eval()
     student_model = AutoCompactModel.from_pretrained(student).eval()
@@ -249,13 +245,10 @@ def measure(original: str, shipped: Path, student: Path, glue_dir: str | None, m
         rows = {}
         index = {s: i for i, s in enumerate(sentences)}
         for name, values in embeddings.items():
-            row = {"mean_cosine_to_original": round(float((values * reference).sum(-1).mean()), 4),
-                   "min_cosine_to_original": round(float((values * reference).sum(-1).min()), 4)}
-            if pairs is not None:
-                a = values[[index[s] for s in first]]
-                b = values[[index[s] for s in second]]
-                row["stsb_spearman"] = round(spearman_of_cosine(a, b, scores), 2)
-            rows[name] = row
+            a, b = values[[index[s] for s in first]], values[[index[s] for s in second]]
+            rows[name] = {"stsb_spearman": round(spearman_of_cosine(a, b, scores), 2),
+                          "mean_cosine_to_original": round(float((values * reference).sum(-1).mean()), 4),
+                          "min_cosine_to_original": round(float((values * reference).sum(-1).min()), 4)}
         sizes = {name: round(path.stat().st_size / 2**20, 2) for name, path in files.items()}
         inputs = [{k: v.numpy() for k, v in tokenizer(s, truncation=True, max_length=max_length,
                                                        return_tensors="pt").items()} for s in sentences[:examples]]
@@ -269,7 +262,7 @@ def measure(original: str, shipped: Path, student: Path, glue_dir: str | None, m
                     rows[name][f"real_{n_threads}t"] = stats
         for name, size in sizes.items():
             rows[name]["size_mb"] = size
-    return {"original": original, "text": source, "sentences": len(sentences),
+    return {"original": original, "text": "STS-B dev", "sentences": len(sentences),
             "timed_sentences": len(inputs), "mean_tokens": round(float(np.mean([x["input_ids"].shape[1]
                                                                               for x in inputs])), 1),
             "threads": list(threads), "rows": rows, "machine": machine(), "versions": versions()}
@@ -308,8 +301,7 @@ def compress_embeddings(out: str | os.PathLike, model: str = "sentence-transform
     student = distil_student(source, train, out, layers, epochs, batch_size, learning_rate, max_length, seed)
     shipped = ship_embeddings(student, out, train, max_length)
     report = measure(source, shipped, student, glue_dir, max_length)
-    pairs = sts_pairs(glue_dir)
-    check = list(dict.fromkeys(pairs[0]))[:200] if pairs else train[:200]
+    check = list(dict.fromkeys(sts_pairs(glue_dir)[0]))[:200]
     report.update(model=model, layers=layers, training_text=text_source, training_sentences=len(train),
                   epochs=epochs, sentence_transformers=sentence_transformers_check(shipped, check, max_length),
                   wall_minutes=round((time.perf_counter() - started) / 60, 1))
@@ -322,7 +314,6 @@ def markdown(report: dict) -> str:
     rows = report["rows"]
     original = next(n for n in rows if n.startswith("original, ORT"))
     first = f"real_{report['threads'][0]}t"
-    has_sts = "stsb_spearman" in rows[original]
     lines = [
         f"# Compressed sentence embeddings: {report['model']}",
         "",
@@ -333,15 +324,15 @@ def markdown(report: dict) -> str:
         f"unpadded), every sentence on every row back to back. Machine: {report['machine']['platform']}, "
         f"{report['machine']['cores']} cores.",
         "",
-        "| row | " + ("STS-B dev Spearman (cosine) | " if has_sts else "") + "mean cosine to the original | MB | "
+        "| row | STS-B dev Spearman (cosine) | mean cosine to the original | MB | "
         + " | ".join(f"real, {t} thread(s)" for t in report["threads"]) + f" | x faster than {original} |",
-        "|---|" + ("---|" if has_sts else "") + "---|---|" + "---|" * len(report["threads"]) + "---|",
+        "|---|---|---|---|" + "---|" * len(report["threads"]) + "---|",
     ]
     for name, r in rows.items():
         cells = [f"{r[f'real_{t}t']['median_ms']} ({r[f'real_{t}t']['p90_ms']})" if f"real_{t}t" in r else "-"
                  for t in report["threads"]]
         speed = (f"{rows[original][first]['median_ms'] / r[first]['median_ms']:.2f}x" if first in r else "-")
-        lines.append(f"| {name} | " + (f"{r['stsb_spearman']:.2f} | " if has_sts else "")
+        lines.append(f"| {name} | {r['stsb_spearman']:.2f} | "
                      + f"{r['mean_cosine_to_original']:.4f} | {r.get('size_mb', '-')} | " + " | ".join(cells)
                      + f" | {speed} |")
     st = report["sentence_transformers"]

@@ -99,6 +99,12 @@ def test_demo_compresses_the_embedding_model_when_glue_is_there(tmp_path, tiny_t
     assert len(json.loads((folder / "config.json").read_text())["num_heads_per_layer"]) == 1  # one layer left
 
 
+def test_embed_without_sts_b_says_where_to_point_it(tmp_path, capsys):
+    write_sst2(tmp_path / "glue")  # GLUE text, but no STS-B to measure on: no training on text it would be scored on
+    assert main(["embed", "--glue-dir", str(tmp_path / "glue"), "--out", str(tmp_path / "o")]) == 2
+    assert "found no STS-B" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_demo_without_glue_exports_the_model_and_says_what_it_skipped(hf_folder, tmp_path, capsys):
     assert main(["demo", "--glue-dir", str(tmp_path / "no-glue"), "--model", str(hf_folder),
                  "--out", str(tmp_path / "o")]) == 0
