@@ -35,7 +35,7 @@ import onnx
 import onnxruntime as ort
 
 from compact_nlp.bench import inputs_of_length, time_side_by_side
-from compact_nlp.compare import peers, real_length_latency
+from compact_nlp.compare import encode, peers, real_length_latency
 from compact_nlp.glue import get_task, load_glue
 from compact_nlp.io import write_json, write_text
 from compact_nlp.metrics import compute_glue_metrics
@@ -62,12 +62,6 @@ def ours(fp32_folder: Path, scratch: Path, texts: list, max_length: int) -> dict
         quantize_folder(fp32_folder, out, config, texts=texts, max_length=max_length, mobile=True)
         files[name] = out / "model.ort"
     return files
-
-
-def encode(tokenizer, task, rows: dict, max_length: int, padding: bool) -> dict[str, np.ndarray]:
-    encoded = tokenizer(*[rows[c] for c in task.text_columns], truncation=True, max_length=max_length,
-                        padding=padding, return_tensors="np")
-    return {k: v.astype(np.int64) for k, v in encoded.items()}
 
 
 def feed(sess: ort.InferenceSession, inputs: dict) -> dict:
