@@ -12,6 +12,7 @@ What a user would run instead of compact, and what compact makes, measured in on
 
 `{seed}` in --fp32 and in a variant's path stands for each of --seeds: the dev metric is mean +- sd over the seeds
 (the peers are rebuilt from each seed's fp32 model); latency, size, load time and RAM are measured on the first seed.
+A variant path without `{seed}` is one model, scored once and reported as the one seed it is (never as an sd of 0).
 Latency is batch 1 on real text, never padding (DESIGN.md section 7): the first `examples` dev inputs at their own
 lengths, interleaved across all variants (each input runs on every variant back to back, in alternating order), and
 one input each of 128 / 256 / 512 real tokens made by joining dev texts, timed in interleaved rounds with the
@@ -196,7 +197,7 @@ def compare(task_name: str, fp32: str, variants: dict[str, str], seeds: list[int
             for name, path in peers(at(fp32, seed), scratch / f"peers-{seed}").items():
                 files[name][seed] = path
         for name, path in variants.items():
-            files[name] = {seed: shipped(at(path, seed)) for seed in seeds}
+            files[name] = {seed: shipped(at(path, seed)) for seed in (seeds if "{seed}" in path else [first])}
         for name, per_seed in files.items():
             tokenizers[name] = AutoTokenizer.from_pretrained(per_seed[first].parent if name not in (PEER, PEER_FUSED)
                                                              else at(fp32, first))
@@ -207,8 +208,8 @@ def compare(task_name: str, fp32: str, variants: dict[str, str], seeds: list[int
         scores = {PYTORCH: [dev_score(TorchRow(hf_model(at(fp32, s))), tokenizers[PYTORCH], task, dev, max_length)
                             for s in seeds]}
         for name, per_seed in files.items():
-            scores[name] = [dev_score(OrtRow(per_seed[s], 2), tokenizers[name], task, dev, max_length)
-                            for s in seeds]
+            scores[name] = [dev_score(OrtRow(path, 2), tokenizers[name], task, dev, max_length)
+                            for path in per_seed.values()]
 
         names = [PYTORCH, *files]
         real = {name: [encode(tokenizers[name], task, dev[i:i + 1], max_length, False)
@@ -249,7 +250,8 @@ def compare(task_name: str, fp32: str, variants: dict[str, str], seeds: list[int
         values = [100 * s[metric] for s in scores[name]]
         table[name] = {
             "path": str(fp32) if name in (PYTORCH, ORT_FP32, PEER, PEER_FUSED) else variants[name],
-            "dev": {"mean": round(statistics.mean(values), 2),
+            "dev": {"seeds": list(files[name]) if name in files else seeds,
+                    "mean": round(statistics.mean(values), 2),
                     "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
                     "values": [round(v, 2) for v in values]},
             "dev_all_metrics": scores[name], **resources[name], "latency": latency[name]}
@@ -293,8 +295,9 @@ def markdown(results: dict) -> str:
     ]
     for name, r in rows.items():
         dev = r["dev"]
+        spread = f"+- {dev['sd']:.2f}" if len(dev["values"]) > 1 else f"(seed {dev.get('seeds', results['seeds'])[0]})"
         lines.append(
-            f"| {name} | {dev['mean']:.2f} +- {dev['sd']:.2f} | {dev['mean'] - fp32_dev:+.2f} | {r['file']} | "
+            f"| {name} | {dev['mean']:.2f} {spread} | {dev['mean'] - fp32_dev:+.2f} | {r['file']} | "
             f"{r['size_mb']} | {fp32_mb / r['size_mb']:.1f}x | {ms(name, first)} | "
             f"{ms(peer, first) / ms(name, first):.2f}x | {ms(PYTORCH, first) / ms(name, first):.2f}x | "
             + "".join(f"{ms(name, k)} | " for k in others) + f"{r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |")

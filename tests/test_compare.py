@@ -24,15 +24,17 @@ def finetuned(tmp_path, tiny_tokenizer, tiny_bert_classifier):
 def test_the_comparison_measures_every_row_and_writes_the_report(finetuned, glue_dir, tmp_path, capsys):
     out = tmp_path / "report" / "compare_qqp"
     args = ["bench", "--task", "qqp", "--fp32", finetuned, "--glue-dir", str(glue_dir), "--seeds", "1", "2",
-            "--variant", f"same graph as a variant={finetuned}/model.onnx", "--examples", "4", "--lengths", "16", "48",
+            "--variant", f"same graph as a variant={finetuned}/model.onnx",
+            "--variant", f"seed 1 only={finetuned.replace('{seed}', '1')}", "--examples", "4", "--lengths", "16", "48",
             "--threads", "1", "--rounds", "2", "--calls", "2", "--out", str(out)]
     status, printed = main(args), capsys.readouterr()
     assert status == 0, printed.err
     results = json.loads(out.with_name("compare_qqp.json").read_text())
     rows = results["rows"]
-    assert list(rows) == [PYTORCH, ORT_FP32, PEER, PEER_FUSED, "same graph as a variant"]
+    assert list(rows) == [PYTORCH, ORT_FP32, PEER, PEER_FUSED, "same graph as a variant", "seed 1 only"]
     for name, row in rows.items():
-        assert len(row["dev"]["values"]) == 2, name  # one score per seed: the peers are rebuilt from each seed
+        # one score per seed (the peers are rebuilt from each seed); a path without {seed} is one model, scored once
+        assert len(row["dev"]["values"]) == (1 if name == "seed 1 only" else 2), name
         assert set(row["latency"]) == {"real_1t", "16_1t", "48_1t"} and row["latency"]["real_1t"]["median_ms"] > 0
         assert row["size_mb"] > 0 and row["load_s"] > 0 and row["peak_rss_mb"] > 0
     # the same model in every form scores the same (int8 peers may flip a borderline example, not on these)
@@ -41,6 +43,8 @@ def test_the_comparison_measures_every_row_and_writes_the_report(finetuned, glue
     assert rows[ORT_FP32]["file"] == "model.ort" and rows["same graph as a variant"]["file"] == "model.onnx"
     table = out.with_name("compare_qqp.md").read_text()
     assert "x faster than faster peer" in table and "| same graph as a variant |" in table
+    assert rows["seed 1 only"]["dev"]["values"] == rows[ORT_FP32]["dev"]["values"][:1]
+    assert "| seed 1 only | " in table and "(seed 1) |" in table
     for kind in ("pareto", "size", "length"):
         assert out.with_name(f"compare_qqp_{kind}.png").stat().st_size > 10_000
     assert results["mean_real_tokens"] > 0 and results["real_length_examples"] == 4
