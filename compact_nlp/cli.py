@@ -89,7 +89,7 @@ def _compare(args) -> int:
     out = Path(args.out or Path("bench") / "results" / f"compare_{args.task}")
     results = compare(args.task, args.fp32, variants, args.seeds, glue_dir=args.glue_dir,
                       lengths=args.lengths or (128, 256, 512), threads=args.threads, examples=args.examples,
-                      rounds=args.rounds, calls=args.calls or 5)
+                      rounds=args.rounds, calls=args.calls or 5, optimum_python=args.optimum_python)
     for path in write_report(results, out):
         print(f"wrote {path}")
     print(markdown(results))
@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="compare: a compact folder or file to add as a row ({seed} for each seed; repeatable)")
     bench.add_argument("--seeds", type=int, nargs="+", default=[1], help="compare: seeds to average the dev metric")
     bench.add_argument("--examples", type=int, default=200, help="compare: dev inputs timed at their real lengths")
+    bench.add_argument("--optimum-python", default=None, metavar="PYTHON",
+                       help="compare: the python of an environment with Optimum (it does not support transformers 5); "
+                            "adds Optimum's own dynamic int8 as a peer row (docs/combined.md)")
     bench.add_argument("--out", default=None, help="compare: output stem (default bench/results/compare_<task>)")
     bench.set_defaults(func=cmd_bench)
 

@@ -8,6 +8,9 @@ What a user would run instead of compact, and what compact makes, measured in on
                                        onnxruntime's quantize_dynamic: what Optimum's dynamic int8 presets did
     peer: ORT fusions + dynamic int8   the same graph through onnxruntime.transformers' BERT fusions first (Optimum's
                                        O2 + avx512_vnni preset)
+    Optimum: dynamic int8 (avx512_vnni) with --optimum-python PY: Optimum itself (ONNX export + ORTQuantizer's
+                                       avx512_vnni dynamic preset), run by PY, an environment where Optimum installs
+                                       (it does not support transformers 5; compact_nlp/optimum_peer.py)
     each --variant NAME=PATH           a compact folder (its shipped model.ort, else model.onnx) or one file
 
 `{seed}` in --fp32 and in a variant's path stands for each of --seeds: the dev metric is mean +- sd over the seeds
@@ -41,6 +44,8 @@ PYTORCH = "PyTorch fp32"
 ORT_FP32 = "ORT fp32"
 PEER = "peer: ORT dynamic int8"
 PEER_FUSED = "peer: ORT fusions + dynamic int8"
+OPTIMUM = "Optimum: dynamic int8 (avx512_vnni)"
+PEERS = (PEER, PEER_FUSED, OPTIMUM)  # the rows made from the fp32 model that users would ship instead of compact's
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -96,6 +101,32 @@ def peers(fp32_folder: Path, scratch: Path, output: str = "logits") -> dict[str,
     quantize_dynamic(str(fused_fp32), str(fused), weight_type=QuantType.QInt8,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return {PEER: plain, PEER_FUSED: fused}
+
+
+def optimum_peer(fp32_folder: Path, scratch: Path, python: str) -> tuple[Path, dict]:
+    """Optimum's own dynamic int8 graph of a fine-tuned folder, made by `python` (an environment with Optimum) from
+    the model saved as a transformers folder; returns the graph and the versions that environment used."""
+    import json
+    import subprocess
+
+    from transformers import AutoTokenizer
+
+    hf_folder = scratch / "hf"
+    hf_model(fp32_folder).save_pretrained(hf_folder)
+    AutoTokenizer.from_pretrained(fp32_folder).save_pretrained(hf_folder)
+    script = Path(__file__).with_name("optimum_peer.py")
+    try:
+        done = subprocess.run([python, str(script), str(hf_folder), str(scratch / "optimum")], capture_output=True,
+                              text=True, check=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--optimum-python {python} does not exist; point it at the python of an environment "
+                                "with Optimum (docs/combined.md), or leave it out.") from None
+    except subprocess.CalledProcessError as error:
+        raise RuntimeError(f"Optimum failed in {python} (is optimum-onnx[onnxruntime] installed there? see "
+                           f"docs/combined.md):\n{error.stderr[-2000:]}") from None
+    from .optimum_peer import QUANTIZED
+
+    return scratch / "optimum" / QUANTIZED, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --- one row: how a variant is called -------------------------------------------------------------------------------
@@ -174,7 +205,7 @@ def _log(message: str) -> None:
 
 def compare(task_name: str, fp32: str, variants: dict[str, str], seeds: list[int], glue_dir: str | None = None,
             max_length: int = 128, examples: int = 200, lengths=(128, 256, 512), threads=(1, 2),
-            rounds: int = 3, calls: int = 5) -> dict:
+            rounds: int = 3, calls: int = 5, optimum_python: str | None = None) -> dict:
     """Measure every row (module docstring); returns the results (see write_report for the files)."""
     import torch
     from transformers import AutoTokenizer
@@ -190,16 +221,20 @@ def compare(task_name: str, fp32: str, variants: dict[str, str], seeds: list[int
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         files: dict[str, dict[int, Path]] = {ORT_FP32: {}, PEER: {}, PEER_FUSED: {}}
-        tokenizers = {}
+        files.update({OPTIMUM: {}} if optimum_python else {})
+        tokenizers, optimum_versions = {}, None
         for seed in seeds:
             _log(f"building the peers of seed {seed}")
             files[ORT_FP32][seed] = shipped(at(fp32, seed))
             for name, path in peers(at(fp32, seed), scratch / f"peers-{seed}").items():
                 files[name][seed] = path
+            if optimum_python:
+                files[OPTIMUM][seed], optimum_versions = optimum_peer(at(fp32, seed), scratch / f"optimum-{seed}",
+                                                                      optimum_python)
         for name, path in variants.items():
             files[name] = {seed: shipped(at(path, seed)) for seed in (seeds if "{seed}" in path else [first])}
         for name, per_seed in files.items():
-            tokenizers[name] = AutoTokenizer.from_pretrained(per_seed[first].parent if name not in (PEER, PEER_FUSED)
+            tokenizers[name] = AutoTokenizer.from_pretrained(per_seed[first].parent if name not in PEERS
                                                              else at(fp32, first))
         tokenizers[PYTORCH] = AutoTokenizer.from_pretrained(at(fp32, first))
 
@@ -249,7 +284,7 @@ def compare(task_name: str, fp32: str, variants: dict[str, str], seeds: list[int
     for name in names:
         values = [100 * s[metric] for s in scores[name]]
         table[name] = {
-            "path": str(fp32) if name in (PYTORCH, ORT_FP32, PEER, PEER_FUSED) else variants[name],
+            "path": str(fp32) if name in (PYTORCH, ORT_FP32, *PEERS) else variants[name],
             "dev": {"seeds": list(files[name]) if name in files else seeds,
                     "mean": round(statistics.mean(values), 2),
                     "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
@@ -258,13 +293,14 @@ def compare(task_name: str, fp32: str, variants: dict[str, str], seeds: list[int
     return {"task": task.name, "metric": metric, "seeds": seeds, "fp32": fp32, "dev_examples": len(dev),
             "real_length_examples": len(real[PYTORCH]), "mean_real_tokens": round(mean_tokens, 1),
             "lengths": list(lengths), "threads": list(threads), "rounds": rounds, "calls_per_round": calls,
-            "rows": table, "machine": machine(), "versions": versions()}
+            "rows": table, "machine": machine(), "versions": versions(),
+            **({"optimum_versions": optimum_versions} if optimum_versions else {})}
 
 
 # --- the report ----------------------------------------------------------------------------------------------------
 def faster_peer(results: dict, key: str | None = None) -> str:
     rows, key = results["rows"], key or f"real_{results['threads'][0]}t"
-    return min((PEER, PEER_FUSED), key=lambda n: rows[n]["latency"][key]["median_ms"])
+    return min((n for n in PEERS if n in rows), key=lambda n: rows[n]["latency"][key]["median_ms"])
 
 
 def markdown(results: dict) -> str:
@@ -286,7 +322,9 @@ def markdown(results: dict) -> str:
         f"{'/'.join(map(str, results['lengths']))} = one input of that many real tokens (joined dev texts), "
         f"{results['rounds']} interleaved rounds x "
         f"{results['calls_per_round']} calls. The faster peer at real lengths, {first[5:-1]} thread(s), is '{peer}'. "
-        f"Machine: {results['machine']['platform']}, {results['machine']['cores']} cores.",
+        f"Machine: {results['machine']['platform']}, {results['machine']['cores']} cores."
+        + (f" Optimum row: {', '.join(f'{k} {v}' for k, v in results['optimum_versions'].items())}, in its own "
+           "environment." if results.get("optimum_versions") else ""),
         "",
         f"| variant | dev {metric} | vs fp32 | file | MB | smaller than ORT fp32 | real, {first[5:-1]} thread(s) | "
         "x faster than faster peer | x faster than PyTorch | " + "".join(f"real, {k[5:-1]} threads | " for k in others)
@@ -309,7 +347,7 @@ def markdown(results: dict) -> str:
     for name in rows:
         cells = []
         for key in keys:
-            best_peer = min(ms(PEER, key), ms(PEER_FUSED, key))
+            best_peer = ms(faster_peer(results, key), key)
             cells.append(f"{ms(name, key)} ({best_peer / ms(name, key):.2f}x)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     floors = [r["latency"][k]["noise_floor"] for r in rows.values() for k in keys]

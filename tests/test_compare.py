@@ -1,11 +1,13 @@
 """`compact bench --task`: every way to ship a fine-tuned model, side by side with the peers (tiny models, QQP format)."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from compact_nlp.cli import main
-from compact_nlp.compare import ORT_FP32, PEER, PEER_FUSED, PYTORCH
+from compact_nlp.compare import ORT_FP32, PEER, PEER_FUSED, PYTORCH, optimum_peer
 from compact_nlp.export import export_model
 
 
@@ -57,3 +59,14 @@ def test_a_comparison_needs_its_fp32_model_and_well_formed_variants(capsys):
     assert "must look like NAME=PATH" in capsys.readouterr().err
     assert main(["bench"]) == 2
     assert "needs a folder" in capsys.readouterr().err
+
+
+def test_the_optimum_row_says_what_is_wrong_with_its_environment(finetuned, tmp_path):
+    # Optimum itself cannot be installed in CI's environment (it does not support transformers 5); what compact
+    # controls is that a wrong --optimum-python stops with the fix instead of a traceback from the subprocess
+    folder = Path(finetuned.replace("{seed}", "1"))
+    with pytest.raises(FileNotFoundError, match="does not exist; point it at the python of an environment with"):
+        optimum_peer(folder, tmp_path / "a", "/no/such/python")
+    with pytest.raises(RuntimeError, match=r"Optimum failed in .*optimum-onnx\[onnxruntime\] installed there"):
+        optimum_peer(folder, tmp_path / "b", sys.executable)  # compact's own environment has no Optimum
+    assert (tmp_path / "b" / "hf" / "config.json").exists()  # the seed's model, saved for transformers 4
