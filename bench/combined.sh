@@ -8,6 +8,8 @@
 set -euo pipefail
 R=${R:?set R to the runs folder}
 GLUE=${GLUE:-../shared/data/glue_data}
+# Optimum's own row: an environment where Optimum installs (it does not support transformers 5), docs/combined.md
+OPT=${OPT:?set OPT to the python of an environment with optimum-onnx[onnxruntime] and transformers<4.58}
 FT=$R/baselines/sst2/seed-{seed}/model
 FT1=$R/baselines/sst2/seed-1/model
 
@@ -20,8 +22,34 @@ for step in hat token_pruning; do [ -d $R/combined/sst2-binary/$step ] || cp -al
 compact run recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
   --out $R/combined/sst2-binary --glue-dir $GLUE
 
-# every row side by side, on a quiet machine
-compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT \
+# MRPC and RTE: the protocol's 3 seeds from the combined step 2 on (HAT searches once, on seed 1's model). The latency
+# data and predictor are SST-2's, copied into OUT/hat first (latency depends on shapes only: same base model, same
+# spec); the SuperTransformer trains 600 steps instead of 1500 (2 cores, one session).
+for TASK in mrpc rte; do
+  mkdir -p $R/combined/$TASK/hat
+  for f in latency.jsonl predictor; do [ -e $R/combined/$TASK/hat/$f ] || cp -r $R/hat/sst2/$f $R/combined/$TASK/hat/; done
+  compact run recipes/glue/$TASK.yaml --preset combined --set "model=$R/baselines/$TASK/seed-{seed}/model" \
+    --set "teacher=$R/baselines/$TASK/seed-{seed}/model" --set hat.supernet_steps=600 --out $R/combined/$TASK \
+    --glue-dir $GLUE
+done
+
+# every row side by side, on a quiet machine, one task at a time
+compact bench --task mrpc --glue-dir $GLUE --seeds 1 2 3 --fp32 "$R/baselines/mrpc/seed-{seed}/model" --optimum-python $OPT \
+  --variant "int8 QAT alone=$R/quant/mrpc_qat/seed-{seed}/model" \
+  --variant "binary W1A8 alone (model.onnx)=$R/quant/mrpc_binary/seed-{seed}/model/model.onnx" \
+  --variant "binary W1A8 alone (model.ort)=$R/quant/mrpc_binary/seed-{seed}/model/model.ort" \
+  --variant "token pruning alone (keep 0.45)=$R/prune/mrpc_k45/seed-{seed}/model" \
+  --variant "HAT alone (50% budget, int8 PTQ)=$R/combined/mrpc/hat/sub-0.5-searched/model" \
+  --variant "combined: HAT + token pruning + int8 QAT=$R/combined/mrpc/quant/seed-{seed}/model" \
+  --out bench/results/compare_mrpc
+compact bench --task rte --glue-dir $GLUE --seeds 1 2 3 --fp32 "$R/baselines/rte/seed-{seed}/model" --optimum-python $OPT \
+  --variant "binary W1A8 alone (model.onnx)=$R/quant/rte_binary/seed-{seed}/model/model.onnx" \
+  --variant "binary W1A8 alone (model.ort)=$R/quant/rte_binary/seed-{seed}/model/model.ort" \
+  --variant "token pruning alone (keep 0.45)=$R/prune/rte_k45/seed-{seed}/model" \
+  --variant "HAT alone (50% budget, int8 PTQ)=$R/combined/rte/hat/sub-0.5-searched/model" \
+  --variant "combined: HAT + token pruning + int8 QAT=$R/combined/rte/quant/seed-{seed}/model" \
+  --out bench/results/compare_rte
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
   --variant "int8 QAT alone=$R/quant/sst2_qat/seed-{seed}/model" \
   --variant "binary W1A8 alone (model.onnx)=$R/quant/sst2_binary_v2/model.onnx" \
   --variant "binary W1A8 alone (model.ort)=$R/quant/sst2_binary_v2/model.ort" \
