@@ -1,9 +1,11 @@
 """`compact bench --task`: every way to ship a fine-tuned model, side by side with the peers (tiny models, QQP format)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from compact_nlp.cli import main
@@ -70,3 +72,17 @@ def test_the_optimum_row_says_what_is_wrong_with_its_environment(finetuned, tmp_
     with pytest.raises(RuntimeError, match=r"Optimum failed in .*optimum-onnx\[onnxruntime\] installed there"):
         optimum_peer(folder, tmp_path / "b", sys.executable)  # compact's own environment has no Optimum
     assert (tmp_path / "b" / "hf" / "config.json").exists()  # the seed's model, saved for transformers 4
+
+
+@pytest.mark.skipif(not os.environ.get("COMPACT_OPTIMUM_PYTHON"),
+                    reason="set COMPACT_OPTIMUM_PYTHON to the python of an environment with Optimum (docs/combined.md)")
+def test_the_optimum_row_is_optimums_own_int8_graph(finetuned, tmp_path):
+    from compact_nlp.compare import OrtRow
+
+    folder = Path(finetuned.replace("{seed}", "1"))
+    graph, versions = optimum_peer(folder, tmp_path, os.environ["COMPACT_OPTIMUM_PYTHON"])
+    assert versions["optimum"] and versions["transformers"] < "5"  # made where Optimum runs, not in compact's env
+    inputs = {"input_ids": np.array([[2, 7, 9, 11, 3]]), "attention_mask": np.ones((1, 5), np.int64),
+              "token_type_ids": np.zeros((1, 5), np.int64)}
+    int8, fp32 = OrtRow(graph, 1)(inputs), OrtRow(folder / "model.onnx", 1)(inputs)
+    assert int8.shape == fp32.shape == (1, 2) and np.abs(int8 - fp32).max() < 0.1  # the same model, quantized
