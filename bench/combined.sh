@@ -49,7 +49,7 @@ compact bench --task rte --glue-dir $GLUE --seeds 1 2 3 --fp32 "$R/baselines/rte
   --variant "HAT alone (50% budget, int8 PTQ)=$R/combined/rte/hat/sub-0.5-searched/model" \
   --variant "combined: HAT + token pruning + int8 QAT=$R/combined/rte/quant/seed-{seed}/model" \
   --out bench/results/compare_rte
-compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT \
   --variant "int8 QAT alone=$R/quant/sst2_qat/seed-{seed}/model" \
   --variant "binary W1A8 alone (model.onnx)=$R/quant/sst2_binary_v2/model.onnx" \
   --variant "binary W1A8 alone (model.ort)=$R/quant/sst2_binary_v2/model.ort" \
