@@ -3,7 +3,8 @@
 In OUT/ (each stage is skipped when its result is there, and resumes when it was interrupted):
     1. rewired/      heads, FFN neurons and hidden channels ranked by Taylor importance on training batches and put
                      in that order (hat.rewire): the SuperTransformer's shared weights;
-    2. latency.jsonl ONNX Runtime measurements of SubTransformers in the form that ships (OnnxRuntimeMeasurer),
+    2. latency.jsonl ONNX Runtime measurements of SubTransformers in the form that ships (OnnxRuntimeMeasurer, or
+                     your own measurer named by hat.measurer, e.g. one that times on a phone),
                      noise floor first, append-only (latency depends on shapes only: measured before training);
        predictor/    HAT's MLP latency predictor with its test-split RMSE and MAPE;
     3. supernet/     the SuperTransformer trained with the sandwich rule through CompactTrainer, distilled from the
@@ -22,6 +23,7 @@ OUT/search_results.json gathers every stage's numbers. The dev set is touched on
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import statistics
@@ -100,6 +102,26 @@ class OnnxRuntimeMeasurer:
                 return medians
         finally:
             torch.set_num_threads(threads)
+
+
+def make_measurer(config, spec, tokenizer, texts: list[str]):
+    """OnnxRuntimeMeasurer on this machine, or the user's own measurer named by hat.measurer ("module:factory",
+    called with the spec, the tokenizer and real task texts): the way to time SubTransformers on the phone itself."""
+    from .hat import HatConfigError, LatencySpec
+
+    if config.measurer is None:
+        return OnnxRuntimeMeasurer(spec, tokenizer, texts)
+    module_name, attribute = config.measurer.split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise HatConfigError(f"hat.measurer {config.measurer!r} cannot be loaded ({error}): name a module on the "
+                             "Python path and a callable in it, as 'my_package.phone:PhoneMeasurer'.") from error
+    measurer = factory(spec, tokenizer, texts)
+    if not isinstance(getattr(measurer, "spec", None), LatencySpec) or not callable(getattr(measurer, "measure", None)):
+        raise HatConfigError(f"hat.measurer {config.measurer!r} returned {type(measurer).__name__}, which lacks a "
+                             "`spec` (a LatencySpec) or a `measure(model) -> list[float]` method (hat.latency.Measurer).")
+    return measurer
 
 
 # --- data -----------------------------------------------------------------------------------------------------------
@@ -353,7 +375,8 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
                        sequence_length=config.sequence_length,
                        hardware=f"{machine()['processor']}, {machine()['cores']} cores")
     texts = [t if isinstance(t, str) else " ".join(t) for t in task_texts(train, task.name, 2000)]
-    measurer = OnnxRuntimeMeasurer(spec, tokenizer, texts)
+    measurer = make_measurer(config, spec, tokenizer, texts)
+    spec = measurer.spec  # a measurer of your own may say where it timed (hardware, runtime)
     data, predictor = latency_stage(supernet, measurer, config, out)
     train_supernet(supernet, teacher, train_tokenized, collator, tokenizer, config, out, seed)
     full_ms = data.mean_latency()[space.largest()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,7 +22,10 @@ class HatConfig(ConfigSection):
     Search space (None: derived from the model, SearchSpace.from_model):
         hidden, heads, ffn, depth: the choices; layer_selection: which layers a shallower SubTransformer keeps.
     Latency (what a budget means; recorded with every measurement and predictor):
-        precision ("int8-dynamic", the form that ships, or "fp32"), threads, batch, sequence_length.
+        precision ("int8-dynamic", the form that ships, or "fp32"), threads, batch, sequence_length;
+        measurer: None times on ONNX Runtime CPU on this machine; "module:factory" names your own (e.g. one that
+        times the model on a phone): factory(spec, tokenizer, texts) returns an object with a `spec` (LatencySpec)
+        and `measure(model) -> list[float]` (ms), as hat.latency.Measurer (docs/hat.md).
     budgets: fractions of the full model's measured latency in that setting, e.g. [0.5, 0.33]; each gets its own
         SubTransformer.
     Stages: importance_batches (rewiring); supernet_steps / supernet_batch_size / supernet_learning_rate /
@@ -44,6 +48,7 @@ class HatConfig(ConfigSection):
     threads: int = 1
     batch: int = 1
     sequence_length: int = 32
+    measurer: str | None = None
     budgets: list[float] = field(default_factory=lambda: [0.5])
     importance_batches: int = 16
     supernet_steps: int = 1500
@@ -77,6 +82,9 @@ class HatConfig(ConfigSection):
         for name in positive:
             if getattr(self, name) <= 0:
                 raise HatConfigError(f"hat.{name} must be positive, got {getattr(self, name)}.")
+        if self.measurer is not None and not re.fullmatch(r"[\w.]+:\w+", self.measurer):
+            raise HatConfigError(f"hat.measurer names a factory as 'module:callable' (e.g. "
+                                 f"'my_package.phone:PhoneMeasurer'), got {self.measurer!r}.")
         if self.parents > self.population:
             raise HatConfigError(f"hat.parents ({self.parents}) cannot exceed hat.population ({self.population}).")
         if self.mutations < 0 or self.crossovers < 0 or self.mutations + self.crossovers + self.parents < self.population:
