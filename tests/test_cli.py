@@ -105,12 +105,32 @@ def test_embed_without_sts_b_says_where_to_point_it(tmp_path, capsys):
     assert "found no STS-B" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
-def test_demo_without_glue_exports_the_model_and_says_what_it_skipped(hf_folder, tmp_path, capsys):
-    assert main(["demo", "--glue-dir", str(tmp_path / "no-glue"), "--model", str(hf_folder),
-                 "--out", str(tmp_path / "o")]) == 0
+def test_demo_without_glue_distils_on_python_docs_and_says_what_it_skipped(tmp_path, tiny_tokenizer, capsys):
+    tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(tmp_path / "encoder")
+    tiny_tokenizer.save_pretrained(tmp_path / "encoder")
+    assert main(["demo", "--glue-dir", str(tmp_path / "no-glue"), "--model", str(tmp_path / "encoder"),
+                 "--out", str(tmp_path / "o"), "--layers", "1", "--texts", "40"]) == 0
     printed = capsys.readouterr().out
-    assert "the embedding compression is skipped" in printed and "--glue-dir DIR, or COMPACT_GLUE_DIR=DIR" in printed
-    assert (tmp_path / "o" / "export" / "model.ort").is_file() and (tmp_path / "o" / "export" / "bench.md").is_file()
+    assert "Skipped: the GLUE training text and the STS-B dev Spearman" in printed
+    assert "--glue-dir DIR, or COMPACT_GLUE_DIR=DIR" in printed and "no STS-B Spearman" in printed
+    report = json.loads((tmp_path / "o" / "embed" / "report.json").read_text())
+    assert "PSF License" in report["training_text"] and report["training_sentences"] == 40
+    assert report["text"] == "held-out Python documentation" and report["sentences"] == 1000
+    shipped = next(r for name, r in report["rows"].items() if name.endswith("(model.ort, ships)"))
+    assert "stsb_spearman" not in shipped and 0 < shipped["mean_cosine_to_original"] <= 1
+    assert report["sentence_transformers"]["max_abs_diff_vs_compact_pytorch"] < 1e-4
+
+
+def test_python_docs_are_real_prose_and_training_never_sees_the_held_out_sentences():
+    from compact_nlp.embeddings import PYTHON_DOCS_HELD_OUT, python_docs_sentences, python_docs_split
+
+    sentences = python_docs_sentences()
+    assert len(sentences) > 5000 and len(set(sentences)) == len(sentences)
+    assert all(s[0].isupper() and s[-1] in ".!?" and "**" not in s for s in sentences)
+    train, held_out = python_docs_split(limit=10**6, seed=1)
+    assert len(held_out) == PYTHON_DOCS_HELD_OUT and not set(train) & set(held_out)
+    assert len(train) + len(held_out) == len(sentences)
+    assert python_docs_split(limit=10, seed=1) == (train[:10], held_out)  # a seeded, stable split
 
 
 def test_quantize_an_exported_folder_with_task_text(hf_folder, glue_dir, tmp_path, capsys):
