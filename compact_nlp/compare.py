@@ -399,8 +399,11 @@ def plots(results: dict, stem: Path) -> list[Path]:
     figure.tight_layout()
     written.append(_save(figure, stem, "size"))
 
-    figure, axes = plt.subplots(1, len(results["threads"]), figsize=(11, 4.5), sharey=True)
+    figure, axes = plt.subplots(1, len(results["threads"]), figsize=(11, 6), sharey=True)
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))[:len(rows)] if len(rows) > 10 else None  # tab10 would repeat
     for axis, n_threads in zip(np.atleast_1d(axes), results["threads"]):
+        if colors is not None:
+            axis.set_prop_cycle(color=colors)
         for name, r in rows.items():
             xs = [results["mean_real_tokens"], *results["lengths"]]
             ys = [r["latency"][f"real_{n_threads}t"]["median_ms"],
@@ -408,12 +411,12 @@ def plots(results: dict, stem: Path) -> list[Path]:
             axis.plot(xs, ys, "o-", label=name, linewidth=2.5 if name.startswith("combined") else 1)
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
-        axis.set_xlabel("real tokens in the input (first point: dev inputs at their own lengths, mean)")
+        axis.set_xlabel("real tokens in the input (first point: dev mean)")
         axis.set_title(f"{n_threads} thread{'s' if n_threads > 1 else ''}")
     np.atleast_1d(axes)[0].set_ylabel("latency, batch 1 (ms, log scale)")
-    np.atleast_1d(axes)[-1].legend(fontsize=7)
+    figure.legend(*np.atleast_1d(axes)[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
     figure.suptitle(f"{results['task']}: how cost grows with the input length")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.14 + 0.02 * (len(rows) // 3), 1, 1))  # room below for the legend
     written.append(_save(figure, stem, "length"))
     plt.close("all")
     return written
