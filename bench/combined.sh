@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The runs behind bench/results/compare_sst2.* and sentence_embeddings_stsb.* (docs/combined.md), as they were run on
-# 2 cores. R: a folder for the runs; GLUE: a glue_data folder. Every command resumes when run again.
+# The runs behind bench/results/compare_{sst2,mrpc,rte}.* and sentence_embeddings_*.* (docs/combined.md), as they
+# were run on 2 cores. R: a folder for the runs; GLUE: a glue_data folder. Every command resumes when run again.
 #   FT  = the protocol's fp32 SST-2 model:     compact run recipes/glue/sst2.yaml --out $R/baselines/sst2
 #   QAT, binary, token pruning alone:          compact run recipes/glue/sst2.yaml --preset int8-qat|binary|token-pruning
 #                                                --set model=$FT --set teacher=$FT --out $R/...
@@ -49,7 +49,7 @@ compact bench --task rte --glue-dir $GLUE --seeds 1 2 3 --fp32 "$R/baselines/rte
   --variant "HAT alone (50% budget, int8 PTQ)=$R/combined/rte/hat/sub-0.5-searched/model" \
   --variant "combined: HAT + token pruning + int8 QAT=$R/combined/rte/quant/seed-{seed}/model" \
   --out bench/results/compare_rte
-compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT \
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
   --variant "int8 QAT alone=$R/quant/sst2_qat/seed-{seed}/model" \
   --variant "binary W1A8 alone (model.onnx)=$R/quant/sst2_binary_v2/model.onnx" \
   --variant "binary W1A8 alone (model.ort)=$R/quant/sst2_binary_v2/model.ort" \
@@ -64,3 +64,7 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT \
 compact embed --glue-dir $GLUE --out $R/embed
 cp $R/embed/report.md bench/results/sentence_embeddings_stsb.md
 cp $R/embed/report.json bench/results/sentence_embeddings_stsb.json
+# ... and offline, on Python's documentation (what make demo runs without GLUE)
+compact embed --text python-docs --out $R/embed_docs
+cp $R/embed_docs/report.md bench/results/sentence_embeddings_python_docs.md
+cp $R/embed_docs/report.json bench/results/sentence_embeddings_python_docs.json
