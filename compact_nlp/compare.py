@@ -103,6 +103,11 @@ def peers(fp32_folder: Path, scratch: Path, output: str = "logits") -> dict[str,
     return {PEER: plain, PEER_FUSED: fused}
 
 
+class OptimumEnvironmentError(OSError):
+    """--optimum-python names no python, or one whose environment cannot run Optimum (an OSError, so that the CLI
+    reports it as a clear error like a missing file)."""
+
+
 def optimum_peer(fp32_folder: Path, scratch: Path, python: str) -> tuple[Path, dict]:
     """Optimum's own dynamic int8 graph of a fine-tuned folder, made by `python` (an environment with Optimum) from
     the model saved as a transformers folder; returns the graph and the versions that environment used."""
@@ -119,11 +124,11 @@ def optimum_peer(fp32_folder: Path, scratch: Path, python: str) -> tuple[Path, d
         done = subprocess.run([python, str(script), str(hf_folder), str(scratch / "optimum")], capture_output=True,
                               text=True, check=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"--optimum-python {python} does not exist; point it at the python of an environment "
-                                "with Optimum (docs/combined.md), or leave it out.") from None
+        raise OptimumEnvironmentError(f"--optimum-python {python} does not exist; point it at the python of an "
+                                      "environment with Optimum (docs/combined.md), or leave it out.") from None
     except subprocess.CalledProcessError as error:
-        raise RuntimeError(f"Optimum failed in {python} (is optimum-onnx[onnxruntime] installed there? see "
-                           f"docs/combined.md):\n{error.stderr[-2000:]}") from None
+        raise OptimumEnvironmentError(f"Optimum failed in {python} (is optimum-onnx[onnxruntime] installed there? "
+                                      f"see docs/combined.md):\n{error.stderr[-2000:]}") from None
     from .optimum_peer import QUANTIZED
 
     return scratch / "optimum" / QUANTIZED, json.loads(done.stdout.strip().splitlines()[-1])

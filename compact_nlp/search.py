@@ -120,7 +120,8 @@ def make_measurer(config, spec, tokenizer, texts: list[str]):
     measurer = factory(spec, tokenizer, texts)
     if not isinstance(getattr(measurer, "spec", None), LatencySpec) or not callable(getattr(measurer, "measure", None)):
         raise HatConfigError(f"hat.measurer {config.measurer!r} returned {type(measurer).__name__}, which lacks a "
-                             "`spec` (a LatencySpec) or a `measure(model) -> list[float]` method (hat.latency.Measurer).")
+                             "`spec` (a LatencySpec) or a `measure(model) -> list[float]` method "
+                             "(hat.latency.Measurer).")
     return measurer
 
 

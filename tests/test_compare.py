@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from compact_nlp.cli import main
-from compact_nlp.compare import ORT_FP32, PEER, PEER_FUSED, PYTORCH, optimum_peer
+from compact_nlp.compare import ORT_FP32, PEER, PEER_FUSED, PYTORCH, OptimumEnvironmentError, optimum_peer
 from compact_nlp.export import export_model
 
 
@@ -63,15 +63,18 @@ def test_a_comparison_needs_its_fp32_model_and_well_formed_variants(capsys):
     assert "needs a folder" in capsys.readouterr().err
 
 
-def test_the_optimum_row_says_what_is_wrong_with_its_environment(finetuned, tmp_path):
+def test_the_optimum_row_says_what_is_wrong_with_its_environment(finetuned, glue_dir, tmp_path, capsys):
     # Optimum itself cannot be installed in CI's environment (it does not support transformers 5); what compact
     # controls is that a wrong --optimum-python stops with the fix instead of a traceback from the subprocess
     folder = Path(finetuned.replace("{seed}", "1"))
-    with pytest.raises(FileNotFoundError, match="does not exist; point it at the python of an environment with"):
+    with pytest.raises(OptimumEnvironmentError, match="does not exist; point it at the python of an environment with"):
         optimum_peer(folder, tmp_path / "a", "/no/such/python")
-    with pytest.raises(RuntimeError, match=r"Optimum failed in .*optimum-onnx\[onnxruntime\] installed there"):
+    with pytest.raises(OptimumEnvironmentError, match=r"Optimum failed in .*optimum-onnx\[onnxruntime\] installed"):
         optimum_peer(folder, tmp_path / "b", sys.executable)  # compact's own environment has no Optimum
     assert (tmp_path / "b" / "hf" / "config.json").exists()  # the seed's model, saved for transformers 4
+    assert main(["bench", "--task", "qqp", "--fp32", finetuned, "--glue-dir", str(glue_dir), "--optimum-python",
+                 "/no/such/python", "--out", str(tmp_path / "c" / "compare_qqp")]) == 2  # no traceback from the CLI
+    assert "--optimum-python /no/such/python does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.environ.get("COMPACT_OPTIMUM_PYTHON"),
