@@ -7,6 +7,7 @@ The source may be a hub id, a local transformers checkpoint (converted to Compac
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from transformers import AutoConfig
 
@@ -43,6 +44,10 @@ class _AutoCompact:
         path = resolve_checkpoint(name_or_path)
         config = AutoConfig.from_pretrained(path, **{k: v for k, v in hf_kwargs.items() if k in _HUB_KWARGS})
         if isinstance(config, CompactBertConfig):
+            ptq = (config.quant or {}).get("int8", {}).get("mode") == "ptq"
+            if ptq and not (Path(path) / "model.safetensors").is_file():
+                raise OSError(f"{name_or_path} holds a post-training int8 graph and no PyTorch weights (dynamic int8 "
+                              "has no PyTorch form). Load it with backend='onnxruntime'.")
             return cls.compact_class.from_pretrained(path, **hf_kwargs)
         return load_hf_checkpoint(path, config.model_type,
                                   with_head=cls.compact_class is CompactBertForSequenceClassification, **hf_kwargs)

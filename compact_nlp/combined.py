@@ -9,8 +9,8 @@ In OUT/ (a finished stage is skipped when the run starts again, an interrupted o
                        the searched SubTransformer's fp32 weights are hat/sub-<budget>-searched/pytorch/;
     2. token_pruning/  compact run of that SubTransformer with the token_pruning section (fine-tuned with
                        distillation; heads leave first when the section says so): token_pruning/seed-<s>/model;
-    3. quant/          compact run of the pruned model with the quant section: int8 QAT, or binary weights;
-                       quant/seed-<s>/model is the model that ships;
+    3. quant/          compact run of the pruned model with the quant section: int8 QAT (the combined preset lets
+                       the held-out split fall back to PTQ), or binary weights; quant/seed-<s>/model is what ships;
     4. model/          the first seed's final folder (PyTorch weights, model.onnx, model.ort, required_operators.config)
                        with a card naming all three steps; OUT/results.json holds every stage's numbers.
 
@@ -22,6 +22,11 @@ Why this order:
 - Quantization comes last: QAT learns its activation ranges on the final architecture and the final token
   distribution, and the binary export packs the final shapes. The opposite order would fine-tune fake-quantized
   weights through two more changes of the model.
+
+Every step of every seed trains on the first seed's train split and chooses on its held-out split
+(protocol.split_seed): the search ran once, on that seed's split, so another seed's held-out rows would be rows the
+searched model was trained on. The seeds differ in the model each step distils from (that seed's fine-tuned model)
+and in their training randomness.
 
 `stages:` in the recipe overrides the protocol and distillation of steps 2 and 3 (e.g. QAT trains one epoch at a lower
 learning rate than pruning); without it, both use the recipe's.
@@ -52,6 +57,8 @@ def stage_recipe(recipe, stage: str, model: str):
     data.update(model=model, hat=None, stages=None, token_pruning=recipe.token_pruning if stage == "token_pruning"
                 else None, quant=recipe.quant if stage == "quant" else None)
     data = merge(data, (recipe.stages or {}).get(stage) or {})
+    if data["protocol"].get("split_seed") is None:  # the searched model trained on the first seed's split
+        data["protocol"]["split_seed"] = recipe.protocol.seeds[0]
     built = _build(Recipe, data, "")
     built.validate()
     return built

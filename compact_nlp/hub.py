@@ -114,6 +114,12 @@ def _quant_line(first: dict) -> str:
                 f"{config['weight_scale']} scales, 1 bit per weight, {config['embedding_bits']}-bit word embeddings"
                 f"{', trimmed vocabulary' if config['trim_vocabulary'] else ''}; two-stage distillation)")
     how = "quantization-aware training" if config["mode"] == "qat" else "post-training quantization"
+    choice = first.get("quant_choice")
+    if choice:  # fallback_to_ptq: say that the held-out split chose, and by how much
+        scores = {name: 100 * choice["heldout"][name][choice["metric"]] for name in ("qat", "ptq")}
+        how += (f", chosen over {'post-training quantization' if choice['shipped'] == 'qat' else 'QAT'} on the "
+                f"held-out split ({choice['metric']} {scores[choice['shipped']]:.2f} vs "
+                f"{scores['ptq' if choice['shipped'] == 'qat' else 'qat']:.2f})")
     return (f", int8 by {how} ({config['weights'].replace('_', '-')} weights, {config['activations']} activations, "
             f"{config['embedding_bits']}-bit word embeddings{', trimmed vocabulary' if config['trim_vocabulary'] else ''})")
 

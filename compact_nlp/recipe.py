@@ -54,6 +54,9 @@ class Protocol:
     weight_decay: float = 0.01
     seeds: list[int] = field(default_factory=lambda: [42])
     steps: int | None = None  # optimizer steps; overrides epochs (to give two arms the same steps on different data)
+    # the seed that draws train_subset and carves the held-out split; None: each run's seed. The combined pipeline
+    # sets it to its first seed, whose split the search trained on once for every seed (compact_nlp.combined)
+    split_seed: int | None = None
 
 
 @dataclass
@@ -108,7 +111,14 @@ class Recipe:
         if self.quant:
             from compact_nlp.quant.recipes import check_distillation, quant_config
 
-            check_distillation(quant_config(self.quant), self.teacher, self.distillation)
+            config = quant_config(self.quant)
+            check_distillation(config, self.teacher, self.distillation)
+            if getattr(config, "fallback_to_ptq", False) and not self.hat and (self.token_pruning
+                                                                               or self.student_layers is not None):
+                raise RecipeError(
+                    "quant.int8.fallback_to_ptq quantizes the starting model as it is, but this recipe changes it "
+                    "first (token_pruning / student_layers), so the fallback would ship an untrained model. Run those "
+                    "first and quantize their output, or drop fallback_to_ptq (the combined pipeline does the former).")
         if self.token_pruning:
             from compact_nlp.token_pruning.recipes import token_pruning_config
 

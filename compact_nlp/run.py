@@ -15,6 +15,7 @@ interrupted one resumes from its last Trainer checkpoint.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from .glue import carve_heldout, get_task, load_glue, task_texts
 from .io import write_json
 from .recipe import Recipe
-from .ship import main_score_name, ship, summarize
+from .ship import main_score_name, measure_shipped, ship, summarize
 
 RESULTS_FILE = "results.json"
 
@@ -37,10 +38,12 @@ def tokenize(dataset, tokenizer, task, max_length: int):
 
 
 def protocol_splits(recipe: Recipe, seed: int, glue_dir: str | None):
-    """(task, all splits, train, rest_of_train, heldout) as the protocol makes them for `seed`: the seeded train
-    subset (rest_of_train: the train rows left out of it, or None), and the held-out split carved from the subset.
+    """(task, all splits, train, rest_of_train, heldout) as the protocol makes them for `seed` (or for
+    protocol.split_seed when set): the seeded train subset (rest_of_train: the train rows left out of it, or None),
+    and the held-out split carved from the subset.
     Every command that compares with `compact run` (compact search, the benches) takes its splits from here."""
     task, p = get_task(recipe.task), recipe.protocol
+    seed = seed if p.split_seed is None else p.split_seed
     data = load_glue(task.name, glue_dir)
     train, rest_of_train = data["train"], None
     if p.train_subset is not None and p.train_subset < len(train):
@@ -84,6 +87,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     from .distill import DistillationConfig
     from .metrics import compute_glue_metrics
     from .pretrained import resolve_checkpoint
+    from .quant.recipes import export_qat_or_ptq
     from .quant.recipes import exporter as quant_exporter
     from .quant.recipes import quant_config
     from .quant.recipes import prepare as prepare_quant
@@ -116,6 +120,8 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
         model.config.problem_type = "regression"
     teacher = AutoCompactModelForSequenceClassification.from_pretrained(teacher_name) if teacher_name else None
     quant = quant_config(recipe.quant)  # validated with the recipe (load_recipe)
+    # fallback_to_ptq: the starting model, kept in fp32 to be quantized without training once QAT has trained
+    ptq_start = copy.deepcopy(model) if getattr(quant, "fallback_to_ptq", False) else None
     hooks = prepare_quant(model, quant) if quant else []
 
     main = main_score_name(task.name)
@@ -153,21 +159,32 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     train_seconds = time.perf_counter() - started
     heldout_scores = trainer.evaluate()
 
-    exporter = None
+    exporter_for = None
     if quant:  # calibration / parity text: real training examples (never dev)
         texts = task_texts(train, task.name, quant.calibration_examples)
-        exporter = quant_exporter(quant, tokenizer, texts, p.max_length, recipe.export.mobile,
-                                  recipe.export.target_platform,
-                                  vocabulary_texts=task_texts(train, task.name) if quant.trim_vocabulary else None)
-    shipped = ship(trainer.model, tokenizer, out / "model", task.name, {split: data[split] for split in task.dev_splits},
-                   p.max_length, mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
-                   original=teacher_name, exporter=exporter)
+        vocabulary = task_texts(train, task.name) if quant.trim_vocabulary else None
+
+        def exporter_for(config):
+            return quant_exporter(config, tokenizer, texts, p.max_length, recipe.export.mobile,
+                                  recipe.export.target_platform, vocabulary_texts=vocabulary)
+    dev = {split: data[split] for split in task.dev_splits}
+    quant_choice = None
+    if ptq_start is None:
+        shipped = ship(trainer.model, tokenizer, out / "model", task.name, dev, p.max_length,
+                       mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
+                       original=teacher_name, exporter=exporter_for(quant) if quant else None)
+    else:  # the held-out split chooses between the QAT model and PTQ of the starting model; dev sees only the winner
+        report, quant_choice = export_qat_or_ptq(trainer.model, ptq_start, quant, exporter_for, out / "model",
+                                                 heldout, task.name, p.max_length)
+        shipped = measure_shipped(out / "model", report, task.name, dev, p.max_length,
+                                  recipe.export.target_platform, original=teacher_name)
     return {
         "task": task.name, "seed": seed, "model": model_name, "teacher": teacher_name,
         "train_examples": len(train), "transfer_examples": len(transfer) if transfer is not None else 0,
         "train_steps": trainer.state.global_step, "heldout_examples": len(heldout),
         "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
         **shipped,
+        **({"quant_choice": quant_choice} if quant_choice else {}),
         **({"token_pruning": trainer.model.config.token_pruning} if pruning else {}),
         **({"heads_per_layer": trainer.model.config.num_heads_per_layer} if pruning and pruning.prunes_heads else {}),
         "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),

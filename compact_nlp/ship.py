@@ -114,15 +114,26 @@ def ship(model, tokenizer, folder: str | os.PathLike, task_name: str, dev: dict,
     exporter: `exporter(model, folder) -> report` for a technique with its own export (quant/); the report has
     size_mb, parameters, layers and `parity` (max abs diff of the shipped file against what it claims to compute).
     """
+    report = export_for_shipping(model, tokenizer, folder, mobile, target_platform, exporter)
+    return measure_shipped(folder, report, task_name, dev, max_length, target_platform, original)
+
+
+def export_for_shipping(model, tokenizer, folder: str | os.PathLike, mobile: bool = True,
+                        target_platform: str = "arm", exporter=None) -> dict:
+    """The export half of `ship`: write the folder, return the export report `measure_shipped` needs."""
     from .export import export_model
 
-    folder = Path(folder)
-    if exporter is None:
-        report = export_model(model.eval(), folder, tokenizer_source=tokenizer, mobile=mobile,
-                              target_platform=target_platform)
-        report["parity"] = report.get("ort_parity", report["onnx_parity"])["max_abs_diff"]
-    else:
-        report = exporter(model.eval(), folder)
+    if exporter is not None:
+        return exporter(model.eval(), Path(folder))
+    report = export_model(model.eval(), folder, tokenizer_source=tokenizer, mobile=mobile,
+                          target_platform=target_platform)
+    report["parity"] = report.get("ort_parity", report["onnx_parity"])["max_abs_diff"]
+    return report
+
+
+def measure_shipped(folder: str | os.PathLike, report: dict, task_name: str, dev: dict, max_length: int,
+                    target_platform: str = "arm", original: str | os.PathLike | None = None) -> dict:
+    """The measuring half of `ship`, on a folder `export_for_shipping` wrote (with its report)."""
     shipped = shipped_file(folder)
     with tempfile.TemporaryDirectory() as scratch:
         files = {"shipped": shipped}

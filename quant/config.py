@@ -61,6 +61,9 @@ class Int8Config(ConfigSection):
     embedding_bits: int = 8  # word embeddings: 8, or 4 / 2 packed into bytes (one symmetric scale per row)
     trim_vocabulary: bool = False  # keep only the wordpieces the task's training text uses (tokenizer rewritten too)
     ema_decay: float = 0.99  # qat only: activation ranges are an EMA of batch min/max (Q8BERT)
+    # qat only: also quantize the starting model without training (PTQ, same settings) and ship whichever export
+    # scores higher on the held-out split (QAT on ties). Small tasks can lose accuracy to QAT (docs/quant.md).
+    fallback_to_ptq: bool = False
     version: int = INT8_CONFIG_VERSION
 
     def __post_init__(self):
@@ -83,6 +86,9 @@ class Int8Config(ConfigSection):
                 self.calibration = self.calibration or "minmax"
                 _choice("calibration", self.calibration, ("minmax", "entropy", "percentile"))
         _choice("embedding_bits", self.embedding_bits, (8, 4, 2))
+        if self.fallback_to_ptq and self.mode != "qat":
+            raise QuantConfigError("fallback_to_ptq chooses between QAT and PTQ on the held-out split, so it needs "
+                                   "mode='qat'. Set mode='qat', or drop fallback_to_ptq.")
         _check_shared(self)
         self.check_version(INT8_CONFIG_VERSION)
 

@@ -253,7 +253,7 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
         feeds = calibration_feeds(out_tokenizer, list(texts or [])[:64], max_length, input_names)
         reference_feeds = calibration_feeds(tokenizer, list(texts or [])[:64], max_length, input_names)
         dynamic = Int8Config.from_dict({**config.to_dict(), "mode": "ptq", "activations": "dynamic",
-                                        "activation_type": None, "calibration": None})
+                                        "activation_type": None, "calibration": None, "fallback_to_ptq": False})
         static = Int8Config.from_dict({**config.to_dict(), "mode": "qat", "activations": "static",
                                        "calibration": None})
         (folder / "qdq").mkdir(parents=True, exist_ok=True)

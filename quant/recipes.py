@@ -3,7 +3,10 @@ do to the model before training, which hooks to train with, and how to export wh
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from .config import BinaryConfig, Int8Config, QuantConfigError
@@ -86,3 +89,30 @@ def exporter(config: Int8Config | BinaryConfig, tokenizer, texts: list, max_leng
                 "layers": model.config.num_hidden_layers, "quant": report}
 
     return export
+
+
+def export_qat_or_ptq(qat_model, start_model, config: Int8Config, exporter_for, folder: str | os.PathLike, heldout,
+                      task_name: str, max_length: int) -> tuple[dict, dict]:
+    """`fallback_to_ptq`: export the QAT model and, beside it, PTQ of the model QAT started from (same settings);
+    score both exported files on the held-out split; leave the better one in `folder` (QAT on ties).
+
+    exporter_for(config) -> exporter (as `exporter` above). Returns (the export report of the file that ships, the
+    choice: which one shipped and both held-out scores)."""
+    from compact_nlp.ship import evaluate_artifact, main_score_name, shipped_file
+
+    folder = Path(folder)
+    candidates = {"qat": (qat_model, config), "ptq": (start_model, replace(config, mode="ptq", fallback_to_ptq=False))}
+    reports, scores = {}, {}
+    for name, (model, candidate_config) in candidates.items():
+        where = folder.with_name(f"{folder.name}.{name}")
+        shutil.rmtree(where, ignore_errors=True)
+        reports[name] = exporter_for(candidate_config)(model.eval(), where)
+        scores[name] = evaluate_artifact(shipped_file(where), heldout, task_name, max_length)
+    main = main_score_name(task_name)
+    chosen = "ptq" if scores["ptq"][main] > scores["qat"][main] else "qat"
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(folder.with_name(f"{folder.name}.{chosen}"), folder)
+    shutil.rmtree(folder.with_name(f"{folder.name}.{'qat' if chosen == 'ptq' else 'ptq'}"))
+    return reports[chosen], {"shipped": chosen, "selected_on": "heldout", "metric": main,
+                             "heldout": {name: {k: round(float(v), 4) for k, v in score.items()}
+                                         for name, score in scores.items()}}

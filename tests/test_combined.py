@@ -50,21 +50,25 @@ def test_one_recipe_searches_prunes_quantizes_and_ships_one_folder(finetuned, gl
     assert list(results["stages"]) == ["hat", "token_pruning", "quant"]
     searched = results["stages"]["hat"]["subtransformer"]
     model = out / "model"
-    for name in ("model.safetensors", "model.onnx", "model.ort", "required_operators.config", "README.md"):
+    for name in ("model.onnx", "model.ort", "required_operators.config", "README.md"):
         assert (model / name).is_file(), name
     config = json.loads((model / "config.json").read_text())
     # every step left its mark on the one model: the searched widths, the pruning schedule, the int8 weights
     assert config["num_heads_per_layer"] == searched["heads"] and config["search"]["subtransformer"] == searched
     assert config["token_pruning"]["mode"] == "top_k" and len(config["token_pruning"]["keep_ratios"]) == len(
         searched["heads"])  # the schedule was made for the searched depth
-    assert config["quant"]["int8"]["mode"] == "qat"
     final = results["per_seed"][0]
+    shipped = final["quant_choice"]["shipped"]  # the preset lets the held-out split choose QAT or PTQ
+    assert config["quant"]["int8"]["mode"] == final["quant"]["config"]["mode"] == shipped
     assert final["artifact"] == "model.ort" and final["teacher"] == str(finetuned)
-    assert final["quant"]["config"]["mode"] == "qat"
+    assert results["stages"]["quant"]["recipe"]["protocol"]["split_seed"] == 1
     card = (model / "README.md").read_text()
-    for step in ("found by hardware-aware search (HAT)", "cascade token pruning", "int8 by quantization-aware"):
+    quantized = "int8 by quantization-aware" if shipped == "qat" else "int8 by post-training quantization"
+    for step in ("found by hardware-aware search (HAT)", "cascade token pruning", quantized):
         assert step in card
     assert ModelCard.load(model / "README.md").data.base_model is not None
+    # PyTorch weights ship with QAT (they sit on the int8 grid); dynamic PTQ has no PyTorch form
+    assert (model / "model.safetensors").is_file() == (shipped == "qat")
 
     # run again after losing the final folder: every stage is found and skipped, nothing trains again
     import shutil
@@ -111,3 +115,19 @@ COMBINED = ["model=m", "teacher=m", "hat={budgets: [0.5]}", "token_pruning={keep
 def test_bad_combined_recipes_fail_before_training(overrides, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe("recipes/glue/mrpc.yaml", overrides)
+
+
+def test_every_seed_of_a_combined_run_trains_and_chooses_on_the_first_seeds_split(glue_dir):
+    """The search trains once, on the first seed's split; another seed's held-out rows would be rows it trained on."""
+    from compact_nlp.combined import stage_recipe
+    from compact_nlp.run import protocol_splits
+
+    recipe = load_recipe("recipes/glue/qqp.yaml", [*COMBINED, "protocol.seeds=[3, 4]", "protocol.heldout=3"])
+    for stage in ("token_pruning", "quant"):
+        staged = stage_recipe(recipe, stage, "m")
+        assert staged.protocol.split_seed == 3 and staged.protocol.seeds == [3, 4]
+    staged = stage_recipe(recipe, "quant", "m")
+    heldouts = [protocol_splits(staged, seed, str(glue_dir))[4]["idx"] for seed in (3, 4)]
+    assert heldouts[0] == heldouts[1]
+    plain = [protocol_splits(recipe, seed, str(glue_dir))[4]["idx"] for seed in (3, 4)]
+    assert plain[0] != plain[1]  # without split_seed each seed carves its own

@@ -53,6 +53,7 @@ def logits(sess, tokenizer, texts):
     (dict(keep_fp32=["layernorm"]), "LayerNorm, softmax and GELU are always fp32"),
     (dict(calibration_examples=0), "calibration_examples must be >= 1"),
     (dict(embedding_bits=1), "embedding_bits must be one of"),
+    (dict(mode="ptq", fallback_to_ptq=True), "fallback_to_ptq .* needs mode='qat'"),
 ])
 def test_impossible_int8_configs_are_refused(kwargs, message):
     with pytest.raises(QuantConfigError, match=message):
@@ -394,3 +395,38 @@ def test_two_stage_distillation_trains_intermediate_layers_then_logits(tiny_bert
         trainer.compute_loss(student, batch).backward()
         seen.append(set(trainer._terms))
     assert seen == [{"hidden", "attention"}, {"task", "logits"}]
+
+
+@pytest.mark.parametrize("better", ["qat", "ptq"])
+def test_fallback_to_ptq_ships_the_export_that_scores_higher_on_heldout(better, tiny_bert_classifier, tiny_tokenizer,
+                                                                         tmp_path):
+    import copy
+
+    import datasets
+
+    from compact_nlp.quant.recipes import export_qat_or_ptq, exporter
+
+    good = tiny_bert_classifier
+    mirrored = copy.deepcopy(good)  # the fp32 classifier negated: every prediction flips
+    with torch.no_grad():
+        mirrored.classifier.out_proj.weight.neg_()
+        mirrored.classifier.out_proj.bias.neg_()
+    with torch.no_grad():  # held-out labels are the good model's own predictions: it scores high, its mirror low
+        labels = good(**tiny_tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.argmax(-1).tolist()
+    heldout = datasets.Dataset.from_dict({"sentence": TEXTS, "label": labels})
+    config = Int8Config(mode="qat", fallback_to_ptq=True)
+    qat_source, start = (good, mirrored) if better == "qat" else (mirrored, good)
+    qat = prepare_qat(copy.deepcopy(qat_source), config).train()
+    with torch.no_grad():  # the observers see real activations, as in training, without changing a weight
+        qat(**tiny_tokenizer(TEXTS, padding=True, return_tensors="pt"))
+
+    def exporter_for(candidate):
+        return exporter(candidate, tiny_tokenizer, TEXTS, 32, mobile=False, target_platform="arm")
+
+    report, choice = export_qat_or_ptq(qat, start, config, exporter_for, tmp_path / "model", heldout, "sst2", 32)
+    other = "ptq" if better == "qat" else "qat"
+    assert choice["shipped"] == better and choice["metric"] == "accuracy"
+    assert choice["heldout"][better]["accuracy"] > choice["heldout"][other]["accuracy"]
+    shipped = json.loads((tmp_path / "model" / "config.json").read_text())["quant"]["int8"]
+    assert shipped["mode"] == better and report["quant"]["config"]["mode"] == better
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the other candidate is gone

@@ -92,6 +92,31 @@ def test_an_int8_recipe_trains_exports_and_measures_what_ships(mode, tiny_model,
     if mode == "qat":
         assert first["quant"]["weights_match_training"] and (folder / "qdq" / "model.ort").exists()
         assert first["export_parity"] < 0.1  # model.ort vs the PyTorch QAT model (dynamic activations)
+    else:  # dynamic int8 has no PyTorch form: the folder is ONNX only, and says how to load it
+        from compact_nlp import AutoCompactModelForSequenceClassification
+
+        with pytest.raises(OSError, match="no PyTorch weights .* backend='onnxruntime'"):
+            AutoCompactModelForSequenceClassification.from_pretrained(folder)
+        assert AutoCompactModelForSequenceClassification.from_pretrained(folder, backend="onnxruntime") is not None
+
+
+def test_qat_with_fallback_to_ptq_ships_what_the_heldout_split_chose(tiny_model, glue_dir, tmp_path):
+    run_recipe(load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model)), tmp_path / "fp32", glue_dir=str(glue_dir))
+    start = tmp_path / "fp32" / "seed-1" / "model"
+    recipe = load_recipe(f"{RECIPES}/qqp.yaml", quick(
+        tiny_model, f"model={start}", f"teacher={start}", "quant={int8: {mode: qat, fallback_to_ptq: true}}",
+        "distillation={logits_weight: 1.0}"))
+    first = run_recipe(recipe, tmp_path / "int8", glue_dir=str(glue_dir))["per_seed"][0]
+    choice = first["quant_choice"]
+    assert set(choice["heldout"]) == {"qat", "ptq"} and choice["metric"] == "combined_score"  # QQP: acc and F1
+    assert first["quant"]["config"]["mode"] == choice["shipped"]  # dev was measured on the chosen file only
+    folder = tmp_path / "int8" / "seed-1" / "model"
+    assert json.loads((folder / "config.json").read_text())["quant"]["int8"]["mode"] == choice["shipped"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["checkpoints", "model", "results.json"]
+    assert "on the held-out split (combined_score" in (folder / "README.md").read_text()
+    with pytest.raises(RecipeError, match="fallback_to_ptq quantizes the starting model as it is"):
+        load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, f"teacher={start}", "student_layers=[1]",
+                                                 "quant={int8: {mode: qat, fallback_to_ptq: true}}"))
 
 
 @pytest.mark.parametrize("qat", [False, True])
