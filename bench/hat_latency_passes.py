@@ -1,9 +1,13 @@
-"""Measure every SST-2 SubTransformer twice more (hat.latency_passes=3) and fit the predictor on the means: stages 1-2
-of compact search only, in a copy of the SST-2 search folder (its rewired model and latency.jsonl), so the search's
-own predictor and results stay as they are. Results: bench/results/hat_latency_passes3.json (docs/hat.md).
+"""Measure every SST-2 SubTransformer again until it has PASSES measurements (hat.latency_passes=PASSES, default 3)
+and fit the predictor on the means: stages 1-2 of compact search only, in a copy of the SST-2 search folder (its
+rewired model and latency.jsonl), so the search's own predictor and results stay as they are. Each later run starts
+from the previous one's folder, so every pass after the first comes from a later session.
+Results: bench/results/hat_latency_passes{PASSES}.json (docs/hat.md).
 
     mkdir -p $R/hat/sst2_passes3 && cp -r $R/hat/sst2/{rewired,latency.jsonl} $R/hat/sst2_passes3/
     R=runs-folder [GLUE=glue_data] OMP_NUM_THREADS=1 python bench/hat_latency_passes.py
+    mkdir -p $R/hat/sst2_passes5 && cp -r $R/hat/sst2_passes3/{rewired,latency.jsonl} $R/hat/sst2_passes5/
+    R=runs-folder PASSES=5 OMP_NUM_THREADS=1 python bench/hat_latency_passes.py
 """
 import json
 import os
@@ -21,9 +25,10 @@ from compact_nlp.search import latency_stage, make_measurer, search_space_for
 from compact_nlp.ship import machine
 
 R = Path(os.environ["R"])
-out = R / "hat" / "sst2_passes3"
+PASSES = int(os.environ.get("PASSES", "3"))
+out = R / "hat" / f"sst2_passes{PASSES}"
 ft = str(R / "baselines" / "sst2" / "seed-1" / "model")
-recipe = load_recipe("recipes/glue/sst2.yaml", [f"model={ft}", "hat.latency_passes=3"], presets=["hat"])
+recipe = load_recipe("recipes/glue/sst2.yaml", [f"model={ft}", f"hat.latency_passes={PASSES}"], presets=["hat"])
 config = HatConfig.from_dict(recipe.hat)
 task, data, train, _, heldout = protocol_splits(recipe, recipe.protocol.seeds[0], os.environ.get("GLUE", "../shared/data/glue_data"))
 tokenizer = AutoTokenizer.from_pretrained(ft)
@@ -39,21 +44,25 @@ def spread(a: float, b: float) -> float:
     return abs(a - b) / ((a + b) / 2)
 
 
-# where the noise is: the two passes of one session against each other, and the earlier session against their mean
+# where the noise is: each pass against the mean of the model's other passes (pass 1 is the search's own session)
 passes = {}
 for record in data.records:
     passes.setdefault(record.sub, []).append((record.repeat, record.ms))
-thrice = [[ms for _, ms in sorted(p)] for p in passes.values() if len(p) == 3]
-same_session = [spread(b, c) for _, b, c in thrice]
-across = [spread(a, (b + c) / 2) for a, b, c in thrice]
+complete = [[ms for _, ms in sorted(p)] for p in passes.values() if len(p) == PASSES]
+each_pass = {f"pass {i + 1}": round(100 * statistics.median(
+    spread(ms[i], statistics.fmean(ms[:i] + ms[i + 1:])) for ms in complete), 1) for i in range(PASSES)}
 one_pass = json.loads((R / "hat" / "sst2" / "search_results.json").read_text())["predictor"]
 results = {
-    "what": "SST-2 HAT latency data in 3 passes (hat.latency_passes=3): pass 1 is the search's own (an earlier "
-            "session), passes 2 and 3 were measured in one later session; the predictor trains on each model's mean",
-    "spec": predictor.spec.to_dict(), "one_pass": one_pass, "three_passes": predictor.metrics,
-    "spread_between_passes": {
-        "models": len(thrice),
-        "same_session_median_pct": round(100 * statistics.median(same_session), 1),
-        "across_sessions_median_pct": round(100 * statistics.median(across), 1)}}
-Path("bench/results/hat_latency_passes3.json").write_text(json.dumps(results, indent=1) + "\n")
+    "what": f"SST-2 HAT latency data in {PASSES} passes (hat.latency_passes={PASSES}): pass 1 is the search's own (an "
+            "earlier session), passes 2 and 3 were measured in one later session"
+            + (", passes 4 and 5 in a session after that" if PASSES == 5 else "")
+            + "; the predictor trains on each model's mean",
+    "spec": predictor.spec.to_dict(), "one_pass": one_pass, f"{PASSES}_passes": predictor.metrics,
+    "spread_between_passes": {"models": len(complete), "each_pass_vs_mean_of_others_median_pct": each_pass}}
+if PASSES == 3:  # the two passes of one session against each other, and the earlier session against their mean
+    results["three_passes"] = results.pop("3_passes")
+    results["spread_between_passes"].update(
+        same_session_median_pct=round(100 * statistics.median(spread(b, c) for _, b, c in complete), 1),
+        across_sessions_median_pct=round(100 * statistics.median(spread(a, (b + c) / 2) for a, b, c in complete), 1))
+Path(f"bench/results/hat_latency_passes{PASSES}.json").write_text(json.dumps(results, indent=1) + "\n")
 print(json.dumps(results, indent=1))

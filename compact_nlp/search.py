@@ -223,7 +223,7 @@ def train_supernet(supernet, teacher, train_tokenized, collator, tokenizer, conf
 
 def latency_stage(supernet, measurer, config, out: Path):
     """Stage 2: measurements (resumable) and the predictor fitted on them."""
-    from .hat import LatencyPredictor, collect_latency
+    from .hat import HatConfigError, LatencyPredictor, collect_latency
 
     predictor_dir = out / "predictor"
 
@@ -237,10 +237,16 @@ def latency_stage(supernet, measurer, config, out: Path):
     if (predictor_dir / "latency_predictor.json").is_file():
         predictor = LatencyPredictor.load(predictor_dir)
         predictor.check(measurer.spec, supernet.space)
+        if config.latency_predictor not in ("auto", predictor.kind):
+            raise HatConfigError(
+                f"{predictor_dir} holds a '{predictor.kind}' latency predictor, and hat.latency_predictor asks for "
+                f"'{config.latency_predictor}'. Delete that folder to fit a new one from the measurements (they are "
+                "kept), or set hat.latency_predictor to auto.")
         return data, predictor
-    predictor = LatencyPredictor.fit(data, supernet.space, seed=config.seed)
+    predictor = LatencyPredictor.fit(data, supernet.space, seed=config.seed, kind=config.latency_predictor)
     predictor.save(predictor_dir)
-    _log(f"latency predictor: test {predictor.metrics['test']}, noise floor {predictor.metrics['noise_floor']}")
+    _log(f"latency predictor ({predictor.kind}): test {predictor.metrics['test']}, "
+         f"noise floor {predictor.metrics['noise_floor']}")
     return data, predictor
 
 

@@ -31,6 +31,8 @@ class HatConfig(ConfigSection):
     Stages: importance_batches (rewiring); supernet_steps / supernet_batch_size / supernet_learning_rate /
         random_subs (sandwich-rule training); latency_models / noise_models / noise_repeats / latency_passes
         (measurements: latency_passes > 1 measures every model again and the predictor learns the mean);
+        latency_predictor: "mlp" (HAT's), "cost" (a linear model on the encoder's cost terms) or "auto" (both
+        fitted, the lower validation MAPE kept; hat.latency.LatencyPredictor);
         population / parents / mutations / crossovers / mutation_probability / iterations (evolution, HAT's
         defaults are 125 / 25 / 50 / 50 / 0.3 / 30); fitness_examples (held-out rows scoring each candidate);
         distill_epochs / distill_learning_rate / distill_seeds (the extracted SubTransformer's further distillation,
@@ -59,6 +61,7 @@ class HatConfig(ConfigSection):
     noise_models: int = 4
     noise_repeats: int = 5
     latency_passes: int = 1
+    latency_predictor: Literal["auto", "mlp", "cost"] = "auto"
     population: int = 40
     parents: int = 10
     mutations: int = 15
@@ -82,6 +85,8 @@ class HatConfig(ConfigSection):
         for name in positive:
             if getattr(self, name) <= 0:
                 raise HatConfigError(f"hat.{name} must be positive, got {getattr(self, name)}.")
+        if self.latency_predictor not in ("auto", "mlp", "cost"):
+            raise HatConfigError(f"hat.latency_predictor must be 'auto', 'mlp' or 'cost', got {self.latency_predictor!r}.")
         if self.measurer is not None and not re.fullmatch(r"[\w.]+:\w+", self.measurer):
             raise HatConfigError(f"hat.measurer names a factory as 'module:callable' (e.g. "
                                  f"'my_package.phone:PhoneMeasurer'), got {self.measurer!r}.")

@@ -2,7 +2,7 @@
 
     spec = LatencySpec(precision="int8-dynamic", threads=1, batch=1, sequence_length=32)
     data = collect_latency(supernet, measurer, "latency.jsonl", count=200)       # append-only, resumable
-    predictor = LatencyPredictor.fit(data, space)                               # train/validation/test split
+    predictor = LatencyPredictor.fit(data, space)       # HAT's MLP or a cost model, chosen on validation MAPE
     predictor.predict(sub)                                                      # ms, for the search
 
 A latency budget only means something for one runtime, precision, thread count, batch and sequence length: the
@@ -203,6 +203,20 @@ def features(sub: SubTransformer, space: SearchSpace) -> list[float]:
             statistics.fmean(sub.heads) / space.heads[0], statistics.fmean(sub.ffn) / space.ffn[0]]
 
 
+def cost_terms(sub: SubTransformer) -> list[float]:
+    """The encoder's work by kind, for the cost-model predictor: per-call overhead, per-layer ops, attention per head,
+    the projections (hidden x heads: Q, K, V, O at a fixed head size), the FFN (hidden x FFN width), elementwise work on
+    the FFN activations, LayerNorm/residual/quantize work per layer (depth x hidden), embeddings and pooler. Latency is
+    close to linear in these, so a few hundred measurements pin down their weights (ms per unit) where an MLP on HAT's
+    four features overfits. Scaled to order one."""
+    hidden, heads, ffn = sub.hidden, sum(sub.heads), sum(sub.ffn)
+    return [1.0, float(sub.depth), float(heads), hidden * heads / 1e4, hidden * ffn / 1e6, ffn / 1e3,
+            sub.depth * hidden / 1e3, hidden / 1e2, hidden * hidden / 1e5]
+
+
+PREDICTOR_KINDS = ("auto", "mlp", "cost")
+
+
 class _MLP(nn.Module):
     def __init__(self, inputs: int, width: int, layers: int):
         super().__init__()
@@ -234,28 +248,59 @@ def _errors(predicted: list[float], measured: list[float]) -> dict:
 
 
 class LatencyPredictor:
-    """HAT's latency predictor: an MLP (3 hidden layers of 400) from architecture features to milliseconds."""
+    """Milliseconds from a SubTransformer's architecture, of one of two kinds:
 
-    def __init__(self, spec: LatencySpec, space: SearchSpace, width: int = 400, layers: int = 3):
-        self.spec, self.space = spec, space
+    - "mlp": HAT's predictor, an MLP (3 hidden layers of 400) on HAT's features (`features`);
+    - "cost": a linear model on the encoder's cost terms (`cost_terms`), fitted for relative error (least squares on
+      rows divided by the measured latency, so it minimises what MAPE measures). Written here: it is one
+      torch.linalg.lstsq call on terms no library defines.
+
+    `fit(kind="auto")` fits both on the same training split and keeps the one with the lower validation MAPE."""
+
+    def __init__(self, spec: LatencySpec, space: SearchSpace, width: int = 400, layers: int = 3, kind: str = "mlp"):
+        if kind not in PREDICTOR_KINDS[1:]:
+            raise ValueError(f"predictor kind must be one of {list(PREDICTOR_KINDS[1:])}, got {kind!r}.")
+        self.spec, self.space, self.kind = spec, space, kind
         self.width, self.layers = width, layers
-        self.net = _MLP(4, width, layers)
-        self.scale_ms = 1.0  # targets are divided by this (the largest measured latency) for training
+        self.net = _MLP(4, width, layers) if kind == "mlp" else None
+        self.cost_weights = torch.zeros(len(cost_terms(space.largest()))) if kind == "cost" else None
+        self.scale_ms = 1.0  # MLP targets are divided by this (the largest measured latency) for training
         self.metrics: dict = {}
 
     @classmethod
     def fit(cls, data: LatencyData, space: SearchSpace | None = None, seed: int = 0, epochs: int = 2000,
-            lr: float = 1e-3, width: int = 400, layers: int = 3) -> LatencyPredictor:
-        """Train on 70% of the measured models, keep the epoch with the lowest validation error (15%), and report
-        RMSE and MAPE on the last 15% (never seen in training or selection) next to the noise floor."""
+            lr: float = 1e-3, width: int = 400, layers: int = 3, kind: str = "auto") -> LatencyPredictor:
+        """Train on 70% of the measured models; the MLP keeps the epoch with the lowest validation error (15%), and
+        "auto" keeps the kind with the lowest validation MAPE. Reports RMSE and MAPE on the last 15% (never seen in
+        training or selection) next to the noise floor, for every kind fitted."""
+        if kind not in PREDICTOR_KINDS:
+            raise ValueError(f"predictor kind must be one of {list(PREDICTOR_KINDS)}, got {kind!r}.")
         space = space or data.space
         latency = data.mean_latency()
         if len(latency) < 10:
             raise ValueError(f"only {len(latency)} measured SubTransformers in {data.path}: collect at least 10 "
                              "(HAT used ~2000; a few hundred fit a CPU session) before fitting a predictor.")
         train, val, test = _split(sorted(latency, key=str), seed)
+        fitted = {}
+        if kind in ("auto", "mlp"):
+            fitted["mlp"] = cls._fit_mlp(data.spec, space, latency, train, val, seed, epochs, lr, width, layers)
+        if kind in ("auto", "cost"):
+            fitted["cost"] = cls._fit_cost(data.spec, space, latency, train)
+        kinds = {name: {"validation_errors": _errors([p.predict(s) for s in val], [latency[s] for s in val]),
+                        "test": _errors([p.predict(s) for s in test], [latency[s] for s in test])}
+                 for name, p in fitted.items()}
+        chosen = min(fitted, key=lambda name: kinds[name]["validation_errors"].get("mape", 0.0))
+        predictor = fitted[chosen]
+        predictor.metrics = {
+            "kind": chosen, "measured_models": len(latency), "train": len(train), "validation": len(val),
+            **kinds[chosen], "noise_floor": data.noise_floor(), "kinds": kinds,
+        }
+        return predictor
+
+    @classmethod
+    def _fit_mlp(cls, spec, space, latency, train, val, seed, epochs, lr, width, layers) -> LatencyPredictor:
         torch.manual_seed(seed)
-        predictor = cls(data.spec, space, width, layers)
+        predictor = cls(spec, space, width, layers, kind="mlp")
         predictor.scale_ms = max(latency.values())
 
         def tensors(subs):
@@ -278,16 +323,22 @@ class LatencyPredictor:
             if val_loss < best:
                 best, best_state = val_loss, {k: v.clone() for k, v in predictor.net.state_dict().items()}
         predictor.net.load_state_dict(best_state)
-        predictor.metrics = {
-            "measured_models": len(latency), "train": len(train), "validation": len(val),
-            "test": _errors([predictor.predict(s) for s in test], [latency[s] for s in test]),
-            "validation_errors": _errors([predictor.predict(s) for s in val], [latency[s] for s in val]),
-            "noise_floor": data.noise_floor(),
-        }
+        return predictor
+
+    @classmethod
+    def _fit_cost(cls, spec, space, latency, train) -> LatencyPredictor:
+        predictor = cls(spec, space, kind="cost")
+        terms = torch.tensor([cost_terms(s) for s in train], dtype=torch.float64)
+        measured = torch.tensor([latency[s] for s in train], dtype=torch.float64)
+        # rows divided by the measured ms: the residuals are relative errors
+        solution = torch.linalg.lstsq(terms / measured[:, None], torch.ones(len(train), 1, dtype=torch.float64))
+        predictor.cost_weights = solution.solution[:, 0].float()
         return predictor
 
     def predict(self, sub: SubTransformer) -> float:
         with torch.no_grad():
+            if self.kind == "cost":
+                return float(torch.tensor(cost_terms(sub)) @ self.cost_weights)
             x = torch.tensor([features(sub, self.space)], dtype=torch.float32)
             return float(self.net.eval()(x)[0]) * self.scale_ms
 
@@ -305,11 +356,13 @@ class LatencyPredictor:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        tensors = self.net.state_dict() if self.kind == "mlp" else {"cost_weights": self.cost_weights}
         with atomic_path(folder / "latency_predictor.safetensors") as tmp:
-            save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp))
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
         write_json(folder / "latency_predictor.json", {
-            "format": LATENCY_FORMAT_VERSION, "spec": self.spec.to_dict(), "space": self.space.to_dict(),
-            "width": self.width, "layers": self.layers, "scale_ms": self.scale_ms, "metrics": self.metrics})
+            "format": LATENCY_FORMAT_VERSION, "kind": self.kind, "spec": self.spec.to_dict(),
+            "space": self.space.to_dict(), "width": self.width, "layers": self.layers, "scale_ms": self.scale_ms,
+            "metrics": self.metrics})
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> LatencyPredictor:
@@ -322,7 +375,11 @@ class LatencyPredictor:
                                     "with LatencyPredictor.fit(...) and save it there.")
         meta = json.loads(meta_path.read_text())
         predictor = cls(LatencySpec.from_dict(meta["spec"]), SearchSpace.from_dict(meta["space"]), meta["width"],
-                        meta["layers"])
-        predictor.net.load_state_dict(load_file(folder / "latency_predictor.safetensors"))
+                        meta["layers"], kind=meta.get("kind", "mlp"))  # predictors saved before "kind" are MLPs
+        tensors = load_file(folder / "latency_predictor.safetensors")
+        if predictor.kind == "cost":
+            predictor.cost_weights = tensors["cost_weights"]
+        else:
+            predictor.net.load_state_dict(tensors)
         predictor.scale_ms, predictor.metrics = meta["scale_ms"], meta["metrics"]
         return predictor

@@ -313,13 +313,22 @@ def test_the_predictor_learns_measured_latency_and_refuses_other_settings(tmp_pa
     space = tiny_space(model)
     data = collect_latency(SuperTransformer(model, space), ParameterCountMeasurer(), tmp_path / "l.jsonl", count=120,
                            noise_models=1, noise_repeats=1)
-    predictor = LatencyPredictor.fit(data, epochs=1500)
-    test = predictor.metrics["test"]
-    assert test["count"] == 18 and test["mape"] < 10  # parameter count is close to a function of HAT's features
-    predictor.save(tmp_path / "p")
-    loaded = LatencyPredictor.load(tmp_path / "p")
+    predictor = LatencyPredictor.fit(data, epochs=1500)  # auto: HAT's MLP and the cost model, chosen on validation
+    kinds = predictor.metrics["kinds"]
+    assert set(kinds) == {"mlp", "cost"} and kinds["mlp"]["test"]["count"] == 18
+    assert kinds["mlp"]["test"]["mape"] < 10  # parameter count is close to a function of HAT's features
+    # ... and exactly linear in the cost terms, so the cost model fits it and "auto" keeps it
+    assert predictor.kind == predictor.metrics["kind"] == "cost" and kinds["cost"]["test"]["mape"] < 0.5
+    assert predictor.metrics["test"] == kinds["cost"]["test"]
+    mlp = LatencyPredictor.fit(data, epochs=50, kind="mlp")
+    assert mlp.kind == "mlp" and set(mlp.metrics["kinds"]) == {"mlp"}
     sub = space.sample(random.Random(1))
-    assert loaded.predict(sub) == pytest.approx(predictor.predict(sub), rel=1e-6)
+    for fitted, folder in ((mlp, tmp_path / "mlp"), (predictor, tmp_path / "p")):
+        fitted.save(folder)
+        assert LatencyPredictor.load(folder).predict(sub) == pytest.approx(fitted.predict(sub), rel=1e-6)
+    loaded = LatencyPredictor.load(tmp_path / "p")
+    with pytest.raises(ValueError, match="predictor kind must be one of"):
+        LatencyPredictor.fit(data, kind="gbm")
     loaded.check(ParameterCountMeasurer.spec, space)
     for field, value in (("precision", "int8-dynamic"), ("threads", 2), ("sequence_length", 128), ("batch", 4)):
         other = LatencySpec(**{**ParameterCountMeasurer.spec.to_dict(), field: value})
@@ -329,6 +338,24 @@ def test_the_predictor_learns_measured_latency_and_refuses_other_settings(tmp_pa
         loaded.check(ParameterCountMeasurer.spec, tiny_space(model, "first"))
     with pytest.raises(ValueError, match="collect at least 10"):
         LatencyPredictor.fit(LatencyData(tmp_path / "few.jsonl", ParameterCountMeasurer.spec, space))
+
+
+def test_resuming_with_another_predictor_kind_is_refused(tmp_path):
+    from dataclasses import replace
+
+    from compact_nlp.hat import HatConfig, HatConfigError
+    from compact_nlp.search import latency_stage
+
+    model = tiny_model()
+    supernet = SuperTransformer(model, tiny_space(model))
+    config = HatConfig(latency_models=12, noise_models=1, noise_repeats=1, latency_predictor="cost")
+    assert latency_stage(supernet, ParameterCountMeasurer(), config, tmp_path)[1].kind == "cost"
+    with pytest.raises(HatConfigError, match="holds a 'cost' latency predictor.*Delete that folder"):
+        latency_stage(supernet, ParameterCountMeasurer(), replace(config, latency_predictor="mlp"), tmp_path)
+    assert latency_stage(supernet, ParameterCountMeasurer(), replace(config, latency_predictor="auto"),
+                         tmp_path)[1].kind == "cost"  # auto takes the predictor it finds
+    with pytest.raises(HatConfigError, match="latency_predictor must be"):
+        HatConfig(latency_predictor="xgboost")
 
 
 def test_the_onnx_runtime_measurer_times_the_int8_form_that_ships(tiny_tokenizer):
@@ -348,7 +375,7 @@ def fitted(tmp_path_factory):
     space = tiny_space(model)
     data = collect_latency(SuperTransformer(model, space), ParameterCountMeasurer(),
                            tmp_path_factory.mktemp("latency") / "l.jsonl", count=60, noise_models=1, noise_repeats=1)
-    return space, LatencyPredictor.fit(data, epochs=800)
+    return space, LatencyPredictor.fit(data, kind="cost")  # exact for parameter counts, and fast
 
 
 def _params(sub):  # a fitness that rewards capacity: the search must push against the budget
