@@ -22,15 +22,22 @@ for step in hat token_pruning; do [ -d $R/combined/sst2-binary/$step ] || cp -al
 compact run recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
   --out $R/combined/sst2-binary --glue-dir $GLUE
 
-# MRPC and RTE: the protocol's 3 seeds from the combined step 2 on (HAT searches once, on seed 1's model). The latency
-# data and predictor are SST-2's, copied into OUT/hat first (latency depends on shapes only: same base model, same
-# spec); the SuperTransformer trains 600 steps instead of 1500 (2 cores, one session).
+# MRPC and RTE: the protocol's 3 seeds from the combined step 2 on (HAT searches once, on seed 1's model, and every
+# seed trains and chooses on seed 1's split). The latency data and predictor are SST-2's, copied into OUT/hat first
+# (latency depends on shapes only: same base model, same spec); the SuperTransformer trains 600 steps instead of 1500
+# (2 cores, one session). The int8 step lets the held-out split choose QAT or PTQ (fallback_to_ptq, in the preset).
+# $R/combined/$TASK-qat is the earlier run of compact b7f9374 (QAT always, each seed on its own split), benched as a row.
 for TASK in mrpc rte; do
   mkdir -p $R/combined/$TASK/hat
   for f in latency.jsonl predictor; do [ -e $R/combined/$TASK/hat/$f ] || cp -r $R/hat/sst2/$f $R/combined/$TASK/hat/; done
   compact run recipes/glue/$TASK.yaml --preset combined --set "model=$R/baselines/$TASK/seed-{seed}/model" \
     --set "teacher=$R/baselines/$TASK/seed-{seed}/model" --set hat.supernet_steps=600 --out $R/combined/$TASK \
     --glue-dir $GLUE
+  mkdir -p $R/combined/$TASK-binary  # binary weights as the last step, on the same searched and pruned models
+  for step in hat token_pruning; do [ -d $R/combined/$TASK-binary/$step ] || cp -al $R/combined/$TASK/$step $R/combined/$TASK-binary/; done
+  compact run recipes/glue/$TASK.yaml --preset combined --preset combined-binary \
+    --set "model=$R/baselines/$TASK/seed-{seed}/model" --set "teacher=$R/baselines/$TASK/seed-{seed}/model" \
+    --set hat.supernet_steps=600 --out $R/combined/$TASK-binary --glue-dir $GLUE
 done
 
 # every row side by side, on a quiet machine, one task at a time
@@ -40,14 +47,20 @@ compact bench --task mrpc --glue-dir $GLUE --seeds 1 2 3 --fp32 "$R/baselines/mr
   --variant "binary W1A8 alone (model.ort)=$R/quant/mrpc_binary/seed-{seed}/model/model.ort" \
   --variant "token pruning alone (keep 0.45)=$R/prune/mrpc_k45/seed-{seed}/model" \
   --variant "HAT alone (50% budget, int8 PTQ)=$R/combined/mrpc/hat/sub-0.5-searched/model" \
-  --variant "combined: HAT + token pruning + int8 QAT=$R/combined/mrpc/quant/seed-{seed}/model" \
+  --variant "combined, earlier run: int8 QAT always=$R/combined/mrpc-qat/quant/seed-{seed}/model" \
+  --variant "combined: HAT + token pruning + int8 (QAT or PTQ, held-out)=$R/combined/mrpc/quant/seed-{seed}/model" \
+  --variant "combined with binary W1A8 (model.ort)=$R/combined/mrpc-binary/quant/seed-{seed}/model/model.ort" \
+  --variant "combined with binary W1A8 (model.onnx)=$R/combined/mrpc-binary/quant/seed-{seed}/model/model.onnx" \
   --out bench/results/compare_mrpc
 compact bench --task rte --glue-dir $GLUE --seeds 1 2 3 --fp32 "$R/baselines/rte/seed-{seed}/model" --optimum-python $OPT \
   --variant "binary W1A8 alone (model.onnx)=$R/quant/rte_binary/seed-{seed}/model/model.onnx" \
   --variant "binary W1A8 alone (model.ort)=$R/quant/rte_binary/seed-{seed}/model/model.ort" \
   --variant "token pruning alone (keep 0.45)=$R/prune/rte_k45/seed-{seed}/model" \
   --variant "HAT alone (50% budget, int8 PTQ)=$R/combined/rte/hat/sub-0.5-searched/model" \
-  --variant "combined: HAT + token pruning + int8 QAT=$R/combined/rte/quant/seed-{seed}/model" \
+  --variant "combined, earlier run: int8 QAT always=$R/combined/rte-qat/quant/seed-{seed}/model" \
+  --variant "combined: HAT + token pruning + int8 (QAT or PTQ, held-out)=$R/combined/rte/quant/seed-{seed}/model" \
+  --variant "combined with binary W1A8 (model.ort)=$R/combined/rte-binary/quant/seed-{seed}/model/model.ort" \
+  --variant "combined with binary W1A8 (model.onnx)=$R/combined/rte-binary/quant/seed-{seed}/model/model.onnx" \
   --out bench/results/compare_rte
 compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
   --variant "int8 QAT alone=$R/quant/sst2_qat/seed-{seed}/model" \

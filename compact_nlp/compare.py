@@ -369,16 +369,21 @@ def plots(results: dict, stem: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows, metric = results["rows"], results["metric"]
     written = []
 
-    figure, axis = plt.subplots(figsize=(8, 5.5))  # accuracy vs latency: up and to the left is better
+    # one color per row, the same in the Pareto and length plots (tab10 would repeat past 10 rows)
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))[:len(rows)] if len(rows) > 10 else plt.cm.tab10.colors[:len(rows)]
+    legend_rows = (len(rows) + 2) // 2  # the legend below the axes, 2 columns, the Pareto front included
+    figure, axis = plt.subplots(figsize=(9, 5 + 0.22 * legend_rows))  # accuracy vs latency: up and left is better
     first = results["threads"][0]
     points = [(r["latency"][f"real_{first}t"]["median_ms"], r["dev"]["mean"], name) for name, r in rows.items()]
-    for x, y, name in points:
-        axis.errorbar(x, y, yerr=rows[name]["dev"]["sd"], fmt="o", capsize=3)
-        axis.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for number, ((x, y, name), color) in enumerate(zip(points, colors), 1):
+        # points are numbered, names go in the legend: clustered rows' names would print over each other
+        axis.errorbar(x, y, yerr=rows[name]["dev"]["sd"], fmt="o", capsize=3, color=color, label=f"{number}. {name}")
+        axis.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
     front, best = [], -1e9
     for x, y, _ in sorted(points):
         if y > best:
@@ -386,11 +391,13 @@ def plots(results: dict, stem: Path) -> list[Path]:
             best = y
     axis.plot(*zip(*front), "--", color="grey", linewidth=1, label="Pareto front")
     axis.set_xscale("log")
+    for ticks in (axis.xaxis.set_major_formatter, axis.xaxis.set_minor_formatter):  # 2, 3, 4 ms, not 2x10^0
+        ticks(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_xlabel(f"latency, batch 1, real dev lengths, {first} thread(s) (ms, log scale)")
     axis.set_ylabel(f"dev {metric} (mean over seeds)")
     axis.set_title(f"{results['task']}: accuracy vs latency")
-    axis.legend(loc="lower right")
-    figure.tight_layout()
+    figure.legend(*axis.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8)
+    figure.tight_layout(rect=(0, 0.045 * legend_rows * 5 / (5 + 0.22 * legend_rows), 1, 1))
     written.append(_save(figure, stem, "pareto"))
 
     figure, axis = plt.subplots(figsize=(8, 4.5))
@@ -405,10 +412,8 @@ def plots(results: dict, stem: Path) -> list[Path]:
     written.append(_save(figure, stem, "size"))
 
     figure, axes = plt.subplots(1, len(results["threads"]), figsize=(11, 6), sharey=True)
-    colors = plt.cm.tab20(np.linspace(0, 1, 20))[:len(rows)] if len(rows) > 10 else None  # tab10 would repeat
     for axis, n_threads in zip(np.atleast_1d(axes), results["threads"]):
-        if colors is not None:
-            axis.set_prop_cycle(color=colors)
+        axis.set_prop_cycle(color=colors)
         for name, r in rows.items():
             xs = [results["mean_real_tokens"], *results["lengths"]]
             ys = [r["latency"][f"real_{n_threads}t"]["median_ms"],
