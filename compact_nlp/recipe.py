@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from .augment import augmented_copies
 from .distill import DistillationConfig
 from .glue import GlueDataError, get_task
 
@@ -75,7 +76,8 @@ class Recipe:
     distillation: dict = field(default_factory=dict)
     # TinyBERT's transfer set: unlabelled text the teacher labels, added to the training data (needs a teacher).
     # "swapped": every training pair with its sentences swapped (pair tasks); "rest_of_train": the task's training
-    # rows outside train_subset; a GLUE task name: that task's training text (same number of sentences per example)
+    # rows outside train_subset; a GLUE task name: that task's training text (same number of sentences per example);
+    # "augmented" / "augmented:N": N (default 8) perturbed copies of the training rows (compact_nlp.augment)
     transfer: list[str] | None = None
     export: Export = field(default_factory=Export)
     hat: dict | None = None
@@ -170,6 +172,11 @@ class Recipe:
                               "only signal. Set teacher, or drop transfer.")
         task = get_task(self.task)
         for source in self.transfer:
+            try:
+                if augmented_copies(source) is not None:
+                    continue
+            except ValueError as error:
+                raise RecipeError(str(error)) from None
             if source == "swapped":
                 if len(task.text_columns) != 2:
                     raise RecipeError(f"transfer 'swapped' swaps the two sentences of a pair; {task.name} has one.")
@@ -181,8 +188,8 @@ class Recipe:
                 try:
                     other = get_task(source)
                 except GlueDataError as error:
-                    raise RecipeError(f"transfer source {source!r} is not 'swapped', 'rest_of_train' or a GLUE task: "
-                                      f"{error}") from None
+                    raise RecipeError(f"transfer source {source!r} is not 'swapped', 'rest_of_train', 'augmented[:N]' "
+                                      f"or a GLUE task: {error}") from None
                 if other.name == task.name or len(other.text_columns) != len(task.text_columns):
                     raise RecipeError(f"transfer task {source!r} must be another task with "
                                       f"{len(task.text_columns)} sentence(s) per example, like {task.name}.")

@@ -54,14 +54,20 @@ def protocol_splits(recipe: Recipe, seed: int, glue_dir: str | None):
     return task, data, train, rest_of_train, heldout
 
 
-def transfer_set(recipe: Recipe, task, rest_of_train, train, glue_dir: str | None):
+def transfer_set(recipe: Recipe, task, rest_of_train, train, glue_dir: str | None, seed: int):
     """The recipe's transfer set (TinyBERT): unlabelled examples (label -100) in the task's text columns, or None.
-    Only training text: other tasks' train splits, the rest of this task's train, swapped training pairs."""
+    Only training text: other tasks' train splits, the rest of this task's train, swapped training pairs, perturbed
+    copies of the training rows (compact_nlp.augment, seeded by `seed`)."""
     import datasets
+
+    from .augment import augmented_copies, augmented_rows
 
     parts = []
     for source in recipe.transfer or []:
-        if source == "swapped":
+        copies = augmented_copies(source)
+        if copies is not None:  # perturbed copies of this seed's training rows (never held-out or dev)
+            rows = augmented_rows({c: train[c] for c in task.text_columns}, copies, seed)
+        elif source == "swapped":
             a, b = task.text_columns
             rows = {a: train[b], b: train[a]}
         elif source == "rest_of_train":
@@ -100,7 +106,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     started = time.perf_counter()
     set_seed(seed)
     task, data, train, rest_of_train, heldout = protocol_splits(recipe, seed, glue_dir)
-    transfer = transfer_set(recipe, task, rest_of_train, train, glue_dir)
+    transfer = transfer_set(recipe, task, rest_of_train, train, glue_dir, seed)
 
     model_name = recipe.model.replace("{seed}", str(seed))  # e.g. start QAT of seed s from the fp32 model of seed s
     teacher_name = recipe.teacher.replace("{seed}", str(seed)) if recipe.teacher else None

@@ -68,10 +68,12 @@ def test_a_transfer_set_adds_unlabelled_text_the_teacher_labels(tiny_model, glue
     student = load_recipe(f"{RECIPES}/qqp.yaml", quick(
         tiny_model, "student_layers=[1]", f"teacher={tmp_path / 'teacher' / 'seed-1' / 'model'}",
         "protocol.train_subset=5", "protocol.heldout=2", "protocol.steps=7",
-        "transfer=[swapped, rest_of_train, mnli]", "distillation={temperature: 2.0}"))
+        "transfer=[swapped, rest_of_train, mnli, 'augmented:2']", "distillation={temperature: 2.0}"))
     first = run_recipe(student, tmp_path / "student", glue_dir=str(glue_dir))["per_seed"][0]
-    # 3 training pairs swapped, the 1 QQP row outside the subset, MNLI's 6 training pairs; exactly the steps asked
-    assert first["train_examples"] == 3 and first["transfer_examples"] == 3 + 1 + 6 and first["train_steps"] == 7
+    # 3 training pairs swapped, the 1 QQP row outside the subset, MNLI's 6 training pairs, 2 perturbed copies of the 3
+    # training pairs; exactly the steps asked
+    assert first["train_examples"] == 3 and first["transfer_examples"] == 3 + 1 + 6 + 2 * 3
+    assert first["train_steps"] == 7
 
 
 @pytest.mark.parametrize("mode", ["qat", "ptq"])
@@ -236,7 +238,9 @@ def test_scientific_notation_is_a_float_as_in_yaml_1_2():
     (["transfer=[swapped]"], "transfer needs a teacher"),
     (["teacher=t", "transfer=[mrpc]"], "must be another task with 2 sentence"),
     (["teacher=t", "transfer=[sst2]"], "must be another task with 2 sentence"),
-    (["teacher=t", "transfer=[squad]"], "is not 'swapped', 'rest_of_train' or a GLUE task"),
+    (["teacher=t", "transfer=[squad]"], r"is not 'swapped', 'rest_of_train', 'augmented\[:N\]' or a GLUE task"),
+    (["teacher=t", "transfer=[augmented:0]"], "must be a whole number >= 1, e.g. 'augmented:8'"),
+    (["teacher=t", "transfer=[augmented:many]"], "must be a whole number >= 1"),
     (["teacher=t", "transfer=[rest_of_train]"], "this recipe trains on all of them"),
     (["protocol.steps=0"], "protocol.steps must be positive"),
     (["token_pruning={keep: 0.5}"], r"unknown TokenPruningConfig keys \['keep'\]"),
