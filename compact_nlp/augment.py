@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 
-DEFAULT_COPIES = 8
+DEFAULT_COPIES = 2  # measured on MRPC at a fixed step budget: 2 copies gained, 8 left each gold row seen once
 WORD_PROBABILITY = 0.1  # EDA's alpha: the share of a sentence's words each operation touches
 
 

@@ -77,7 +77,7 @@ class Recipe:
     # TinyBERT's transfer set: unlabelled text the teacher labels, added to the training data (needs a teacher).
     # "swapped": every training pair with its sentences swapped (pair tasks); "rest_of_train": the task's training
     # rows outside train_subset; a GLUE task name: that task's training text (same number of sentences per example);
-    # "augmented" / "augmented:N": N (default 8) perturbed copies of the training rows (compact_nlp.augment)
+    # "augmented" / "augmented:N": N (default 2) perturbed copies of the training rows (compact_nlp.augment)
     transfer: list[str] | None = None
     export: Export = field(default_factory=Export)
     hat: dict | None = None
