@@ -174,7 +174,9 @@ def _search(recipe, model: str, out: Path, glue_dir: str | None) -> int:
 def cmd_search(args) -> int:
     from .recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, [*args.set, f"model={args.model}"], presets=["hat", *args.preset])
+    # the search distils every SubTransformer from the model it searches in, so that model is the recipe's teacher
+    recipe = load_recipe(args.recipe, [*args.set, f"model={args.model}", f"teacher={args.model}"],
+                         presets=["hat", *args.preset])
     return _search(recipe, args.model, Path(args.out or Path("out") / f"{Path(args.recipe).stem}-search"),
                    args.glue_dir)
 

@@ -84,6 +84,19 @@ def transfer_set(recipe: Recipe, task, rest_of_train, train, glue_dir: str | Non
     return transfer.add_column("label", [fill] * len(transfer)).add_column("idx", list(range(len(transfer))))
 
 
+def with_transfer(train_tokenized, transfer, tokenizer, task, max_length: int):
+    """The tokenized training rows followed by the tokenized transfer set (unlabelled rows: label -100, taught by the
+    teacher alone; CompactTrainer masks them out of the task loss), or the training rows alone without one."""
+    if transfer is None:
+        return train_tokenized
+    import datasets
+
+    label_type = datasets.Value("float32" if task.is_regression else "int64")
+    return datasets.concatenate_datasets([train_tokenized.cast_column("labels", label_type),
+                                          tokenize(transfer, tokenizer, task, max_length).cast_column("labels",
+                                                                                                      label_type)])
+
+
 def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict:
     import torch
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments, set_seed
@@ -136,13 +149,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     if pruning:  # heads ranked on training rows, then tokens pruned between layers from the first step on
         model, pruning_hooks = prepare_token_pruning(model, pruning, tokenizer, train_data)
         hooks += pruning_hooks
-    if transfer is not None:  # unlabelled rows: label -100, taught by the teacher alone (CompactTrainer masks them)
-        import datasets
-
-        train_data = datasets.concatenate_datasets([
-            train_data.cast_column("labels", datasets.Value("float32" if task.is_regression else "int64")),
-            tokenize(transfer, tokenizer, task, p.max_length).cast_column(
-                "labels", datasets.Value("float32" if task.is_regression else "int64"))])
+    train_data = with_transfer(train_data, transfer, tokenizer, task, p.max_length)
     args = TrainingArguments(
         str(out / "checkpoints"), num_train_epochs=p.epochs, max_steps=p.steps or -1,
         per_device_train_batch_size=p.batch_size,

@@ -333,7 +333,8 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     shipped = ship(trainer.model, tokenizer, folder / "model", task.name, dev, p.max_length,
                    mobile=recipe.export.mobile, target_platform=recipe.export.target_platform, exporter=exporter)
     result = {"label": label, "subtransformer": sub.to_dict(), "seed": seed, "train_seconds": round(train_seconds, 1),
-              "train_examples": len(train), "heldout_examples": len(heldout_tokenized),
+              "train_examples": len(train), "transfer_examples": len(train_tokenized) - len(train),
+              "heldout_examples": len(heldout_tokenized),
               "heldout": {k.removeprefix("eval_"): v for k, v in heldout.items()}, **shipped}
     write_json(done, result)
     from .hub import write_model_card
@@ -354,7 +355,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     from .auto import AutoCompactModelForSequenceClassification
     from .hat import HatConfig, LatencySpec, SuperTransformer, extract
     from .pretrained import resolve_checkpoint
-    from .run import protocol_splits, tokenize
+    from .run import protocol_splits, tokenize, transfer_set, with_transfer
     from .ship import machine
 
     config = HatConfig.from_dict(recipe.hat or {})
@@ -363,7 +364,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     set_seed(seed)
-    task, data, train, _, heldout = protocol_splits(recipe, seed, glue_dir)
+    task, data, train, rest_of_train, heldout = protocol_splits(recipe, seed, glue_dir)
     dev = {split: data[split] for split in task.dev_splits}
     source = resolve_checkpoint(str(model_dir))
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -372,6 +373,10 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     max_length = recipe.protocol.max_length
     train_tokenized = tokenize(train, tokenizer, task, max_length)
     heldout_tokenized = tokenize(heldout, tokenizer, task, max_length)
+    # what the SuperTransformer and the SubTransformers learn from: the training rows, plus the recipe's transfer set
+    # (unlabelled rows the fine-tuned model teaches); importance for the rewiring is ranked on labelled rows only
+    distil_tokenized = with_transfer(train_tokenized, transfer_set(recipe, task, rest_of_train, train, glue_dir, seed),
+                                     tokenizer, task, max_length)
 
     rewired = rewired_model(teacher, train_tokenized, collator, config, out)
     space = search_space_for(config, rewired.config)
@@ -385,7 +390,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     measurer = make_measurer(config, spec, tokenizer, texts)
     spec = measurer.spec  # a measurer of your own may say where it timed (hardware, runtime)
     data, predictor = latency_stage(supernet, measurer, config, out)
-    train_supernet(supernet, teacher, train_tokenized, collator, tokenizer, config, out, seed)
+    train_supernet(supernet, teacher, distil_tokenized, collator, tokenizer, config, out, seed)
     full_ms = data.mean_latency()[space.largest()]
 
     fitness_rows = heldout_tokenized.select(range(min(config.fitness_examples, len(heldout_tokenized))))
@@ -397,7 +402,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     def distil(sub, folder: Path, label: str) -> dict:
         """The first distillation seed's result, with every seed's dev scores (the same data split for all: the
         SuperTransformer was trained on it; the seed changes the data order and dropout)."""
-        runs = [distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokenized, heldout_tokenized,
+        runs = [distil_and_ship(supernet, sub, teacher, tokenizer, task, train, distil_tokenized, heldout_tokenized,
                                 dev, collator, recipe, config,
                                 folder if s == seed else folder.with_name(f"{folder.name}-seed{s}"), s, label)
                 for s in range(seed, seed + config.distill_seeds)]

@@ -490,8 +490,10 @@ def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, 
     from compact_nlp.cli import main
 
     out = tmp_path / "search"
+    # with a transfer set: the swapped training pairs join what the SuperTransformer and the SubTransformers learn from
+    settings = SEARCH_SETTINGS + [user_measurer, "transfer=[swapped]"]
     args = ["search", "recipes/glue/qqp.yaml", "--model", str(finetuned), "--glue-dir", str(glue_dir), "--out",
-            str(out)] + [x for s in SEARCH_SETTINGS + [user_measurer] for x in ("--set", s)]
+            str(out)] + [x for s in settings for x in ("--set", s)]
     status, printed = main(args), capsys.readouterr()
     assert status == 0, printed.err
     printed = printed.out
@@ -501,6 +503,7 @@ def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, 
     searched = entry["searched"]
     assert searched["predicted_ms"] <= entry["search"]["budget_ms"]
     assert searched["distill_seeds"] == [1] and len(searched["dev_per_seed"]["validation"]["accuracy"]) == 1
+    assert searched["transfer_examples"] == searched["train_examples"] > 0  # every training pair, swapped
     assert results["full_reference"]["subtransformer"]["heads"] == [8, 8, 8]  # the full model, trained the same way
     assert searched["artifact"] == "model.ort" and searched["quant"]["config"]["mode"] == "ptq"  # int8, as budgeted
     shipped = CompactBertForSequenceClassification.from_pretrained(out / "sub-0.6-searched" / "pytorch")
