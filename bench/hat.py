@@ -127,7 +127,8 @@ def main() -> None:
         # every session stays open for interleaved timing: their idle workers must sleep, not spin on the 2 cores
         sessions = {name: ort.InferenceSession(str(path), session_options(threads, spinning=False))
                     for name, path in files.items()}
-        for name, stats in real_length_latency(sessions, {name: real for name in sessions}).items():
+        callers = {name: (lambda inputs, s=s: s.run(None, feed(s, inputs))) for name, s in sessions.items()}
+        for name, stats in real_length_latency(callers, {name: real for name in sessions}).items():
             rows[name][f"real_{threads}t"] = stats
         stats = time_side_by_side({name: (lambda s=s: s.run(None, feed(s, fixed))) for name, s in sessions.items()},
                                   rounds=args.rounds, calls=args.calls)
