@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -134,7 +135,7 @@ def main() -> None:
              else examples[task.text_columns[0]][i] for i in range(len(examples["label"]))]
     RESULTS.mkdir(exist_ok=True)
     for name in [n for n in variants if n.startswith("fine-tuned")]:
-        slug = name.removeprefix("fine-tuned, ").replace("keep ", "keep").replace(" ", "_").replace(".", "")
+        slug = re.sub(r"[^A-Za-z0-9-]+", "_", name.removeprefix("fine-tuned, ").replace("keep ", "keep").replace(".", ""))
         plot_token_survival(AutoCompactModelForSequenceClassification.from_pretrained(variants[name][min(variants[name])]),
                             tokenizer, texts, RESULTS / f"token_survival_{task.name}_{slug}.png",
                             max_length=args.max_length, title=f"{task.name} dev, {name}: which tokens each layer runs on")
