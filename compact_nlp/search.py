@@ -12,8 +12,8 @@ In OUT/ (each stage is skipped when its result is there, and resumes when it was
     4. search-<budget>/  the evolutionary search for each budget (a fraction of the full model's measured latency),
                      fitness = the task metric with inherited weights on the held-out split; state.json resumes it;
                      pareto.png;
-    5. sub-<budget>-<searched|uniform>/  the chosen SubTransformer (and the hand-picked uniform one under the same
-                     budget, uniform_baseline) extracted (hat.extract), distilled further from the fine-tuned model; pytorch/
+    5. sub-<budget>-<searched|uniform>/  the chosen SubTransformer (and, with hat.uniform_reference, the hand-picked
+                     uniform one under the same budget, uniform_baseline) extracted (hat.extract), distilled further from the fine-tuned model; pytorch/
                      holds its fp32 weights, model/ the shipped int8 form (model.onnx, model.ort) with a card;
                      results.json; `-seed<N>` folders for more distillation seeds (hat.distill_seeds);
        sub-1-full/   the full architecture through the same SuperTransformer training and distillation
@@ -416,7 +416,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
         entry = {"search": result.to_dict(), "search_minutes": round(result.seconds / 60, 2),
                  "uniform": uniform.to_dict() if uniform else None,
                  "uniform_heldout_inherited": fitness(uniform) if uniform else None}
-        for label, sub in (("searched", result.best.sub), ("uniform", uniform)):
+        for label, sub in (("searched", result.best.sub), ("uniform", uniform if config.uniform_reference else None)):
             if sub is None:
                 continue
             entry[label] = distil(sub, out / f"sub-{fraction:g}-{label}", f"{label} at {fraction:g}")

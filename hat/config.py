@@ -38,7 +38,9 @@ class HatConfig(ConfigSection):
         distill_epochs / distill_learning_rate / distill_seeds (the extracted SubTransformer's further distillation,
         repeated with that many training seeds on the same data split);
         full_reference: also put the full architecture through the same SuperTransformer training and distillation,
-        so the SubTransformers are compared with a full model that had as much training as they had.
+        so the SubTransformers are compared with a full model that had as much training as they had;
+        uniform_reference: also distil the hand-picked uniform SubTransformer of each budget (the comparison that shows
+        what the search found; the combined pipeline, which ships the searched one only, turns it off).
     """
 
     hidden: list[int] | None = None
@@ -73,6 +75,7 @@ class HatConfig(ConfigSection):
     distill_learning_rate: float = 1e-4
     distill_seeds: int = 1
     full_reference: bool = True
+    uniform_reference: bool = True
     seed: int = 0
     version: int = field(default=HAT_CONFIG_VERSION)
 

@@ -49,6 +49,8 @@ def test_one_recipe_searches_prunes_quantizes_and_ships_one_folder(finetuned, gl
     results = json.loads((out / "results.json").read_text())
     assert list(results["stages"]) == ["hat", "token_pruning", "quant"]
     searched = results["stages"]["hat"]["subtransformer"]
+    hat_folders = {p.name for p in (out / "hat").iterdir()}  # only the searched SubTransformer was distilled
+    assert any(n.endswith("-searched") for n in hat_folders) and not any(n.endswith("-uniform") for n in hat_folders)
     model = out / "model"
     for name in ("model.onnx", "model.ort", "required_operators.config", "README.md"):
         assert (model / name).is_file(), name
