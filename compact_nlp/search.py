@@ -13,7 +13,8 @@ In OUT/ (each stage is skipped when its result is there, and resumes when it was
                      fitness = the task metric with inherited weights on the held-out split; state.json resumes it;
                      pareto.png;
     5. sub-<budget>-<searched|uniform>/  the chosen SubTransformer (and, with hat.uniform_reference, the hand-picked
-                     uniform one under the same budget, uniform_baseline) extracted (hat.extract), distilled further from the fine-tuned model; pytorch/
+                     uniform one under the same budget, uniform_baseline) extracted (hat.extract), distilled further
+                     from the fine-tuned model (on the training rows and the recipe's transfer set); pytorch/
                      holds its fp32 weights, model/ the shipped int8 form (model.onnx, model.ort) with a card;
                      results.json; `-seed<N>` folders for more distillation seeds (hat.distill_seeds);
        sub-1-full/   the full architecture through the same SuperTransformer training and distillation
