@@ -18,9 +18,10 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from pathlib import Path
 
-from .glue import carve_heldout, get_task, load_glue, task_texts
+from .glue import SEEN_HELDOUT_WARNING, carve_heldout, get_task, heldout_overlap, load_glue, task_texts
 from .io import write_json
 from .recipe import Recipe
 from .ship import main_score_name, measure_shipped, ship, summarize
@@ -84,6 +85,20 @@ def transfer_set(recipe: Recipe, task, rest_of_train, train, glue_dir: str | Non
     return transfer.add_column("label", [fill] * len(transfer)).add_column("idx", list(range(len(transfer))))
 
 
+def seen_heldout(task, heldout, train, transfer) -> dict:
+    """`glue.heldout_overlap` against every row the model learns from (training and transfer rows). Warns when over
+    a fifth of the held-out rows are text the model learns from anyway, whose scores overestimate new text."""
+    column = task.text_columns[0]
+    learned_from = list(train[column]) + (list(transfer[column]) if transfer is not None else [])
+    overlap = heldout_overlap(heldout, learned_from, column)
+    if overlap["inside_training_rows"] > 100 * SEEN_HELDOUT_WARNING:
+        warnings.warn(f"{overlap['inside_training_rows']}% of the {task.name} held-out rows checked have their "
+                      f"'{column}' inside a training or transfer row: held-out scores overestimate new text, and "
+                      "small differences between held-out scores may not carry over to dev. Weigh held-out choices "
+                      "with that in mind (docs/protocol.md, 'Held-out rows the model has seen').", stacklevel=2)
+    return overlap
+
+
 def with_transfer(train_tokenized, transfer, tokenizer, task, max_length: int):
     """The tokenized training rows followed by the tokenized transfer set (unlabelled rows: label -100, taught by the
     teacher alone; CompactTrainer masks them out of the task loss), or the training rows alone without one."""
@@ -120,6 +135,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
     set_seed(seed)
     task, data, train, rest_of_train, heldout = protocol_splits(recipe, seed, glue_dir)
     transfer = transfer_set(recipe, task, rest_of_train, train, glue_dir, seed)
+    overlap = seen_heldout(task, heldout, train, transfer)
 
     model_name = recipe.model.replace("{seed}", str(seed))  # e.g. start QAT of seed s from the fp32 model of seed s
     teacher_name = recipe.teacher.replace("{seed}", str(seed)) if recipe.teacher else None
@@ -195,7 +211,7 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
         "task": task.name, "seed": seed, "model": model_name, "teacher": teacher_name,
         "train_examples": len(train), "transfer_examples": len(transfer) if transfer is not None else 0,
         "train_steps": trainer.state.global_step, "heldout_examples": len(heldout),
-        "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
+        "heldout_overlap": overlap, "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
         **shipped,
         **({"quant_choice": quant_choice} if quant_choice else {}),
         **({"token_pruning": trainer.model.config.token_pruning} if pruning else {}),

@@ -356,7 +356,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     from .auto import AutoCompactModelForSequenceClassification
     from .hat import HatConfig, LatencySpec, SuperTransformer, extract
     from .pretrained import resolve_checkpoint
-    from .run import protocol_splits, tokenize, transfer_set, with_transfer
+    from .run import protocol_splits, seen_heldout, tokenize, transfer_set, with_transfer
     from .ship import machine
 
     config = HatConfig.from_dict(recipe.hat or {})
@@ -376,8 +376,9 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     heldout_tokenized = tokenize(heldout, tokenizer, task, max_length)
     # what the SuperTransformer and the SubTransformers learn from: the training rows, plus the recipe's transfer set
     # (unlabelled rows the fine-tuned model teaches); importance for the rewiring is ranked on labelled rows only
-    distil_tokenized = with_transfer(train_tokenized, transfer_set(recipe, task, rest_of_train, train, glue_dir, seed),
-                                     tokenizer, task, max_length)
+    transfer = transfer_set(recipe, task, rest_of_train, train, glue_dir, seed)
+    overlap = seen_heldout(task, heldout, train, transfer)
+    distil_tokenized = with_transfer(train_tokenized, transfer, tokenizer, task, max_length)
 
     rewired = rewired_model(teacher, train_tokenized, collator, config, out)
     space = search_space_for(config, rewired.config)
@@ -399,7 +400,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     results = {"task": task.name, "seed": seed, "model": str(model_dir), "space": space.to_dict(),
                "space_size": space.size(), "spec": spec.to_dict(), "hat": config.to_dict(),
                "full_model_ms": round(full_ms, 4), "predictor": predictor.metrics,
-               "full_model_heldout": fitness(space.largest()), "budgets": {}}
+               "heldout_overlap": overlap, "full_model_heldout": fitness(space.largest()), "budgets": {}}
     def distil(sub, folder: Path, label: str) -> dict:
         """The first distillation seed's result, with every seed's dev scores (the same data split for all: the
         SuperTransformer was trained on it; the seed changes the data order and dropout)."""

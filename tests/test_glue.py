@@ -15,6 +15,7 @@ from compact_nlp.glue import (
     carve_heldout,
     features,
     get_task,
+    heldout_overlap,
     load_glue,
     read_split,
 )
@@ -111,6 +112,34 @@ def test_heldout_is_seeded_stratified_and_disjoint(glue_dir):
     assert sorted(np.bincount(a_held["label"])) == [5, 5, 5]  # stratified by label
     assert carve_heldout(train, size=15, seed=4)[1]["idx"] != a_held["idx"]
 
+
+
+def test_heldout_overlap_counts_heldout_rows_inside_training_rows():
+    heldout = datasets.Dataset.from_dict({"sentence": ["a fine film ", "dull", "brand new words", "  "]})
+    learned_from = ["it is a fine film .", "dull and slow", "words"]
+    overlap = heldout_overlap(heldout, learned_from, "sentence")
+    assert overlap == {"rows_checked": 3, "column": "sentence", "inside_training_rows": 66.7}  # blank rows skipped
+    assert heldout_overlap(heldout, learned_from, "sentence", checked=1)["inside_training_rows"] == 100.0
+    assert heldout_overlap(heldout, [], "sentence")["inside_training_rows"] == 0.0
+    # rows are joined with newlines: a held-out row never matches across two training rows
+    assert heldout_overlap(heldout, ["brand new", "words"], "sentence")["inside_training_rows"] == 0.0
+
+
+@requires_glue
+@pytest.mark.real_data
+def test_sst2_heldout_rows_are_mostly_phrases_of_training_rows_and_runs_warn():
+    from compact_nlp.recipe import load_recipe
+    from compact_nlp.run import protocol_splits, seen_heldout, transfer_set
+
+    recipe = load_recipe("recipes/glue/sst2.yaml", ["transfer=[rest_of_train]", "teacher=a-fine-tuned-model"])
+    task, data, train, rest_of_train, heldout = protocol_splits(recipe, 1, str(GLUE_DIR))
+    with pytest.warns(UserWarning, match=r"held-out rows checked have their 'sentence' inside a training"):
+        overlap = seen_heldout(task, heldout, train, None)
+    assert overlap["inside_training_rows"] > 50  # SST-2 lists each sentence's phrases as rows of their own
+    transfer = transfer_set(recipe, task, rest_of_train, train, str(GLUE_DIR), 1)
+    with pytest.warns(UserWarning):
+        assert seen_heldout(task, heldout, train, transfer)["inside_training_rows"] > 80  # the rest of train too
+    assert heldout_overlap(data["validation"], train["sentence"], "sentence")["inside_training_rows"] < 2
 
 def test_metrics_per_task_match_scikit_learn_and_scipy():
     labels = np.array([0, 1, 1, 0, 1, 1, 0, 1])

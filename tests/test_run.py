@@ -74,6 +74,7 @@ def test_a_transfer_set_adds_unlabelled_text_the_teacher_labels(tiny_model, glue
     # training pairs; exactly the steps asked
     assert first["train_examples"] == 3 and first["transfer_examples"] == 3 + 1 + 6 + 2 * 3
     assert first["train_steps"] == 7
+    assert first["heldout_overlap"]["rows_checked"] == 2 and first["heldout_overlap"]["column"] == "question1"
 
 
 @pytest.mark.parametrize("mode", ["qat", "ptq"])
