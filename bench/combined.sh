@@ -94,6 +94,41 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python
   --variant "combined with binary W1A8 (model.ort)=$R/combined/sst2_033_rest_binary/quant/seed-{seed}/model/model.ort" \
   --out bench/results/compare_sst2_budget033
 
+# SST-2 at a quarter of the full model's int8 latency as the 33% run's latency data measured it (taken under load, the
+# 33% SubTransformer measured 43% of the quiet full model), from the 33% run's latency data, predictor and
+# SuperTransformer; the searched SubTransformer distilled for 2 epochs; all rows side by side again
+mkdir -p $R/combined/sst2_025_rest/hat
+for f in latency.jsonl predictor rewired supernet; do
+  [ -e $R/combined/sst2_025_rest/hat/$f ] || cp -al $R/combined/sst2_033_rest/hat/$f $R/combined/sst2_025_rest/hat/
+done
+compact run recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --glue-dir $GLUE \
+  --set "hat.budgets=[0.25]" --set hat.distill_epochs=2 --set hat.latency_models=120 --set "transfer=[rest_of_train]" \
+  --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}" \
+  --set "stages.quant.protocol={epochs: 1, learning_rate: 2.0e-5, steps: 563}" --out $R/combined/sst2_025_rest
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
+  --variant "HAT alone (33% budget, transfer: rest of train, int8 PTQ)=$R/combined/sst2_033_rest/hat/sub-0.33-searched/model" \
+  --variant "combined: HAT 33% + token pruning + int8 QAT (transfer: rest of train)=$R/combined/sst2_033_rest/quant/seed-{seed}/model" \
+  --variant "HAT alone (25% budget, transfer: rest of train, int8 PTQ)=$R/combined/sst2_025_rest/hat/sub-0.25-searched/model" \
+  --variant "combined: HAT 25% + token pruning + int8 (transfer: rest of train)=$R/combined/sst2_025_rest/quant/seed-{seed}/model" \
+  --out bench/results/compare_sst2_budget025
+# held-out vs dev by input length and by held-out rows seen in training rows, for these models
+python bench/accuracy_by_length.py --task sst2 --glue-dir $GLUE --out bench/results/accuracy_by_length_sst2 \
+  "fine-tuned fp32 (6 layers)=$R/baselines/sst2/seed-1/model" \
+  "token pruning alone (6 layers, keep 0.45, transfer)=$R/prune/sst2_k45_rest/seed-1/model" \
+  "HAT 33% alone (int8 PTQ)=$R/combined/sst2_033_rest/hat/sub-0.33-searched/model" \
+  "HAT 33% + token pruning=$R/combined/sst2_033_rest/token_pruning/seed-1/model" \
+  "HAT 33% + token pruning + int8 (combined)=$R/combined/sst2_033_rest/quant/seed-1/model" \
+  "HAT 25% alone (int8 PTQ)=$R/combined/sst2_025_rest/hat/sub-0.25-searched/model" \
+  "HAT 25% + token pruning=$R/combined/sst2_025_rest/token_pruning/seed-1/model" \
+  "HAT 25% + token pruning + int8 (combined)=$R/combined/sst2_025_rest/quant/seed-1/model"
+
+# RTE's int8-QAT-alone row, side by side with its fp32 models and the peers (the fp32 run reproduces the seeds above)
+compact run recipes/glue/rte.yaml --glue-dir $GLUE --out $R/baselines/rte
+compact run recipes/glue/rte.yaml --preset int8-qat --glue-dir $GLUE --set "model=$R/baselines/rte/seed-{seed}/model" \
+  --set "teacher=$R/baselines/rte/seed-{seed}/model" --out $R/quant/rte_qat
+compact bench --task rte --glue-dir $GLUE --seeds 1 2 3 --fp32 "$R/baselines/rte/seed-{seed}/model" --optimum-python $OPT \
+  --variant "int8 QAT alone=$R/quant/rte_qat/seed-{seed}/model" --out bench/results/compare_rte_qat
+
 # the compressed sentence-embedding model (the README's main job)
 compact embed --glue-dir $GLUE --out $R/embed
 cp $R/embed/report.md bench/results/sentence_embeddings_stsb.md
