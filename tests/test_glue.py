@@ -113,7 +113,6 @@ def test_heldout_is_seeded_stratified_and_disjoint(glue_dir):
     assert carve_heldout(train, size=15, seed=4)[1]["idx"] != a_held["idx"]
 
 
-
 def test_heldout_overlap_counts_heldout_rows_inside_training_rows():
     heldout = datasets.Dataset.from_dict({"sentence": ["a fine film ", "dull", "brand new words", "  "]})
     learned_from = ["it is a fine film .", "dull and slow", "words"]
