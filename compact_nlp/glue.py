@@ -267,7 +267,7 @@ def heldout_overlap(heldout, learned_from: list[str], column: str, checked: int 
 
     SST-2 lists the phrases of each training sentence as rows of their own, so a random held-out split is mostly
     pieces of training rows: 61% of the protocol's SST-2 held-out rows, 89% with the rest of train as a transfer set
-    (0.2% of dev). The fine-tuned model scores 91.3 on those rows and 88.3 on the others (dev: 87.6), so held-out
+    (0.2% of dev). The fine-tuned model scores 91.3 on the 89% and 88.3 on the others (dev: 87.6), so held-out
     scores overestimate new text (bench/results/accuracy_by_length_sst2.md)."""
     # one joined string and `in`: a substring test over every training row without a loop in Python
     haystack = "\n".join(text.strip() for text in learned_from)
