@@ -15,6 +15,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from compact_nlp.compare import OrtRow, encode, shipped
+from compact_nlp.glue import inside_rows
 from compact_nlp.io import write_json, write_text
 from compact_nlp.recipe import load_recipe
 from compact_nlp.run import protocol_splits
@@ -59,9 +60,8 @@ def main() -> None:
     task, data, train, rest_of_train, heldout = protocol_splits(recipe, args.seed, args.glue_dir)
     splits = {"held-out": heldout, "dev": data[task.dev_splits[0]]}
     column = task.text_columns[0]
-    training_text = "\n".join(t.strip() for t in list(train[column]) + list(rest_of_train[column] if rest_of_train
-                                                                              else []))
-    seen = np.array([text.strip() in training_text for text in heldout[column]])
+    other_rows = list(train[column]) + (list(rest_of_train[column]) if rest_of_train is not None else [])
+    seen = np.array(inside_rows(heldout[column], other_rows))
     words = {name: np.array([len(text.split()) for text in split[column]]) for name, split in splits.items()}
     masks = {"held-out": groups(words["held-out"], seen), "dev": groups(words["dev"], None)}
     results = {"task": args.task, "seed": args.seed, "groups": {name: list(m) for name, m in masks.items()},

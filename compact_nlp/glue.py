@@ -258,7 +258,15 @@ def carve_heldout(train, size: int | float, seed: int):
     return parts["train"], parts["test"]
 
 
-SEEN_HELDOUT_WARNING = 0.2  # above this share of seen held-out rows, `compact run` and `compact search` warn
+SEEN_HELDOUT_WARNING_PERCENT = 20  # above this share of seen held-out rows, `compact run` and `compact search` warn
+
+
+def inside_rows(texts: list[str], learned_from: list[str]) -> list[bool]:
+    """For each text (stripped), whether it occurs inside one of the `learned_from` rows."""
+    # one newline-joined string and `in`: a substring test over every row without a loop in Python, and no match
+    # across two rows
+    haystack = "\n".join(text.strip() for text in learned_from)
+    return [text.strip() in haystack for text in texts]
 
 
 def heldout_overlap(heldout, learned_from: list[str], column: str, checked: int = 500) -> dict:
@@ -269,11 +277,8 @@ def heldout_overlap(heldout, learned_from: list[str], column: str, checked: int 
     pieces of training rows: 61% of the protocol's SST-2 held-out rows, 89% with the rest of train as a transfer set
     (0.2% of dev). The fine-tuned model scores 91.3 on the 89% and 88.3 on the others (dev: 87.6), so held-out
     scores overestimate new text (bench/results/accuracy_by_length_sst2.md)."""
-    # one joined string and `in`: a substring test over every training row without a loop in Python
-    haystack = "\n".join(text.strip() for text in learned_from)
-    rows = [text.strip() for text in heldout[column][:checked]]
-    rows = [text for text in rows if text]
-    inside = sum(text in haystack for text in rows)
+    rows = [text for text in heldout[column][:checked] if text.strip()]
+    inside = sum(inside_rows(rows, learned_from))
     return {"rows_checked": len(rows), "column": column,
             "inside_training_rows": round(100 * inside / len(rows), 1) if rows else 0.0}
 

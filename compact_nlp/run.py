@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .glue import SEEN_HELDOUT_WARNING, carve_heldout, get_task, heldout_overlap, load_glue, task_texts
+from .glue import SEEN_HELDOUT_WARNING_PERCENT, carve_heldout, get_task, heldout_overlap, load_glue, task_texts
 from .io import write_json
 from .recipe import Recipe
 from .ship import main_score_name, measure_shipped, ship, summarize
@@ -91,7 +91,7 @@ def seen_heldout(task, heldout, train, transfer) -> dict:
     column = task.text_columns[0]
     learned_from = list(train[column]) + (list(transfer[column]) if transfer is not None else [])
     overlap = heldout_overlap(heldout, learned_from, column)
-    if overlap["inside_training_rows"] > 100 * SEEN_HELDOUT_WARNING:
+    if overlap["inside_training_rows"] > SEEN_HELDOUT_WARNING_PERCENT:
         warnings.warn(f"{overlap['inside_training_rows']}% of the {task.name} held-out rows checked have their "
                       f"'{column}' inside a training or transfer row: held-out scores overestimate new text, and "
                       "small differences between held-out scores may not carry over to dev. Weigh held-out choices "
