@@ -40,12 +40,25 @@ from .io import save_pretrained_atomic, write_json
 
 
 def logits_distillation():
-    """What the SuperTransformer and the extracted SubTransformers learn from the fine-tuned model: its logits and the
-    labels (hidden-state distillation would need one projection per hidden size of the space)."""
+    """What the SuperTransformer learns from the fine-tuned model: its logits and the labels (hidden-state
+    distillation would need one projection per hidden size of the space)."""
     from .distill import DistillationConfig
     from .trainer import CompactConfig
 
     return CompactConfig(distillation=DistillationConfig(temperature=1.0, task_weight=1.0, logits_weight=1.0))
+
+
+def subtransformer_distillation(config, model):
+    """What an extracted SubTransformer learns from the fine-tuned model: hat.distillation over logits-and-labels.
+    Hidden states are matched layer to layer as the SubTransformer was cut: its layer i imitates the teacher layer it
+    was copied from (config.search["layers"]), which a uniform map only approximates for some depths."""
+    from .distill import DistillationConfig
+    from .trainer import CompactConfig
+
+    settings = config.subtransformer_distillation()
+    if settings.get("hidden_weight", 0) > 0 and settings.get("layer_map") is None:
+        settings["layer_map"] = [0] + [layer + 1 for layer in model.config.search["layers"]]
+    return CompactConfig(distillation=DistillationConfig.from_dict(settings))
 
 
 # --- measuring in the form that ships -------------------------------------------------------------------------------
@@ -316,7 +329,7 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     )
     trainer = CompactTrainer(
         model=model, args=args, train_dataset=train_tokenized, eval_dataset=heldout_tokenized, teacher_model=teacher,
-        compact_config=logits_distillation(),
+        compact_config=subtransformer_distillation(config, model),
         data_collator=collator, processing_class=tokenizer,
         compute_metrics=lambda pred: compute_glue_metrics(task.name, pred.predictions, pred.label_ids),
     )
@@ -334,6 +347,7 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     shipped = ship(trainer.model, tokenizer, folder / "model", task.name, dev, p.max_length,
                    mobile=recipe.export.mobile, target_platform=recipe.export.target_platform, exporter=exporter)
     result = {"label": label, "subtransformer": sub.to_dict(), "seed": seed, "train_seconds": round(train_seconds, 1),
+              "distillation": trainer.compact_config.distillation.to_dict(),
               "train_examples": len(train), "transfer_examples": len(train_tokenized) - len(train),
               "heldout_examples": len(heldout_tokenized),
               "heldout": {k.removeprefix("eval_"): v for k, v in heldout.items()}, **shipped}
@@ -344,6 +358,7 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     card_recipe = recipe.to_dict()  # the card states the distillation this model had, not the protocol's fine-tuning
     card_recipe["protocol"].update(epochs=config.distill_epochs, learning_rate=config.distill_learning_rate)
     card_recipe["teacher"] = card_recipe["model"]
+    card_recipe["distillation"] = result["distillation"]
     write_model_card(folder / "model", {"recipe": card_recipe, "summary": summarize([result]), "per_seed": [result]})
     return result
 

@@ -36,7 +36,10 @@ class HatConfig(ConfigSection):
         population / parents / mutations / crossovers / mutation_probability / iterations (evolution, HAT's
         defaults are 125 / 25 / 50 / 50 / 0.3 / 30); fitness_examples (held-out rows scoring each candidate);
         distill_epochs / distill_learning_rate / distill_seeds (the extracted SubTransformer's further distillation,
-        repeated with that many training seeds on the same data split);
+        repeated with that many training seeds on the same data split); distillation: DistillationConfig fields for
+        that distillation ({}: the fine-tuned model's logits at T=1 plus the labels, as the SuperTransformer learns;
+        e.g. {hidden_weight: 1.0} adds TinyBERT's hidden-state MSE, each student layer matched to the teacher layer
+        it was cut from unless layer_map is given);
         full_reference: also put the full architecture through the same SuperTransformer training and distillation,
         so the SubTransformers are compared with a full model that had as much training as they had;
         uniform_reference: also distil the hand-picked uniform SubTransformer of each budget (the comparison that shows
@@ -74,6 +77,7 @@ class HatConfig(ConfigSection):
     distill_epochs: float = 2.0
     distill_learning_rate: float = 1e-4
     distill_seeds: int = 1
+    distillation: dict = field(default_factory=dict)
     full_reference: bool = True
     uniform_reference: bool = True
     seed: int = 0
@@ -105,4 +109,17 @@ class HatConfig(ConfigSection):
             raise HatConfigError(
                 f"hat.supernet_batch_size ({self.supernet_batch_size}) is split into {2 + self.random_subs} "
                 "micro-batches (sandwich rule: largest, smallest and random SubTransformers): make it a multiple.")
+        from compact_nlp.distill import DistillationConfig
+
+        if not isinstance(self.distillation, dict):
+            raise HatConfigError(f"hat.distillation is a mapping of distillation settings, e.g. {{hidden_weight: 1.0}}, "
+                                 f"got {self.distillation!r}.")
+        try:
+            DistillationConfig.from_dict(self.subtransformer_distillation())
+        except (TypeError, ValueError) as error:
+            raise HatConfigError(f"hat.distillation: {error}") from error
         self.check_version(HAT_CONFIG_VERSION)
+
+    def subtransformer_distillation(self) -> dict:
+        """The extracted SubTransformer's distillation settings: logits at T=1 plus the labels, then `distillation`."""
+        return {"temperature": 1.0, "task_weight": 1.0, "logits_weight": 1.0, **self.distillation}

@@ -437,6 +437,9 @@ def test_a_budget_below_the_smallest_subtransformer_is_refused(fitted):
     (dict(supernet_batch_size=32), "make it a multiple"),
     (dict(threads=0), "hat.threads must be positive"),
     (dict(measurer="my_phone.py"), "'module:callable'"),
+    (dict(distillation={"hiden_weight": 1.0}), r"hat.distillation: unknown DistillationConfig keys \['hiden_weight'\]"),
+    (dict(distillation={"temperature": 0}), "hat.distillation: temperature must be positive"),
+    (dict(distillation="hidden"), "hat.distillation is a mapping"),
 ])
 def test_bad_hat_settings_are_refused(kwargs, message):
     with pytest.raises(HatConfigError, match=message):
@@ -490,8 +493,9 @@ def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, 
     from compact_nlp.cli import main
 
     out = tmp_path / "search"
-    # with a transfer set: the swapped training pairs join what the SuperTransformer and the SubTransformers learn from
-    settings = SEARCH_SETTINGS + [user_measurer, "transfer=[swapped]"]
+    # with a transfer set: the swapped training pairs join what the SuperTransformer and the SubTransformers learn from;
+    # the SubTransformers also learn the fine-tuned model's hidden states
+    settings = SEARCH_SETTINGS + [user_measurer, "transfer=[swapped]", "hat.distillation={hidden_weight: 1.0}"]
     args = ["search", "recipes/glue/qqp.yaml", "--model", str(finetuned), "--glue-dir", str(glue_dir), "--out",
             str(out)] + [x for s in settings for x in ("--set", s)]
     status, printed = main(args), capsys.readouterr()
@@ -509,6 +513,9 @@ def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, 
     shipped = CompactBertForSequenceClassification.from_pretrained(out / "sub-0.6-searched" / "pytorch")
     assert shipped.config.num_heads_per_layer == searched["subtransformer"]["heads"]  # physically that size
     assert shipped.config.search["subtransformer"] == searched["subtransformer"]
+    # each of its layers imitated the teacher layer it was cut from (hidden state 0 is the embeddings)
+    assert searched["distillation"]["hidden_weight"] == 1.0 and searched["distillation"]["temperature"] == 1.0
+    assert searched["distillation"]["layer_map"] == [0] + [i + 1 for i in shipped.config.search["layers"]]
     assert "found by hardware-aware search (HAT)" in (out / "sub-0.6-searched" / "model" / "README.md").read_text()
     assert (out / "search-0.6" / "pareto.png").is_file() and (out / "predictor" / "latency_predictor.json").is_file()
     header, *rows = (out / "latency.jsonl").read_text().splitlines()
