@@ -430,8 +430,9 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     for fraction in config.budgets:
         result = search_budget(supernet, predictor, full_ms, fraction, fitness, config, out)
         uniform = uniform_baseline(space, predictor, result.budget_ms)
+        # "uniform" is only ever a distilled model's results, as "searched" is: readers test `"uniform" in entry`
         entry = {"search": result.to_dict(), "search_minutes": round(result.seconds / 60, 2),
-                 "uniform": uniform.to_dict() if uniform else None,
+                 "uniform_subtransformer": uniform.to_dict() if uniform else None,
                  "uniform_heldout_inherited": fitness(uniform) if uniform else None}
         for label, sub in (("searched", result.best.sub), ("uniform", uniform if config.uniform_reference else None)):
             if sub is None:

@@ -112,8 +112,8 @@ class HatConfig(ConfigSection):
         from compact_nlp.distill import DistillationConfig
 
         if not isinstance(self.distillation, dict):
-            raise HatConfigError(f"hat.distillation is a mapping of distillation settings, e.g. {{hidden_weight: 1.0}}, "
-                                 f"got {self.distillation!r}.")
+            raise HatConfigError("hat.distillation is a mapping of distillation settings, e.g. "
+                                 f"{{hidden_weight: 1.0}}, got {self.distillation!r}.")
         try:
             DistillationConfig.from_dict(self.subtransformer_distillation())
         except (TypeError, ValueError) as error:
