@@ -258,6 +258,45 @@ def carve_heldout(train, size: int | float, seed: int):
     return parts["train"], parts["test"]
 
 
+def carve_unseen_heldout(shuffled, size: int, columns: list[str]):
+    """Split seeded-shuffled train rows into (pool, heldout), where the held-out texts are ones the model never learns
+    from: each held-out row is, in every text column, a whole text (inside no longer row: SST-2's sentences, not their
+    phrases), and every row with a text inside a held-out text of that column (the sentence's phrases, repeats of
+    it) leaves the pool. Held-out rows are the first `size` whole-text rows in the shuffled order (not stratified: the
+    label balance of whole texts, which is what dev holds). Texts are compared as whole words (space-padded), the way
+    SST-2 writes its phrases. Written here: no datasets or evaluate utility splits by containment."""
+    texts, searches = {}, {}
+    for column in columns:
+        texts[column] = [f" {t.strip()} " for t in shuffled[column]]
+        # longest first, so a text is looked for only among the longer ones, the only ones that can contain it
+        longest_first = sorted(set(texts[column]), key=len, reverse=True)
+        starts, offset = {}, 0
+        for text in longest_first:
+            starts.setdefault(len(text), offset)
+            offset += len(text) + 1
+        searches[column] = ("\n".join(longest_first), starts)
+
+    def whole(row: int) -> bool:
+        return all(searches[c][0].find(texts[c][row], 0, searches[c][1][len(texts[c][row])]) < 0 for c in columns)
+
+    picked = []
+    for row in range(len(shuffled)):  # in the shuffled order, until there are enough (short rows are slow to test)
+        if len(picked) == size:
+            break
+        if whole(row):
+            picked.append(row)
+    if len(picked) < size:
+        raise GlueDataError(f"only {len(picked)} training rows are whole texts (inside no other row), fewer than the "
+                            f"{size} held-out rows asked for: lower protocol.heldout or set protocol.heldout_unseen "
+                            "to false.")
+    heldout = shuffled.select(picked)
+    inside = [False] * len(shuffled)
+    for column in columns:
+        held = "\n".join(f" {t.strip()} " for t in heldout[column])
+        inside = [hit or f" {t.strip()} " in held for hit, t in zip(inside, shuffled[column])]
+    return shuffled.select([i for i, hit in enumerate(inside) if not hit]), heldout
+
+
 SEEN_HELDOUT_WARNING_PERCENT = 20  # above this share of seen held-out rows, `compact run` and `compact search` warn
 
 

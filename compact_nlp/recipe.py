@@ -58,6 +58,9 @@ class Protocol:
     # the seed that draws train_subset and carves the held-out split; None: each run's seed. The combined pipeline
     # sets it to its first seed, whose split the search trained on once for every seed (compact_nlp.combined)
     split_seed: int | None = None
+    # held-out rows whose text the model never learns from: whole texts (inside no other training row), and every
+    # training row inside one of them dropped (SST-2 lists each sentence's phrases as rows; docs/protocol.md)
+    heldout_unseen: bool = False
 
 
 @dataclass

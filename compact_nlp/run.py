@@ -21,7 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .glue import SEEN_HELDOUT_WARNING_PERCENT, carve_heldout, get_task, heldout_overlap, load_glue, task_texts
+from .glue import (SEEN_HELDOUT_WARNING_PERCENT, carve_heldout, carve_unseen_heldout, get_task, heldout_overlap,
+                   load_glue, task_texts)
 from .io import write_json
 from .recipe import Recipe
 from .ship import main_score_name, measure_shipped, ship, summarize
@@ -41,12 +42,21 @@ def tokenize(dataset, tokenizer, task, max_length: int):
 def protocol_splits(recipe: Recipe, seed: int, glue_dir: str | None):
     """(task, all splits, train, rest_of_train, heldout) as the protocol makes them for `seed` (or for
     protocol.split_seed when set): the seeded train subset (rest_of_train: the train rows left out of it, or None),
-    and the held-out split carved from the subset.
+    and the held-out split carved from the subset. With protocol.heldout_unseen the held-out rows are whole texts
+    drawn first, and the subset and rest_of_train come from the rows left once their phrases are dropped
+    (glue.carve_unseen_heldout; about 20 s for SST-2).
     Every command that compares with `compact run` (compact search, the benches) takes its splits from here."""
     task, p = get_task(recipe.task), recipe.protocol
     seed = seed if p.split_seed is None else p.split_seed
     data = load_glue(task.name, glue_dir)
     train, rest_of_train = data["train"], None
+    if p.heldout_unseen:  # the same sizes as below: held-out as carved from the subset, the subset less the held-out
+        subset = len(train) if p.train_subset is None else min(p.train_subset, len(train))
+        size = p.heldout if p.heldout >= 1 else round(p.heldout * subset)
+        pool, heldout = carve_unseen_heldout(train.shuffle(seed=seed), size, task.text_columns)
+        keep = min(subset - size, len(pool))
+        rest_of_train = pool.select(range(keep, len(pool))) if keep < len(pool) else None
+        return task, data, pool.select(range(keep)), rest_of_train, heldout
     if p.train_subset is not None and p.train_subset < len(train):
         shuffled = train.shuffle(seed=seed)
         train, rest_of_train = shuffled.select(range(p.train_subset)), shuffled.select(range(p.train_subset,

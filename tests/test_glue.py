@@ -13,6 +13,7 @@ from compact_nlp.glue import (
     TASKS,
     GlueDataError,
     carve_heldout,
+    carve_unseen_heldout,
     features,
     get_task,
     heldout_overlap,
@@ -113,6 +114,29 @@ def test_heldout_is_seeded_stratified_and_disjoint(glue_dir):
     assert carve_heldout(train, size=15, seed=4)[1]["idx"] != a_held["idx"]
 
 
+def test_an_unseen_heldout_holds_whole_texts_and_drops_every_row_inside_them():
+    sentences = [f"movie{i} was very good ." for i in range(12)]
+    phrases = [f"movie{i} was" for i in range(12)] + ["very good .", "good", "movie1", "goodness"]
+    train = datasets.Dataset.from_dict({"sentence": sentences + phrases, "label": [1] * 28})
+    shuffled = train.shuffle(seed=0)
+    pool, heldout = carve_unseen_heldout(shuffled, 4, ["sentence"])
+    whole = set(sentences) | {"goodness"}  # inside no other row
+    assert heldout["sentence"] == [t for t in shuffled["sentence"] if t in whole][:4]  # first in the seeded order
+
+    def inside(row, texts):  # as whole words
+        return any(f" {row} " in f" {text} " for text in texts)
+
+    kept = set(pool["sentence"])
+    dropped = set(train["sentence"]) - kept - set(heldout["sentence"])
+    assert not any(inside(row, heldout["sentence"]) for row in kept)
+    assert all(inside(row, heldout["sentence"]) for row in dropped) and {"very good .", "good"} <= dropped
+    # this seed holds out movie10 or movie11 but not movie1: "movie1" stays, as a word inside none of them
+    assert "movie1" in kept and any(t.startswith(("movie10 ", "movie11 ")) for t in heldout["sentence"])
+    assert carve_unseen_heldout(shuffled, 4, ["sentence"])[1]["sentence"] == heldout["sentence"]  # seeded
+    with pytest.raises(GlueDataError, match="only 13 training rows are whole texts.*lower protocol.heldout"):
+        carve_unseen_heldout(shuffled, 14, ["sentence"])
+
+
 def test_heldout_overlap_counts_heldout_rows_inside_training_rows():
     heldout = datasets.Dataset.from_dict({"sentence": ["a fine film ", "dull", "brand new words", "  "]})
     learned_from = ["it is a fine film .", "dull and slow", "words"]
@@ -139,6 +163,26 @@ def test_sst2_heldout_rows_are_mostly_phrases_of_training_rows_and_runs_warn():
     with pytest.warns(UserWarning):
         assert seen_heldout(task, heldout, train, transfer)["inside_training_rows"] > 80  # the rest of train too
     assert heldout_overlap(data["validation"], train["sentence"], "sentence")["inside_training_rows"] < 2
+
+
+@requires_glue
+@pytest.mark.real_data
+def test_sst2_unseen_heldout_is_whole_sentences_as_dev_is(recwarn):
+    from compact_nlp.recipe import load_recipe
+    from compact_nlp.run import protocol_splits, seen_heldout, transfer_set
+
+    recipe = load_recipe("recipes/glue/sst2.yaml", ["transfer=[rest_of_train]", "teacher=a-fine-tuned-model",
+                                                    "protocol.heldout_unseen=true"])
+    task, data, train, rest_of_train, heldout = protocol_splits(recipe, 1, str(GLUE_DIR))
+    assert (len(train), len(heldout)) == (18000, 2000)  # the protocol's sizes
+    transfer = transfer_set(recipe, task, rest_of_train, train, str(GLUE_DIR), 1)
+    assert seen_heldout(task, heldout, train, transfer)["inside_training_rows"] < 1  # was 89% (test above)
+    assert not [w for w in recwarn if "held-out rows checked" in str(w.message)]
+
+    def median_words(split):
+        return float(np.median([len(text.split()) for text in split["sentence"]]))
+
+    assert median_words(heldout) == median_words(data["validation"]) == 19  # sentences, as dev holds
 
 def test_metrics_per_task_match_scikit_learn_and_scipy():
     labels = np.array([0, 1, 1, 0, 1, 1, 0, 1])

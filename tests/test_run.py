@@ -244,6 +244,7 @@ def test_scientific_notation_is_a_float_as_in_yaml_1_2():
     (["teacher=t", "transfer=[augmented:many]"], "must be a whole number >= 1"),
     (["teacher=t", "transfer=[rest_of_train]"], "this recipe trains on all of them"),
     (["protocol.steps=0"], "protocol.steps must be positive"),
+    (["protocol.heldout_unseen=sometimes"], "protocol.heldout_unseen must be bool, got 'sometimes'"),
     (["token_pruning={keep: 0.5}"], r"unknown TokenPruningConfig keys \['keep'\]"),
     (["token_pruning={keep_ratio: 1.5}"], r"keep_ratio must be in \(0, 1\]"),
     (["hat={space: small}"], r"hat: unknown HatConfig keys \['space'\]"),
