@@ -137,6 +137,47 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python
   --variant "HAT alone (22% budget, transfer: rest of train, int8 PTQ)=$R/hat/sst2_022/sub-0.22-searched/model" \
   --out bench/results/compare_sst2_budget022
 
+# The 22% SubTransformer distilled again from the same folders (docs/hat.md, "What the extracted SubTransformer learns
+# from"): hidden states, hidden states + relations, 4 epochs (seeds 1 and 2), and the chosen 2 epochs with seed 2 (the
+# same split: split_seed 1). Each copies latency.jsonl, predictor, rewired, search-0.22 and supernet from $R/hat/sst2_022.
+hat22() {  # $1: the run's folder name; then its --set overrides
+  local out=$R/hat/$1; shift
+  mkdir -p $out
+  for f in latency.jsonl predictor rewired supernet search-0.22; do [ -e $out/$f ] || cp -r $R/hat/sst2_022/$f $out/; done
+  compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $out --set "hat.budgets=[0.22]" \
+    --set hat.latency_models=120 --set "transfer=[rest_of_train]" --set hat.uniform_reference=false \
+    --set hat.full_reference=false "$@"
+}
+hat22 sst2_022_hidden --set hat.distill_epochs=2 --set "hat.distillation={hidden_weight: 1.0}"
+hat22 sst2_022_relation --set hat.distill_epochs=2 --set "hat.distillation={hidden_weight: 1.0, attention_weight: 1.0}"
+hat22 sst2_022_e4 --set hat.distill_epochs=4
+hat22 sst2_022_e4s2 --set hat.distill_epochs=4 --set "protocol.seeds=[2]" --set protocol.split_seed=1
+hat22 sst2_022_s2 --set hat.distill_epochs=2 --set "protocol.seeds=[2]" --set protocol.split_seed=1
+python bench/accuracy_by_length.py --task sst2 --glue-dir $GLUE --out bench/results/accuracy_by_length_sst2_022 \
+  "fine-tuned fp32 (6 layers)=$FT1" \
+  "HAT 22%, logits, 2 epochs, seed 1=$R/hat/sst2_022/sub-0.22-searched/model" \
+  "HAT 22%, logits + hidden states, 2 epochs=$R/hat/sst2_022_hidden/sub-0.22-searched/model" \
+  "HAT 22%, logits + hidden + relations, 2 epochs=$R/hat/sst2_022_relation/sub-0.22-searched/model" \
+  "HAT 22%, logits, 4 epochs, seed 1=$R/hat/sst2_022_e4/sub-0.22-searched/model" \
+  "HAT 22%, logits, 4 epochs, seed 2=$R/hat/sst2_022_e4s2/sub-0.22-searched/model"
+# the combined pipeline on the chosen (2-epoch) SubTransformer: token pruning at keep 0.8 on 3 layers, then int8
+mkdir -p $R/combined/sst2_022/hat
+for f in latency.jsonl predictor rewired supernet search-0.22 sub-0.22-searched; do
+  [ -e $R/combined/sst2_022/hat/$f ] || cp -r $R/hat/sst2_022/$f $R/combined/sst2_022/hat/
+done
+compact run recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --glue-dir $GLUE \
+  --set "hat.budgets=[0.22]" --set hat.distill_epochs=2 --set hat.latency_models=120 --set "transfer=[rest_of_train]" \
+  --set token_pruning.keep_ratio=0.8 --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}" \
+  --set "stages.quant.protocol={epochs: 1, learning_rate: 2.0e-5, steps: 563}" --out $R/combined/sst2_022
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
+  --variant "HAT alone (22% budget, 2 epochs, int8 PTQ)=$R/hat/sst2_022/sub-0.22-searched/model" \
+  --variant "HAT alone (22% budget, 4 epochs, int8 PTQ; not chosen)=$R/hat/sst2_022_e4/sub-0.22-searched/model" \
+  --variant "combined: HAT 22% + token pruning (keep 0.8) + int8=$R/combined/sst2_022/quant/seed-{seed}/model" \
+  --out bench/results/compare_sst2_budget022_combined
+# the fine-tune on a held-out split of whole sentences (docs/protocol.md)
+compact run recipes/glue/sst2.yaml --glue-dir $GLUE --set protocol.heldout_unseen=true --out $R/baselines/sst2_unseen
+cp $R/baselines/sst2_unseen/results.json bench/results/baselines/sst2_heldout_unseen.json
+
 # RTE's int8-QAT-alone row, side by side with its fp32 models and the peers (the fp32 run reproduces the seeds above)
 compact run recipes/glue/rte.yaml --glue-dir $GLUE --out $R/baselines/rte
 compact run recipes/glue/rte.yaml --preset int8-qat --glue-dir $GLUE --set "model=$R/baselines/rte/seed-{seed}/model" \
