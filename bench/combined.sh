@@ -177,6 +177,11 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python
 # the fine-tune on a held-out split of whole sentences (docs/protocol.md)
 compact run recipes/glue/sst2.yaml --glue-dir $GLUE --set protocol.heldout_unseen=true --out $R/baselines/sst2_unseen
 cp $R/baselines/sst2_unseen/results.json bench/results/baselines/sst2_heldout_unseen.json
+compact run recipes/glue/sst2.yaml --preset token-pruning --glue-dir $GLUE --set protocol.heldout_unseen=true \
+  --set model=$R/baselines/sst2_unseen/seed-1/model --set teacher=$R/baselines/sst2_unseen/seed-1/model \
+  --set "transfer=[rest_of_train]" --set protocol.epochs=1 --set protocol.learning_rate=1.0e-4 \
+  --out $R/prune/sst2_k45_rest_unseen
+cp $R/prune/sst2_k45_rest_unseen/seed-1/results.json bench/results/run_token_pruning_sst2_heldout_unseen.json
 
 # RTE's int8-QAT-alone row, side by side with its fp32 models and the peers (the fp32 run reproduces the seeds above)
 compact run recipes/glue/rte.yaml --glue-dir $GLUE --out $R/baselines/rte
