@@ -292,20 +292,22 @@ def carve_unseen_heldout(shuffled, size: int, columns: list[str]):
     heldout = shuffled.select(picked)
     inside = [False] * len(shuffled)
     for column in columns:
-        held = "\n".join(f" {t.strip()} " for t in heldout[column])
-        inside = [hit or f" {t.strip()} " in held for hit, t in zip(inside, shuffled[column])]
+        seen = inside_rows(shuffled[column], heldout[column], whole_words=True)
+        inside = [a or b for a, b in zip(inside, seen)]
     return shuffled.select([i for i, hit in enumerate(inside) if not hit]), heldout
 
 
 SEEN_HELDOUT_WARNING_PERCENT = 20  # above this share of seen held-out rows, `compact run` and `compact search` warn
 
 
-def inside_rows(texts: list[str], learned_from: list[str]) -> list[bool]:
-    """For each text (stripped), whether it occurs inside one of the `learned_from` rows."""
+def inside_rows(texts: list[str], learned_from: list[str], whole_words: bool = False) -> list[bool]:
+    """For each text (stripped), whether it occurs inside one of the `learned_from` rows; with `whole_words`, only as
+    whole words ("good" is not inside "goodness")."""
+    pad = " " if whole_words else ""
     # one newline-joined string and `in`: a substring test over every row without a loop in Python, and no match
     # across two rows
-    haystack = "\n".join(text.strip() for text in learned_from)
-    return [text.strip() in haystack for text in texts]
+    haystack = "\n".join(f"{pad}{text.strip()}{pad}" for text in learned_from)
+    return [f"{pad}{text.strip()}{pad}" in haystack for text in texts]
 
 
 def heldout_overlap(heldout, learned_from: list[str], column: str, checked: int = 500) -> dict:
