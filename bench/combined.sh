@@ -182,6 +182,52 @@ compact run recipes/glue/sst2.yaml --preset token-pruning --glue-dir $GLUE --set
   --set "transfer=[rest_of_train]" --set protocol.epochs=1 --set protocol.learning_rate=1.0e-4 \
   --out $R/prune/sst2_k45_rest_unseen
 cp $R/prune/sst2_k45_rest_unseen/seed-1/results.json bench/results/run_token_pruning_sst2_heldout_unseen.json
+# its second seed (its own split), and the 22% pipeline again on this split (docs/hat.md, docs/combined.md): search
+# (latency data and predictor copied from $R/hat/sst2_022: latency depends on shapes only), then the distillation
+# arms from the same folders: 2 or 4 epochs, seeds 1 and 2, and 2 epochs with augmented copies
+compact run recipes/glue/sst2.yaml --glue-dir $GLUE --set protocol.heldout_unseen=true --set "protocol.seeds=[2]" \
+  --out $R/baselines/sst2_unseen_s2
+cp $R/baselines/sst2_unseen_s2/results.json bench/results/baselines/sst2_heldout_unseen_seed2.json
+FTU=$R/baselines/sst2_unseen/seed-1/model
+hat22u() {  # $1: the run's folder name; then its --set overrides
+  local out=$R/hat/$1; shift
+  mkdir -p $out
+  for f in latency.jsonl predictor rewired supernet search-0.22; do
+    [ -e $out/$f ] || [ ! -e $R/hat/sst2_022_unseen/$f ] || cp -r $R/hat/sst2_022_unseen/$f $out/
+  done
+  compact search recipes/glue/sst2.yaml --model $FTU --glue-dir $GLUE --out $out --set protocol.heldout_unseen=true \
+    --set "hat.budgets=[0.22]" --set hat.latency_models=120 --set hat.uniform_reference=false \
+    --set hat.full_reference=false "$@"
+}
+mkdir -p $R/hat/sst2_022_unseen
+for f in latency.jsonl predictor; do
+  [ -e $R/hat/sst2_022_unseen/$f ] || cp -r $R/hat/sst2_022/$f $R/hat/sst2_022_unseen/
+done
+hat22u sst2_022_unseen --set hat.distill_epochs=2 --set "transfer=[rest_of_train]"
+hat22u sst2_022_unseen_s2 --set hat.distill_epochs=2 --set "transfer=[rest_of_train]" --set "protocol.seeds=[2]" \
+  --set protocol.split_seed=1
+hat22u sst2_022_unseen_e4 --set hat.distill_epochs=4 --set "transfer=[rest_of_train]"
+hat22u sst2_022_unseen_e4s2 --set hat.distill_epochs=4 --set "transfer=[rest_of_train]" --set "protocol.seeds=[2]" \
+  --set protocol.split_seed=1
+hat22u sst2_022_unseen_aug --set hat.distill_epochs=2 --set "transfer=[rest_of_train, augmented]"
+# the combined pipeline on the chosen (4-epoch) SubTransformer, as on the default split
+mkdir -p $R/combined/sst2_022_unseen/hat
+for f in latency.jsonl predictor rewired supernet search-0.22 sub-0.22-searched; do
+  [ -e $R/combined/sst2_022_unseen/hat/$f ] || cp -r $R/hat/sst2_022_unseen_e4/$f $R/combined/sst2_022_unseen/hat/
+done
+compact run recipes/glue/sst2.yaml --preset combined --set model=$FTU --set teacher=$FTU --glue-dir $GLUE \
+  --set protocol.heldout_unseen=true --set "hat.budgets=[0.22]" --set hat.distill_epochs=4 \
+  --set hat.latency_models=120 \
+  --set "transfer=[rest_of_train]" --set token_pruning.keep_ratio=0.8 \
+  --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}" \
+  --set "stages.quant.protocol={epochs: 1, learning_rate: 2.0e-5, steps: 563}" --out $R/combined/sst2_022_unseen
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 "$R/baselines/sst2_unseen/seed-{seed}/model" \
+  --optimum-python $OPT \
+  --variant "HAT alone (22% budget, 4 epochs, int8 PTQ)=$R/hat/sst2_022_unseen_e4/sub-0.22-searched/model" \
+  --variant "HAT alone (22% budget, 2 epochs, int8 PTQ; not chosen)=$R/hat/sst2_022_unseen/sub-0.22-searched/model" \
+  --variant "HAT alone (22%, 2 epochs + augmented copies, int8 PTQ; not chosen)=$R/hat/sst2_022_unseen_aug/sub-0.22-searched/model" \
+  --variant "combined: HAT 22% + token pruning (keep 0.8) + int8=$R/combined/sst2_022_unseen/quant/seed-{seed}/model" \
+  --out bench/results/compare_sst2_unseen_budget022
 
 # RTE's int8-QAT-alone row, side by side with its fp32 models and the peers (the fp32 run reproduces the seeds above)
 compact run recipes/glue/rte.yaml --glue-dir $GLUE --out $R/baselines/rte
