@@ -210,6 +210,7 @@ hat22u sst2_022_unseen_e4 --set hat.distill_epochs=4 --set "transfer=[rest_of_tr
 hat22u sst2_022_unseen_e4s2 --set hat.distill_epochs=4 --set "transfer=[rest_of_train]" --set "protocol.seeds=[2]" \
   --set protocol.split_seed=1
 hat22u sst2_022_unseen_aug --set hat.distill_epochs=2 --set "transfer=[rest_of_train, augmented]"
+hat22u sst2_022_unseen_e8 --set hat.distill_epochs=8 --set "transfer=[rest_of_train]"  # run after the bench
 # the combined pipeline on the chosen (4-epoch) SubTransformer, as on the default split
 mkdir -p $R/combined/sst2_022_unseen/hat
 for f in latency.jsonl predictor rewired supernet search-0.22 sub-0.22-searched; do
