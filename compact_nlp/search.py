@@ -235,6 +235,25 @@ def train_supernet(supernet, teacher, train_tokenized, collator, tokenizer, conf
     save_pretrained_atomic(supernet.model, final)
 
 
+# Above this repeat-noise floor (MAPE of repeated measurements of one model) the machine is too busy for a latency
+# predictor to reach the 1-6% error HAT reports: no predictor is more accurate than the numbers it learns from.
+NOISY_FLOOR_PCT = 5.0
+
+
+def report_noise_floor(floor: dict) -> None:
+    """Log the noise floor measured before the SubTransformers, and say what to do when it is too high."""
+    if not floor.get("models"):
+        return
+    _log(f"latency noise floor: {floor['mape']}% ({floor['rmse_ms']} ms) over {floor['measurements']} measurements "
+         f"of {floor['models']} models")
+    if floor["mape"] > NOISY_FLOOR_PCT:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        _log(f"WARNING: repeated measurements of one model differ by {floor['mape']}% (over {NOISY_FLOOR_PCT}%; load "
+             f"average {load}), so the latency predictor cannot be more accurate than that. Stop other jobs on this "
+             "machine and delete latency.jsonl to measure again, or set hat.latency_passes=3 to learn from means, "
+             "or measure on a dedicated device (hat.measurer).")
+
+
 def latency_stage(supernet, measurer, config, out: Path):
     """Stage 2: measurements (resumable) and the predictor fitted on them."""
     from .hat import HatConfigError, LatencyPredictor, collect_latency
@@ -247,7 +266,7 @@ def latency_stage(supernet, measurer, config, out: Path):
 
     data = collect_latency(supernet, measurer, out / "latency.jsonl", count=config.latency_models, seed=config.seed,
                            noise_models=config.noise_models, noise_repeats=config.noise_repeats,
-                           passes=config.latency_passes, progress=progress)
+                           passes=config.latency_passes, progress=progress, on_noise_floor=report_noise_floor)
     if (predictor_dir / "latency_predictor.json").is_file():
         predictor = LatencyPredictor.load(predictor_dir)
         predictor.check(measurer.spec, supernet.space)

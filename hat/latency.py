@@ -161,12 +161,16 @@ class LatencyData:
 
 
 def collect_latency(supernet, measurer: Measurer, path: str | os.PathLike, count: int, seed: int = 0,
-                    noise_models: int = 4, noise_repeats: int = 5, passes: int = 1, progress=None) -> LatencyData:
+                    noise_models: int = 4, noise_repeats: int = 5, passes: int = 1, progress=None,
+                    on_noise_floor=None) -> LatencyData:
     """Measure `count` SubTransformers (random draws) with `measurer`, after the noise floor (the largest, the
     smallest and random models, `noise_models` in all, measured `noise_repeats` times each). `passes` > 1 measures
     the `count` models again, pass after pass, and the predictor learns their mean: on a noisy machine the mean of k
     measurements is about sqrt(k) times closer to the truth. Appends to `path`; run again with the same arguments
-    (or more passes or models) to resume where it stopped."""
+    (or more passes or models) to resume where it stopped.
+
+    on_noise_floor(floor): called once the noise models are measured, before the long part, with their noise floor
+    (`LatencyData.noise_floor`): the moment to tell a user that the machine is too busy to measure on."""
     from .extract import extract
 
     space = supernet.space
@@ -185,13 +189,18 @@ def collect_latency(supernet, measurer: Measurer, path: str | os.PathLike, count
     drawn = [sub for sub, repeat in plan if repeat == 0]
     plan += [(sub, p) for p in range(1, passes) for sub in drawn]  # repeat p: the (p+1)-th measurement of a model
     done = {(r.sub, r.repeat) for r in data.records}
-    todo = [(sub, repeat) for sub, repeat in plan if (sub, repeat) not in done]
+    noise_plan, rest = plan[:noise_models * noise_repeats], plan[noise_models * noise_repeats:]
     with torch.no_grad():
-        for sub, repeat in todo:
-            samples = measurer.measure(extract(supernet, sub).eval())
-            data.append(LatencyRecord(sub, min(samples), repeat))
-            if progress is not None:
-                progress(len(data.records), len(plan), sub, data.records[-1].ms)
+        for block in (noise_plan, rest):
+            for sub, repeat in block:
+                if (sub, repeat) in done:
+                    continue
+                samples = measurer.measure(extract(supernet, sub).eval())
+                data.append(LatencyRecord(sub, min(samples), repeat))
+                if progress is not None:
+                    progress(len(data.records), len(plan), sub, data.records[-1].ms)
+            if block is noise_plan and on_noise_floor is not None:
+                on_noise_floor(data.noise_floor())
     return data
 
 

@@ -296,6 +296,28 @@ def test_latency_collection_is_append_only_and_resumes(tmp_path):
     assert len(more.records) == 12 and [r.sub for r in more.records[:9]] == [r.sub for r in data.records]
 
 
+def test_a_noisy_machine_is_reported_before_the_long_part_of_the_collection(tmp_path, capsys):
+    from compact_nlp.search import report_noise_floor
+
+    model = tiny_model()
+    supernet = SuperTransformer(model, tiny_space(model))
+    noisy = ParameterCountMeasurer()
+    calls = []  # every other call 20% slower: repeats of one model differ by 10% from their mean
+    noisy.measure = lambda m, real=noisy.measure: [v * (1.2 if calls.append(1) or len(calls) % 2 else 1.0)
+                                                  for v in real(m)]
+    floors = []
+    collect_latency(supernet, noisy, tmp_path / "l.jsonl", count=5, noise_models=2, noise_repeats=2,
+                    on_noise_floor=lambda floor: floors.append((len(calls), floor)))
+    assert len(floors) == 1 and floors[0][0] == 4  # once, right after the 2 x 2 noise measurements
+    floor = floors[0][1]
+    assert floor["models"] == 2 and floor["mape"] == pytest.approx(100 * 0.1 / 1.1, abs=0.01)
+    report_noise_floor(floor)
+    assert "WARNING" in capsys.readouterr().out
+    report_noise_floor({**floor, "mape": 2.0})
+    logged = capsys.readouterr().out
+    assert "noise floor: 2.0%" in logged and "WARNING" not in logged
+
+
 def test_latency_data_for_another_setting_or_space_is_refused(tmp_path):
     model = tiny_model()
     space = tiny_space(model)
