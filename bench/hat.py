@@ -12,7 +12,8 @@ their predicted and measured latency). Then, on this machine, in one run:
     threads;
   - which layers a shallower SubTransformer should keep: held-out score of full-width SubTransformers of each depth
     under "spread" and "first", on the fine-tuned weights before any SuperTransformer training (inherited weights).
-Writes bench/results/hat_<task>.{json,md} and copies each budget's Pareto plot to bench/results/hat_pareto_*.png.
+Writes bench/results/<name>.{json,md} (--name, default hat_<task>) and copies each budget's Pareto plot to
+bench/results/<name with hat_ -> hat_pareto_>_<budget>.png.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--work", default="/tmp/compact-hat-bench")
+    parser.add_argument("--name", default=None, help="results file name without extension (default hat_<task>); "
+                        "another name keeps an earlier run's results beside this one")
     args = parser.parse_args()
 
     run, full = Path(args.run), Path(args.model)
@@ -139,16 +142,18 @@ def main() -> None:
     torch.set_num_threads(2)
     selection = layer_selection(run, recipe, args.glue_dir, search["hat"]["fitness_examples"])
     RESULTS.mkdir(exist_ok=True)
+    results_name = args.name or f"hat_{task.name}"
+    plot_name = results_name.replace("hat_", "hat_pareto_", 1)
     for fraction in search["budgets"]:
         plot = run / f"search-{fraction}" / "pareto.png"
         if plot.is_file():
-            shutil.copyfile(plot, RESULTS / f"hat_pareto_{task.name}_{fraction.replace('.', '')}.png")
+            shutil.copyfile(plot, RESULTS / f"{plot_name}_{fraction.replace('.', '')}.png")
     results = {"task": task.name, "run": str(run), "model": str(full), "search": search, "variants": rows,
                "layer_selection": selection, "real_length_examples": args.examples,
                "mean_real_tokens": round(float(np.mean([r["input_ids"].shape[1] for r in real])), 1),
                "machine": machine(), "versions": versions()}
-    write_json(RESULTS / f"hat_{task.name}.json", results)
-    write_text(RESULTS / f"hat_{task.name}.md", markdown(results))
+    write_json(RESULTS / f"{results_name}.json", results)
+    write_text(RESULTS / f"{results_name}.md", markdown(results))
     print(markdown(results))
 
 
