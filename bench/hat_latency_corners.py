@@ -6,7 +6,8 @@ space that a random sample covers thinly. This script measures the uniform corne
 hidden size and depth: 30 models) twice with the search's own measurer, adds them to a copy of the search's latency
 data, and fits both predictor kinds over 10 train/validation/test splits with and without them. Reported: the median
 test MAPE, and the mean error on the four shipped models against their side-by-side timing at the search's length
-(bench/results/hat_sst2_quiet.json, `fixed_1t`).
+(bench/results/hat_sst2_quiet.json, `fixed_1t`). The search's latency file is copied to RUN/../corners/latency.jsonl
+and the corners are appended there (an interrupted run resumes).
 Results: bench/results/hat_latency_corners.{json,md}.
 
     RUN=runs/hat/sst2 FT=runs/baselines/sst2/seed-1/model [GLUE=glue_data] OMP_NUM_THREADS=1 \
