@@ -13,7 +13,7 @@ their predicted and measured latency). Then, on this machine, in one run:
   - which layers a shallower SubTransformer should keep: held-out score of full-width SubTransformers of each depth
     under "spread" and "first", on the fine-tuned weights before any SuperTransformer training (inherited weights).
 Writes bench/results/<name>.{json,md} (--name, default hat_<task>) and copies each budget's Pareto plot to
-bench/results/<name with hat_ -> hat_pareto_>_<budget>.png.
+bench/results/hat_pareto_<name without hat_>_<budget>.png.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def main() -> None:
     selection = layer_selection(run, recipe, args.glue_dir, search["hat"]["fitness_examples"])
     RESULTS.mkdir(exist_ok=True)
     results_name = args.name or f"hat_{task.name}"
-    plot_name = results_name.replace("hat_", "hat_pareto_", 1)
+    plot_name = "hat_pareto_" + results_name.removeprefix("hat_")
     for fraction in search["budgets"]:
         plot = run / f"search-{fraction}" / "pareto.png"
         if plot.is_file():

@@ -18,13 +18,12 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from compact_nlp.auto import AutoCompactModelForSequenceClassification
-from compact_nlp.glue import task_texts
-from compact_nlp.hat import HatConfig, LatencyPredictor, LatencySpec, SuperTransformer
+from compact_nlp.hat import HatConfig, LatencyPredictor, SuperTransformer
 from compact_nlp.io import write_json, write_text
 from compact_nlp.pretrained import resolve_checkpoint
 from compact_nlp.recipe import load_recipe
 from compact_nlp.run import protocol_splits
-from compact_nlp.search import latency_stage, make_measurer, search_space_for
+from compact_nlp.search import latency_spec, latency_stage, make_measurer, measuring_texts, search_space_for
 from compact_nlp.ship import machine
 
 R = Path(os.environ["R"])
@@ -38,12 +37,11 @@ task, _, train, _, _ = protocol_splits(recipe, recipe.protocol.seeds[0], os.envi
 tokenizer = AutoTokenizer.from_pretrained(source)
 model = AutoCompactModelForSequenceClassification.from_pretrained(source, num_labels=2).eval()
 supernet = SuperTransformer(model, search_space_for(config, model.config))
-spec = LatencySpec(precision=config.precision, threads=config.threads, batch=config.batch,
-                   sequence_length=config.sequence_length, hardware=f"{machine()['processor']}, {machine()['cores']} cores")
-texts = [t if isinstance(t, str) else " ".join(t) for t in task_texts(train, task.name, 2000)]
+spec = latency_spec(config)  # the search's own setting: its latency.jsonl can be copied into a search's OUT
 
 load_before, started = os.getloadavg(), time.perf_counter()
-data, predictor = latency_stage(supernet, make_measurer(config, spec, tokenizer, texts), config, out)
+data, predictor = latency_stage(supernet, make_measurer(config, spec, tokenizer, measuring_texts(train, task.name)),
+                                config, out)
 minutes, load_after = (time.perf_counter() - started) / 60, os.getloadavg()
 
 

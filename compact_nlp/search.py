@@ -100,22 +100,41 @@ class OnnxRuntimeMeasurer:
         torch.set_num_threads(1)
         try:
             with tempfile.TemporaryDirectory() as scratch:
-                session = self.session(model, Path(scratch))
-                names = {i.name for i in session.get_inputs()}
-                feed = {k: v for k, v in self.inputs.items() if k in names}
-                for _ in range(self.warmup):
-                    session.run(None, feed)
-                medians = []
-                for _ in range(self.rounds):
-                    times = []
-                    for _ in range(self.calls):
-                        start = time.perf_counter()
-                        session.run(None, feed)
-                        times.append((time.perf_counter() - start) * 1e3)
-                    medians.append(statistics.median(times))
-                return medians
+                return self.time_session(self.session(model, Path(scratch)))
         finally:
             torch.set_num_threads(threads)
+
+    def time_session(self, session) -> list[float]:
+        """The timing loop alone, for an ONNX Runtime session made elsewhere (a shipped `.ort`, to check a
+        measurement against the file users get)."""
+        names = {i.name for i in session.get_inputs()}
+        feed = {k: v for k, v in self.inputs.items() if k in names}
+        for _ in range(self.warmup):
+            session.run(None, feed)
+        medians = []
+        for _ in range(self.rounds):
+            times = []
+            for _ in range(self.calls):
+                start = time.perf_counter()
+                session.run(None, feed)
+                times.append((time.perf_counter() - start) * 1e3)
+            medians.append(statistics.median(times))
+        return medians
+
+
+def latency_spec(config):
+    """The latency setting a search's budgets mean (HatConfig's precision, threads, batch, length) on this machine."""
+    from .hat import LatencySpec
+    from .ship import machine
+
+    return LatencySpec(precision=config.precision, threads=config.threads, batch=config.batch,
+                       sequence_length=config.sequence_length,
+                       hardware=f"{machine()['processor']}, {machine()['cores']} cores")
+
+
+def measuring_texts(train, task_name: str) -> list[str]:
+    """The real training text the measurer joins into inputs of the spec's length (sentence pairs joined)."""
+    return [t if isinstance(t, str) else " ".join(t) for t in task_texts(train, task_name, 2000)]
 
 
 def make_measurer(config, spec, tokenizer, texts: list[str]):
@@ -388,10 +407,9 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
 
     from .auto import AutoCompactModelForSequenceClassification
-    from .hat import HatConfig, LatencySpec, SuperTransformer, extract
+    from .hat import HatConfig, SuperTransformer, extract
     from .pretrained import resolve_checkpoint
     from .run import protocol_splits, seen_heldout, tokenize, transfer_set, with_transfer
-    from .ship import machine
 
     config = HatConfig.from_dict(recipe.hat or {})
     seed = recipe.protocol.seeds[0]
@@ -419,11 +437,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     supernet = SuperTransformer(rewired, space)
 
     # latency depends on shapes only, so it is measured before training: on a quiet machine, and resumable alone
-    spec = LatencySpec(precision=config.precision, threads=config.threads, batch=config.batch,
-                       sequence_length=config.sequence_length,
-                       hardware=f"{machine()['processor']}, {machine()['cores']} cores")
-    texts = [t if isinstance(t, str) else " ".join(t) for t in task_texts(train, task.name, 2000)]
-    measurer = make_measurer(config, spec, tokenizer, texts)
+    measurer = make_measurer(config, latency_spec(config), tokenizer, measuring_texts(train, task.name))
     spec = measurer.spec  # a measurer of your own may say where it timed (hardware, runtime)
     data, predictor = latency_stage(supernet, measurer, config, out)
     train_supernet(supernet, teacher, distil_tokenized, collator, tokenizer, config, out, seed)

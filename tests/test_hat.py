@@ -380,14 +380,25 @@ def test_resuming_with_another_predictor_kind_is_refused(tmp_path):
         HatConfig(latency_predictor="xgboost")
 
 
-def test_the_onnx_runtime_measurer_times_the_int8_form_that_ships(tiny_tokenizer):
-    from compact_nlp.search import OnnxRuntimeMeasurer
+def test_the_onnx_runtime_measurer_times_the_int8_form_that_ships(tiny_tokenizer, tmp_path):
+    from datasets import Dataset
+
+    from compact_nlp.search import OnnxRuntimeMeasurer, latency_spec, measuring_texts
 
     spec = LatencySpec(precision="int8-dynamic", threads=1, batch=2, sequence_length=12)
     measurer = OnnxRuntimeMeasurer(spec, tiny_tokenizer, ["the cat sat on the mat .", "a dog ran"], calls=5, warmup=1)
     assert measurer.inputs["input_ids"].shape == (2, 12) and measurer.inputs["attention_mask"].all()
     times = measurer.measure(tiny_model())
     assert len(times) == measurer.rounds and all(t > 0 for t in times)  # one median per round
+    # the same timing loop on a session made elsewhere (a shipped file)
+    session = measurer.session(tiny_model(), tmp_path)
+    assert len(measurer.time_session(session)) == measurer.rounds
+
+    config = HatConfig(threads=2, sequence_length=16)
+    assert (latency_spec(config).threads, latency_spec(config).sequence_length,
+            latency_spec(config).precision) == (2, 16, config.precision)
+    pairs = Dataset.from_dict({"sentence1": ["a cat", "the dog"], "sentence2": ["sat down", "ran"], "label": [0, 1]})
+    assert measuring_texts(pairs, "mrpc") == ["a cat sat down", "the dog ran"]
 
 
 # --- the search ----------------------------------------------------------------------------------------------------
