@@ -245,3 +245,50 @@ cp $R/embed/report.json bench/results/sentence_embeddings_stsb.json
 compact embed --text python-docs --out $R/embed_docs
 cp $R/embed_docs/report.md bench/results/sentence_embeddings_python_docs.md
 cp $R/embed_docs/report.json bench/results/sentence_embeddings_python_docs.json
+
+# SST-2 on the whole training set (protocol.train_subset=null: the protocol without its session-time cap, as in
+# DESIGN.md's numbers to beat; docs/combined.md). Fine-tune, then HAT at 33% with the quiet run's latency data and
+# predictor (bench/hat_latency_quiet.py; latency depends on shapes only), 2 distillation seeds, then the combined
+# pipeline on the searched model (token pruning at keep 0.8, then int8 QAT or PTQ chosen on held-out).
+FULL="--set protocol.train_subset=null"
+compact run recipes/glue/sst2.yaml --glue-dir $GLUE $FULL --out $R/full/ft
+FTF=$R/full/ft/seed-1/model
+mkdir -p $R/full/hat
+for f in latency.jsonl predictor; do [ -e $R/full/hat/$f ] || cp -r $R/hat/sst2/$f $R/full/hat/; done
+compact search recipes/glue/sst2.yaml --model $FTF --glue-dir $GLUE --out $R/full/hat $FULL --set "hat.budgets=[0.33]" \
+  --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=2 --set hat.uniform_reference=false \
+  --set hat.full_reference=false
+mkdir -p $R/full/combined/hat
+for f in latency.jsonl predictor rewired supernet search-0.33 sub-0.33-searched; do
+  [ -e $R/full/combined/hat/$f ] || cp -r $R/full/hat/$f $R/full/combined/hat/
+done
+compact run recipes/glue/sst2.yaml --preset combined --set model=$FTF --set teacher=$FTF --glue-dir $GLUE $FULL \
+  --set "hat.budgets=[0.33]" --set hat.latency_models=300 --set hat.latency_passes=2 \
+  --set token_pruning.keep_ratio=0.8 --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}" \
+  --set "stages.quant.protocol={epochs: 1, learning_rate: 2.0e-5, steps: 563}" --out $R/full/combined
+cp $R/full/ft/results.json bench/results/baselines/sst2_full_train.json
+cp $R/full/hat/search_results.json bench/results/run_hat_sst2_full_033_search.json
+cp $R/full/hat/sub-0.33-searched/results.json bench/results/run_hat_sst2_full_033_searched.json
+cp $R/full/hat/sub-0.33-searched-seed2/results.json bench/results/run_hat_sst2_full_033_searched_seed2.json
+cp $R/full/combined/results.json bench/results/run_combined_sst2_full_033.json
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 "$R/full/ft/seed-{seed}/model" --optimum-python $OPT \
+  --variant "HAT alone (33%, whole train, int8 PTQ)=$R/full/hat/sub-0.33-searched/model" \
+  --variant "combined: HAT 33% + token pruning (keep 0.8) + int8 (PTQ, held-out)=$R/full/combined/quant/seed-{seed}/model" \
+  --out bench/results/compare_sst2_full
+
+# A budget between 33% and 50% on the protocol's 20k subset: the quiet run's latency data, predictor and
+# SuperTransformer (compact search above, here $R/hat/sst2), the search at 40%, 2 distillation seeds with the rest of
+# train as the transfer set; benched beside the quiet run's 50% and 33% models (docs/combined.md)
+mkdir -p $R/hat/sst2_040
+for f in latency.jsonl predictor rewired supernet; do [ -e $R/hat/sst2_040/$f ] || cp -r $R/hat/sst2/$f $R/hat/sst2_040/; done
+compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_040 --set "hat.budgets=[0.4]" \
+  --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=2 --set "transfer=[rest_of_train]" \
+  --set hat.uniform_reference=false --set hat.full_reference=false
+cp $R/hat/sst2_040/search_results.json bench/results/run_hat_sst2_040_search.json
+cp $R/hat/sst2_040/sub-0.4-searched/results.json bench/results/run_hat_sst2_040_searched.json
+cp $R/hat/sst2_040/sub-0.4-searched-seed2/results.json bench/results/run_hat_sst2_040_searched_seed2.json
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
+  --variant "HAT alone (50%, quiet search, int8 PTQ)=$R/hat/sst2/sub-0.5-searched/model" \
+  --variant "HAT alone (40%, transfer, int8 PTQ)=$R/hat/sst2_040/sub-0.4-searched/model" \
+  --variant "HAT alone (33%, quiet search, int8 PTQ)=$R/hat/sst2/sub-0.33-searched/model" \
+  --out bench/results/compare_sst2_budget040
