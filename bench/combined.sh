@@ -277,14 +277,16 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 "$R/full/ft/seed-{se
   --out bench/results/compare_sst2_full
 
 # A budget between 33% and 50% on the protocol's 20k subset: the quiet run's latency data, predictor and
-# SuperTransformer (compact search above, here $R/hat/sst2), the search at 40%, 2 distillation seeds with the rest of
-# train as the transfer set; benched beside the quiet run's 50% and 33% models (docs/combined.md)
+# SuperTransformer ($R/hat/sst2: the command in docs/hat.md, "Results on a quiet machine"), the search at 40%, 2
+# distillation seeds with the rest of train as the transfer set; benched beside the quiet run's 50% and 33% models
+# (docs/combined.md)
 mkdir -p $R/hat/sst2_040
 for f in latency.jsonl predictor rewired supernet; do [ -e $R/hat/sst2_040/$f ] || cp -r $R/hat/sst2/$f $R/hat/sst2_040/; done
 compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_040 --set "hat.budgets=[0.4]" \
   --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=2 --set "transfer=[rest_of_train]" \
   --set hat.uniform_reference=false --set hat.full_reference=false
 cp $R/hat/sst2_040/search_results.json bench/results/run_hat_sst2_040_search.json
+cp $R/hat/sst2_040/search-0.4/state.json bench/results/run_hat_sst2_040_search_state.json
 cp $R/hat/sst2_040/sub-0.4-searched/results.json bench/results/run_hat_sst2_040_searched.json
 cp $R/hat/sst2_040/sub-0.4-searched-seed2/results.json bench/results/run_hat_sst2_040_searched_seed2.json
 compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
