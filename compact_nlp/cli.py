@@ -48,7 +48,8 @@ def cmd_export(args) -> int:
 
     model = _load(args.src, args.task)
     report = export_model(model, args.out, tokenizer_source=resolve_checkpoint(args.src), mobile=args.mobile,
-                          target_platform=args.target_platform, opset=args.opset, atol=args.atol)
+                          target_platform=args.target_platform, opset=args.opset, atol=args.atol,
+                          fuse_attention=not args.no_fuse_attention)
     out = Path(args.out)
     print(f"wrote {out}/: " + ", ".join(f"{name} {mb} MB" for name, mb in report["size_mb"].items() if mb))
     print(f"parity vs PyTorch (max abs diff): model.onnx {report['onnx_parity']['max_abs_diff']:.2e}"
@@ -263,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="platform the .ort file is optimized for (arm = phones)")
     export.add_argument("--opset", type=int, default=20, help="ONNX opset (>= 17; 20 has a native Gelu op)")
     export.add_argument("--atol", type=float, default=1e-4, help="largest allowed |ORT - PyTorch| at export")
+    export.add_argument("--no-fuse-attention", action="store_true",
+                        help="keep attention as plain ONNX ops (for NNAPI/CoreML, which do not run the "
+                             "MultiHeadAttention contrib op that the CPU execution provider runs faster)")
     export.set_defaults(func=cmd_export)
 
     bench = sub.add_parser("bench", help="latency (batch 1, real unpadded text), size and load time of a folder, or "

@@ -47,10 +47,15 @@ class LatencySpec:
     batch: int = 1
     sequence_length: int = 32
     hardware: str = ""  # the machine, in words (recorded, not compared: a user may rename it)
+    # how the measured graph computes attention: "fused" (one MultiHeadAttention node per layer, what compact exports
+    # since that fusion, compact_nlp/export/attention.py) or "decomposed" (latency data written before it)
+    attention: str = "fused"
 
     def __post_init__(self):
         if self.precision not in ("fp32", "int8-dynamic"):
             raise ValueError(f"precision must be 'fp32' or 'int8-dynamic', got {self.precision!r}.")
+        if self.attention not in ("fused", "decomposed"):
+            raise ValueError(f"attention must be 'fused' or 'decomposed', got {self.attention!r}.")
         for name in ("threads", "batch", "sequence_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"LatencySpec.{name} must be positive, got {getattr(self, name)}.")
@@ -60,11 +65,11 @@ class LatencySpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> LatencySpec:
-        return cls(**data)
+        return cls(**{"attention": "decomposed", **data})  # data without the field predates the fused export
 
     def check_matches(self, wanted: LatencySpec, what: str) -> None:
         """Raise LatencySpecMismatch naming every field where `self` (what `what` was made for) differs."""
-        fields = ("runtime", "precision", "threads", "batch", "sequence_length")
+        fields = ("runtime", "precision", "threads", "batch", "sequence_length", "attention")
         diff = [f"{f}: {getattr(self, f)!r} vs {getattr(wanted, f)!r}" for f in fields
                 if getattr(self, f) != getattr(wanted, f)]
         if diff:

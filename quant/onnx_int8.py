@@ -287,7 +287,9 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
             if config.activations == "dynamic":
                 quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=config.per_channel,
                                  nodes_to_quantize=chosen, op_types_to_quantize=["MatMul"],
-                                 extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
+                                 extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True,
+                                                # ONNX shape inference stops at contrib ops (MultiHeadAttention)
+                                                "DefaultTensorType": onnx.TensorProto.FLOAT})
             else:
                 preprocessed = Path(scratch) / "preprocessed.onnx"
                 # skip_optimization: its ORT pass would fuse our MatMul + Add back into Gemm, which the quantizer skips

@@ -50,6 +50,28 @@ def test_per_layer_widths_export_exactly(tmp_path, parity):
     assert parity("compact", "per-layer widths [1, 3, 2] heads: ORT vs PyTorch", report.max_abs_diff) <= 1e-4
 
 
+def test_attention_exports_as_one_multi_head_attention_node_per_layer(tmp_path, parity):
+    config = CompactBertConfig(vocab_size=99, hidden_size=48, head_dim=16, num_heads_per_layer=[3, 3, 3],
+                               intermediate_size_per_layer=[64, 64, 64], max_position_embeddings=128, num_labels=2)
+    model = shrink(CompactBertForSequenceClassification(config), heads={0: [0, 1], 2: [2]})
+    cases = [dict(batch=1, length=n) for n in (1, 2, 7, 64)] + [dict(batch=3, length=40, pad_from=[40, 9, 1])]
+    fused, plain = tmp_path / "fused.onnx", tmp_path / "plain.onnx"
+    export_onnx(model, fused, check=False)
+    export_onnx(model, plain, check=False, fuse_attention=False)
+    nodes = onnx.load(fused).graph.node
+    attention = [n for n in nodes if n.op_type == "MultiHeadAttention"]
+    assert [onnx.helper.get_attribute_value(n.attribute[0]) for n in attention] == model.config.num_heads_per_layer
+    assert model.config.num_heads_per_layer == [1, 3, 2]
+    assert not [n for n in nodes if n.op_type in ("Softmax", "Transpose")]
+    assert len(nodes) < len(onnx.load(plain).graph.node) - 3 * 15, "about 20 nodes per layer become 6"
+    assert sum(n.op_type == "Softmax" for n in onnx.load(plain).graph.node) == 3
+    report = check_parity(model, session(fused), cases=cases)  # padded rows included
+    assert parity("compact", "fused MultiHeadAttention export vs PyTorch", report.max_abs_diff) <= 1e-4
+    convert_to_ort(fused)
+    assert "MultiHeadAttention" in (tmp_path / "required_operators.config").read_text()
+    assert check_parity(model, session(fused.with_suffix(".ort")), cases=cases).max_abs_diff <= 1e-4
+
+
 class KeepTopTokens(torch.nn.Module):
     """The pattern token pruning exports (compact_nlp.modeling.TokenPruner; tested in test_token_pruning.py), reduced
     to its core: top ceil(ratio * real length) tokens by a data-dependent score, k by tensor ops, original order."""

@@ -352,7 +352,8 @@ def test_the_predictor_learns_measured_latency_and_refuses_other_settings(tmp_pa
     with pytest.raises(ValueError, match="predictor kind must be one of"):
         LatencyPredictor.fit(data, kind="gbm")
     loaded.check(ParameterCountMeasurer.spec, space)
-    for field, value in (("precision", "int8-dynamic"), ("threads", 2), ("sequence_length", 128), ("batch", 4)):
+    for field, value in (("precision", "int8-dynamic"), ("threads", 2), ("sequence_length", 128), ("batch", 4),
+                         ("attention", "decomposed")):
         other = LatencySpec(**{**ParameterCountMeasurer.spec.to_dict(), field: value})
         with pytest.raises(LatencySpecMismatch, match=f"the latency predictor was made for .*{field}"):
             loaded.check(other, space)

@@ -281,8 +281,10 @@ def test_the_standard_export_carries_the_pruning(tmp_path):
     prepare_token_pruning(model, TokenPruningConfig(keep_ratio=0.5), SepTokenizer())
     report = export_onnx(model, tmp_path / "model.onnx")  # checks ORT against PyTorch, padding included
     assert report.max_abs_diff <= 1e-4
-    ops = {node.op_type for node in __import__("onnx").load(str(tmp_path / "model.onnx")).graph.node}
-    assert {"TopK", "GatherElements"} <= ops or {"TopK", "Gather"} <= ops
+    ops = [node.op_type for node in __import__("onnx").load(str(tmp_path / "model.onnx")).graph.node]
+    assert {"TopK", "GatherElements"} <= set(ops) or {"TopK", "Gather"} <= set(ops)
+    # the pruning scores tokens with the attention probabilities, so no layer's attention is fused away
+    assert ops.count("Softmax") == model.config.num_hidden_layers and "MultiHeadAttention" not in ops
 
 
 # --- heads -----------------------------------------------------------------------------------------------------------

@@ -32,10 +32,12 @@ def _mb(path: Path) -> float | None:
 
 
 def export_model(model, out_dir: str | os.PathLike, tokenizer_source=None, mobile: bool = False,
-                 target_platform: str = "arm", opset: int = DEFAULT_OPSET, atol: float = DEFAULT_ATOL) -> dict:
+                 target_platform: str = "arm", opset: int = DEFAULT_OPSET, atol: float = DEFAULT_ATOL,
+                 fuse_attention: bool = True) -> dict:
     """Write the whole deployable folder and return (and save) its report.
 
     tokenizer_source: a tokenizer object, or a name/path AutoTokenizer loads; None to skip the tokenizer.
+    fuse_attention: attention as one MultiHeadAttention node per layer (export/attention.py); False for NNAPI/CoreML.
     """
     import onnxruntime as ort
 
@@ -58,11 +60,13 @@ def export_model(model, out_dir: str | os.PathLike, tokenizer_source=None, mobil
         "num_heads_per_layer": list(config.num_heads_per_layer),
         "intermediate_size_per_layer": list(config.intermediate_size_per_layer),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "exporter": {"name": "torch.onnx.export(dynamo=True)", "opset": opset, "torch": torch.__version__,
+        "exporter": {"name": "torch.onnx.export(dynamo=True)", "opset": opset, "fuse_attention": fuse_attention,
+                     "torch": torch.__version__,
                      "onnxruntime": ort.__version__},
         "machine": {"platform": platform.platform(), "processor": platform.machine()},
     }
-    report["onnx_parity"] = export_onnx(model, out / "model.onnx", opset=opset, atol=atol).to_dict()
+    report["onnx_parity"] = export_onnx(model, out / "model.onnx", opset=opset, atol=atol,
+                                        fuse_attention=fuse_attention).to_dict()
     if mobile:
         report["ort_mobile"] = convert_to_ort(out / "model.onnx", target_platform=target_platform)
         session = ort.InferenceSession(str(out / "model.ort"), providers=["CPUExecutionProvider"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -109,9 +110,22 @@ def check_parity(model, session, atol: float = DEFAULT_ATOL, cases=None, seed: i
     return report
 
 
+def _fuse_attention_in_file(path: Path) -> None:
+    import onnx
+
+    from .attention import fuse_attention
+
+    graph = onnx.load(str(path))
+    if fuse_attention(graph):
+        onnx.save(graph, str(path))
+
+
 def export_onnx(model, path: str | os.PathLike, opset: int = DEFAULT_OPSET, atol: float = DEFAULT_ATOL,
-                check: bool = True) -> ParityReport | None:
-    """Export to one ONNX file with dynamic batch and sequence axes; verify it with ONNX Runtime when `check`."""
+                check: bool = True, fuse_attention: bool = True) -> ParityReport | None:
+    """Export to one ONNX file with dynamic batch and sequence axes; verify it with ONNX Runtime when `check`.
+
+    fuse_attention: write each layer's attention as one MultiHeadAttention node (export/attention.py): faster on
+    ONNX Runtime's CPU execution provider; False for graphs meant for NNAPI or CoreML, which do not run it."""
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: compact exports opset >= 17 (LayerNormalization is a single op).")
     was_training = model.training
@@ -133,6 +147,8 @@ def export_onnx(model, path: str | os.PathLike, opset: int = DEFAULT_OPSET, atol
                 input_names=names, output_names=wrapper.outputs, dynamic_shapes=dynamic, verbose=False,
                 optimize=True,
             )
+            if fuse_attention:
+                _fuse_attention_in_file(tmp)
             if check:
                 import onnxruntime as ort
 

@@ -1,0 +1,56 @@
+"""Ship a distilled SubTransformer again with today's export, as `compact search` ships it (int8 PTQ, .ort), e.g.
+after the export learnt to write attention as one MultiHeadAttention node per layer (compact_nlp/export/attention.py).
+
+    python bench/hat_reship.py --run HAT_OUT/sub-0.5-searched --task sst2 --glue-dir DIR --out HAT_OUT/sub-0.5-fused
+
+Loads the run's distilled fp32 weights (`pytorch/`, written by compact search before it shipped), and ships them
+with compact_nlp.ship.ship and the same int8 exporter and settings compact search uses; the new folder's
+results.json has the shipped file's dev score and latency, measured the same way as the run's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from compact_nlp.auto import AutoCompactModelForSequenceClassification
+from compact_nlp.glue import get_task, load_glue, task_texts
+from compact_nlp.io import write_json
+from compact_nlp.quant.config import Int8Config
+from compact_nlp.quant.recipes import exporter as quant_exporter
+from compact_nlp.ship import ship
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="a compact search SubTransformer folder (with pytorch/)")
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--glue-dir", default=None)
+    parser.add_argument("--out", required=True)
+X
+    args = parser.parse_args()
+
+    run, out = Path(args.run), Path(args.out)
+    weights = run / "pytorch"
+    if not (weights / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{weights} has no model.safetensors: --run takes a SubTransformer folder that "
+                                "compact search wrote (it saves the distilled fp32 weights in pytorch/).")
+    model = AutoCompactModelForSequenceClassification.from_pretrained(weights).eval()
+    tokenizer = AutoTokenizer.from_pretrained(weights)
+    task = get_task(args.task)
+    data = load_glue(args.task, args.glue_dir)
+    exporter = quant_exporter(Int8Config(), tokenizer, task_texts(data["train"], task.name, 256), args.max_length,
+                              True, "arm")
+    shipped = ship(model, tokenizer, out, task.name, {split: data[split] for split in task.dev_splits}, args.max_length,
+                   mobile=True, target_platform="arm", exporter=exporter)
+    result = {"source": str(run), "before": json.loads((run / "results.json").read_text()).get("dev"), **shipped}
+    write_json(out / "reship.json", result)
+    print(json.dumps({"dev": result["dev"], "before": result["before"], "latency_ms_batch1": result[
+        "latency_ms_batch1"], "size_mb": result["size_mb"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
