@@ -294,3 +294,35 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python
   --variant "HAT alone (40%, transfer, int8 PTQ)=$R/hat/sst2_040/sub-0.4-searched/model" \
   --variant "HAT alone (33%, quiet search, int8 PTQ)=$R/hat/sst2/sub-0.33-searched/model" \
   --out bench/results/compare_sst2_budget040
+
+# 45% and 50% with the transfer set, then attention as one MultiHeadAttention node (docs/combined.md, "Attention as
+# one node"). The two searches ran with compact c48744b, before the fused export: their latency data and predictor
+# are the quiet run's (decomposed attention), which today's compact refuses for a fused search (LatencySpec.attention).
+# The 50% search resumes the quiet run's own search state, so it is the same SubTransformer, distilled again with the
+# rest of train as the transfer set.
+for arm in 045 050t; do
+  mkdir -p $R/hat/sst2_$arm
+  for f in latency.jsonl predictor rewired supernet; do [ -e $R/hat/sst2_$arm/$f ] || cp -r $R/hat/sst2/$f $R/hat/sst2_$arm/; done
+done
+[ -e $R/hat/sst2_050t/search-0.5 ] || cp -r $R/hat/sst2/search-0.5 $R/hat/sst2_050t/
+git checkout c48744b  # the export these searches shipped with
+for b in 0.45:045 0.5:050t; do
+  compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_${b#*:} --set "hat.budgets=[${b%:*}]" \
+    --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=2 --set "transfer=[rest_of_train]" \
+    --set hat.uniform_reference=false --set hat.full_reference=false
+done
+git checkout -
+# the same distilled weights, shipped again with the fused export; and compact's own int8 of the full model, fused
+compact export $FT1 $R/fused/ft-fp32 --task text-classification
+compact quantize $R/fused/ft-fp32 $R/fused/ft-int8 --task sst2 --glue-dir $GLUE
+for run in sst2_045/sub-0.45-searched sst2_045/sub-0.45-searched-seed2 sst2_050t/sub-0.5-searched \
+           sst2_050t/sub-0.5-searched-seed2; do
+  python bench/hat_reship.py --run $R/hat/$run --task sst2 --glue-dir $GLUE --out $R/hat/$run-fused
+done
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
+  --variant "int8 PTQ alone (fused attention)=$R/fused/ft-int8" \
+  --variant "HAT alone (50%, transfer, int8 PTQ)=$R/hat/sst2_050t/sub-0.5-searched/model" \
+  --variant "HAT alone (50%, transfer, int8 PTQ, fused attention)=$R/hat/sst2_050t/sub-0.5-searched-fused" \
+  --variant "HAT alone (45%, transfer, int8 PTQ)=$R/hat/sst2_045/sub-0.45-searched/model" \
+  --variant "HAT alone (45%, transfer, int8 PTQ, fused attention)=$R/hat/sst2_045/sub-0.45-searched-fused" \
+  --out bench/results/compare_sst2_fused

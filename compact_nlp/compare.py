@@ -11,6 +11,8 @@ What a user would run instead of compact, and what compact makes, measured in on
     Optimum: dynamic int8 (avx512_vnni) with --optimum-python PY: Optimum itself (ONNX export + ORTQuantizer's
                                        avx512_vnni dynamic preset), run by PY, an environment where Optimum installs
                                        (it does not support transformers 5; compact_nlp/optimum_peer.py)
+    Optimum: O3 fusions + dynamic int8 with --optimum-python: Optimum's O3 graph (attention fused, which transformers
+                                       4's graph allows) through the same quantization
     each --variant NAME=PATH           a compact folder (its shipped model.ort, else model.onnx) or one file
 
 `{seed}` in --fp32 and in a variant's path stands for each of --seeds: the dev metric is mean +- sd over the seeds
@@ -45,7 +47,9 @@ ORT_FP32 = "ORT fp32"
 PEER = "peer: ORT dynamic int8"
 PEER_FUSED = "peer: ORT fusions + dynamic int8"
 OPTIMUM = "Optimum: dynamic int8 (avx512_vnni)"
-PEERS = (PEER, PEER_FUSED, OPTIMUM)  # the rows made from the fp32 model that users would ship instead of compact's
+OPTIMUM_FUSED = "Optimum: O3 fusions + dynamic int8"
+# the rows made from the fp32 model that users would ship instead of compact's
+PEERS = (PEER, PEER_FUSED, OPTIMUM, OPTIMUM_FUSED)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -108,9 +112,10 @@ class OptimumEnvironmentError(OSError):
     reports it as a clear error like a missing file)."""
 
 
-def optimum_peer(fp32_folder: Path, scratch: Path, python: str) -> tuple[Path, dict]:
-    """Optimum's own dynamic int8 graph of a fine-tuned folder, made by `python` (an environment with Optimum) from
-    the model saved as a transformers folder; returns the graph and the versions that environment used."""
+def optimum_peer(fp32_folder: Path, scratch: Path, python: str) -> tuple[dict[str, Path], dict]:
+    """Optimum's own dynamic int8 graphs of a fine-tuned folder, plain and after its O3 fusions, made by `python` (an
+    environment with Optimum) from the model saved as a transformers folder; returns {row name: graph} and the
+    versions that environment used."""
     import json
     import subprocess
 
@@ -129,9 +134,10 @@ def optimum_peer(fp32_folder: Path, scratch: Path, python: str) -> tuple[Path, d
     except subprocess.CalledProcessError as error:
         raise OptimumEnvironmentError(f"Optimum failed in {python} (is optimum-onnx[onnxruntime] installed there? "
                                       f"see docs/combined.md):\n{error.stderr[-2000:]}") from None
-    from .optimum_peer import QUANTIZED
+    from .optimum_peer import QUANTIZED, QUANTIZED_FUSED
 
-    return scratch / "optimum" / QUANTIZED, json.loads(done.stdout.strip().splitlines()[-1])
+    return ({OPTIMUM: scratch / "optimum" / QUANTIZED, OPTIMUM_FUSED: scratch / "optimum" / QUANTIZED_FUSED},
+            json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 # --- one row: how a variant is called -------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def compare(task_name: str, fp32: str, variants: dict[str, str], seeds: list[int
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         files: dict[str, dict[int, Path]] = {ORT_FP32: {}, PEER: {}, PEER_FUSED: {}}
-        files.update({OPTIMUM: {}} if optimum_python else {})
+        files.update({OPTIMUM: {}, OPTIMUM_FUSED: {}} if optimum_python else {})
         tokenizers, optimum_versions = {}, None
         for seed in seeds:
             _log(f"building the peers of seed {seed}")
@@ -234,8 +240,8 @@ def compare(task_name: str, fp32: str, variants: dict[str, str], seeds: list[int
             for name, path in peers(at(fp32, seed), scratch / f"peers-{seed}").items():
                 files[name][seed] = path
             if optimum_python:
-                files[OPTIMUM][seed], optimum_versions = optimum_peer(at(fp32, seed), scratch / f"optimum-{seed}",
-                                                                      optimum_python)
+                graphs, optimum_versions = optimum_peer(at(fp32, seed), scratch / f"optimum-{seed}", optimum_python)
+                files[OPTIMUM][seed], files[OPTIMUM_FUSED][seed] = graphs[OPTIMUM], graphs[OPTIMUM_FUSED]
         for name, path in variants.items():
             files[name] = {seed: shipped(at(path, seed)) for seed in (seeds if "{seed}" in path else [first])}
         for name, per_seed in files.items():

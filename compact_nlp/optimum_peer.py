@@ -8,9 +8,11 @@ beside it (docs/combined.md: `python -m venv OPT && OPT/bin/pip install torch "o
 
 which writes what Optimum's documented CPU recipe makes of it: the ONNX export (ORTModelForSequenceClassification,
 export=True), then ORTQuantizer with the avx512_vnni dynamic preset (OUT/dynamic/model_quantized.onnx), and prints
-the versions used as JSON. Optimum's O2 fusions followed by this quantizer stop with onnxruntime 1.31 (its shape
-inference cannot type the fused ops' outputs), so the fused peer is compact bench's own
-(onnxruntime.transformers fusions + quantize_dynamic).
+the versions used as JSON. It also writes the fused peer a user of Optimum can make (OUT/o3/model_quantized.onnx):
+ORTOptimizer's O3 preset, which with transformers 4's graph fuses each layer's attention (ORT cannot fuse transformers
+5's), then onnxruntime's quantize_dynamic with the same settings. ORTQuantizer itself stops on the fused graph with
+onnxruntime >= 1.31 (its shape inference cannot type the contrib ops' outputs); quantize_dynamic takes the
+DefaultTensorType option that tells it they are fp32.
 This file imports nothing from compact: that environment does not have it.
 """
 
@@ -21,13 +23,16 @@ import sys
 from pathlib import Path
 
 QUANTIZED = "dynamic/model_quantized.onnx"
+QUANTIZED_FUSED = "o3/model_quantized.onnx"
 
 
 def main(hf_folder: str, out: str) -> dict:
     from importlib.metadata import version
 
-    from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from optimum.onnxruntime import ORTModelForSequenceClassification, ORTOptimizer, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 
     out = Path(out)
     exported = ORTModelForSequenceClassification.from_pretrained(hf_folder, export=True)
@@ -37,6 +42,13 @@ def main(hf_folder: str, out: str) -> dict:
     ORTQuantizer.from_pretrained(out / "fp32").quantize(preset, out / "dynamic")
     if not (out / QUANTIZED).exists():
         raise FileNotFoundError(f"Optimum's quantizer wrote no {out / QUANTIZED}.")
+    ORTOptimizer.from_pretrained(out / "fp32").optimize(AutoOptimizationConfig.O3(), out / "o3-fp32")
+    fused = next((out / "o3-fp32").glob("*.onnx"))
+    (out / QUANTIZED_FUSED).parent.mkdir(parents=True, exist_ok=True)
+    # the preset's settings: int8 weights, per tensor, its operator list (Attention among them)
+    quantize_dynamic(str(fused), str(out / QUANTIZED_FUSED), per_channel=preset.per_channel,
+                     weight_type=QuantType.QInt8, op_types_to_quantize=list(preset.operators_to_quantize),
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return {package: version(package) for package in ("optimum", "optimum-onnx", "transformers", "onnxruntime")}
 
 

@@ -80,12 +80,18 @@ def test_the_optimum_row_says_what_is_wrong_with_its_environment(finetuned, glue
 @pytest.mark.skipif(not os.environ.get("COMPACT_OPTIMUM_PYTHON"),
                     reason="set COMPACT_OPTIMUM_PYTHON to the python of an environment with Optimum (docs/combined.md)")
 def test_the_optimum_row_is_optimums_own_int8_graph(finetuned, tmp_path):
-    from compact_nlp.compare import OrtRow
+    import onnx
+
+    from compact_nlp.compare import OPTIMUM, OPTIMUM_FUSED, OrtRow
 
     folder = Path(finetuned.replace("{seed}", "1"))
-    graph, versions = optimum_peer(folder, tmp_path, os.environ["COMPACT_OPTIMUM_PYTHON"])
+    graphs, versions = optimum_peer(folder, tmp_path, os.environ["COMPACT_OPTIMUM_PYTHON"])
     assert versions["optimum"] and versions["transformers"] < "5"  # made where Optimum runs, not in compact's env
     inputs = {"input_ids": np.array([[2, 7, 9, 11, 3]]), "attention_mask": np.ones((1, 5), np.int64),
               "token_type_ids": np.zeros((1, 5), np.int64)}
-    int8, fp32 = OrtRow(graph, 1)(inputs), OrtRow(folder / "model.onnx", 1)(inputs)
-    assert int8.shape == fp32.shape == (1, 2) and np.abs(int8 - fp32).max() < 0.1  # the same model, quantized
+    fp32 = OrtRow(folder / "model.onnx", 1)(inputs)
+    for name in (OPTIMUM, OPTIMUM_FUSED):
+        int8 = OrtRow(graphs[name], 1)(inputs)
+        assert int8.shape == fp32.shape == (1, 2) and np.abs(int8 - fp32).max() < 0.1  # the same model, quantized
+    fused_ops = {node.op_type for node in onnx.load(str(graphs[OPTIMUM_FUSED])).graph.node}
+    assert "QAttention" in fused_ops, "O3 fused each layer's attention and the quantizer made it int8"
