@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--glue-dir", default=None)
     parser.add_argument("--out", required=True)
-X
+    parser.add_argument("--max-length", type=int, default=64, help="the recipe's protocol.max_length (sst2.yaml: 64)")
     args = parser.parse_args()
 
     run, out = Path(args.run), Path(args.out)
