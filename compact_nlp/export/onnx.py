@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
