@@ -3,8 +3,9 @@
 torch.onnx's dynamo exporter writes `scaled_dot_product_attention` as about twenty small nodes per layer: a reshape
 and a transpose for each of Q, K and V, a shape computation and three more nodes for K's transpose, two scalings, the
 mask add, softmax, two matmuls, and a transpose and reshape back. At SST-2's 25 tokens those nodes cost more than
-their arithmetic. ONNX Runtime's CPU kernel for MultiHeadAttention does the same work in one node; on the quiet 50%
-SST-2 SubTransformer (3 layers) it took the int8 graph from 0.705 to 0.658 ms at real lengths, 1 thread.
+their arithmetic. ONNX Runtime's CPU kernel for MultiHeadAttention does the same work in one node; it took the 45%
+SST-2 SubTransformer's int8 graph from 0.924 to 0.819 ms at real lengths, 1 thread
+(bench/results/compare_sst2_fused.md; per-op profile: bench/results/attention_fusion.md).
 
 onnxruntime.transformers' optimizer makes this fusion for Hugging Face's BERT graph, but it does not recognise the
 graph the dynamo exporter writes for CompactBert (checked with onnxruntime 1.32: it fuses nothing), so the pattern
