@@ -88,7 +88,8 @@ def _match_layer(g: _Graph, softmax):
     """One layer's attention around `softmax`, as the dynamo exporter writes it, or None when it differs."""
     pv = g.only_consumer(softmax.output[0], "MatMul")  # token pruning also reads the probabilities: no match
     add = g.made_by(softmax.input[0], "Add")
-    if pv is None or add is None or pv.input[0] != softmax.output[0]:
+    axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1)
+    if pv is None or add is None or pv.input[0] != softmax.output[0] or axis not in (-1, 3):
         return None
     qk = g.made_by(add.input[0], "MatMul")
     if qk is None or not g.is_mask_of(add.input[1], MASK_INPUT):
