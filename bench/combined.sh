@@ -311,7 +311,12 @@ for b in 0.45:045 0.5:050t; do
     --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=2 --set "transfer=[rest_of_train]" \
     --set hat.uniform_reference=false --set hat.full_reference=false
 done
+# after the goal was judged, a third distillation seed of the 45% model, as a robustness check
+compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_045 --set "hat.budgets=[0.45]" \
+  --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=3 --set "transfer=[rest_of_train]" \
+  --set hat.uniform_reference=false --set hat.full_reference=false
 git checkout -
+cp $R/hat/sst2_045/sub-0.45-searched-seed3/results.json bench/results/run_hat_sst2_045_searched_seed3.json
 cp $R/hat/sst2_045/search_results.json bench/results/run_hat_sst2_045_search.json
 cp $R/hat/sst2_045/search-0.45/state.json bench/results/run_hat_sst2_045_search_state.json
 cp $R/hat/sst2_050t/search_results.json bench/results/run_hat_sst2_050t_search.json
@@ -324,11 +329,12 @@ compact export $FT1 $R/fused/ft-fp32 --task text-classification
 compact quantize $R/fused/ft-fp32 $R/fused/ft-int8 --task sst2 --glue-dir $GLUE
 compact export $FT1 $R/fused/ft-fp32-plain --task text-classification --no-fuse-attention
 compact quantize $R/fused/ft-fp32-plain $R/fused/ft-int8-plain --task sst2 --glue-dir $GLUE
-for run in sst2_045/sub-0.45-searched sst2_045/sub-0.45-searched-seed2 sst2_050t/sub-0.5-searched \
-           sst2_050t/sub-0.5-searched-seed2; do
+for run in sst2_045/sub-0.45-searched sst2_045/sub-0.45-searched-seed2 sst2_045/sub-0.45-searched-seed3 \
+           sst2_050t/sub-0.5-searched sst2_050t/sub-0.5-searched-seed2; do
   python bench/hat_reship.py --run $R/hat/$run --task sst2 --glue-dir $GLUE --out $R/hat/$run-fused
 done
-for a in sst2_045/sub-0.45-searched:045 sst2_045/sub-0.45-searched-seed2:045_seed2 sst2_050t/sub-0.5-searched:050t \
+for a in sst2_045/sub-0.45-searched:045 sst2_045/sub-0.45-searched-seed2:045_seed2 \
+         sst2_045/sub-0.45-searched-seed3:045_seed3 sst2_050t/sub-0.5-searched:050t \
          sst2_050t/sub-0.5-searched-seed2:050t_seed2; do
   cp $R/hat/${a%:*}-fused/reship.json bench/results/run_hat_sst2_${a#*:}_fused.json
 done
