@@ -31,13 +31,13 @@ from compact_nlp.export.onnx import export_onnx
 from compact_nlp.io import write_json
 from compact_nlp.quant.config import Int8Config
 from compact_nlp.quant.onnx_int8 import gemm_to_matmul, quantize_graph
+from compact_nlp.runtime import session_options
 
 ATTENTION_OPS = ("Attention", "MultiHeadAttention", "QAttention")
 
 
 def profile(path: Path, feeds: list[dict], scratch: Path, passes: int = 3) -> dict:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options = session_options(threads=1)
     options.enable_profiling = True
     options.profile_file_prefix = str(scratch / path.stem)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

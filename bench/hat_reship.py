@@ -4,8 +4,8 @@ after the export learnt to write attention as one MultiHeadAttention node per la
     python bench/hat_reship.py --run HAT_OUT/sub-0.5-searched --task sst2 --glue-dir DIR --out HAT_OUT/sub-0.5-fused
 
 Loads the run's distilled fp32 weights (`pytorch/`, written by compact search before it shipped), and ships them
-with compact_nlp.ship.ship and the same int8 exporter and settings compact search uses; the new folder's
-results.json has the shipped file's dev score and latency, measured the same way as the run's own.
+with compact_nlp.search.ship_int8, the step compact search ships with; the new folder's reship.json has the shipped
+file's dev score and latency, measured the same way as the run's own.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from compact_nlp.auto import AutoCompactModelForSequenceClassification
-from compact_nlp.glue import get_task, load_glue, task_texts
+from compact_nlp.glue import get_task, load_glue
 from compact_nlp.io import write_json
-from compact_nlp.quant.config import Int8Config
-from compact_nlp.quant.recipes import exporter as quant_exporter
-from compact_nlp.ship import ship
+from compact_nlp.search import ship_int8
 
 
 def main() -> None:
@@ -42,10 +40,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(weights)
     task = get_task(args.task)
     data = load_glue(args.task, args.glue_dir)
-    exporter = quant_exporter(Int8Config(), tokenizer, task_texts(data["train"], task.name, 256), args.max_length,
-                              True, "arm")
-    shipped = ship(model, tokenizer, out, task.name, {split: data[split] for split in task.dev_splits}, args.max_length,
-                   mobile=True, target_platform="arm", exporter=exporter)
+    shipped = ship_int8(model, tokenizer, out, task.name, data["train"],
+                        {split: data[split] for split in task.dev_splits}, args.max_length)
     result = {"source": str(run), "before": json.loads((run / "results.json").read_text()).get("dev"), **shipped}
     write_json(out / "reship.json", result)
     print(json.dumps({"dev": result["dev"], "before": result["before"], "latency_ms_batch1": result[

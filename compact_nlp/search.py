@@ -339,6 +339,20 @@ def uniform_baseline(space, predictor, budget_ms: float):
     return None
 
 
+def ship_int8(model, tokenizer, folder: Path, task_name: str, train, dev: dict, max_length: int, mobile: bool = True,
+              target_platform: str = "arm") -> dict:
+    """Ship a distilled SubTransformer as compact search does: int8 PTQ (the form its budget was set in), scored on
+    dev and timed by compact_nlp.ship.ship; 256 training texts for the fp32-vs-int8 agreement."""
+    from .quant.config import Int8Config
+    from .quant.recipes import exporter as quant_exporter
+    from .ship import ship
+
+    exporter = quant_exporter(Int8Config(), tokenizer, task_texts(train, task_name, 256), max_length, mobile,
+                              target_platform)
+    return ship(model, tokenizer, folder, task_name, dev, max_length, mobile=mobile, target_platform=target_platform,
+                exporter=exporter)
+
+
 def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokenized, heldout_tokenized, dev,
                     collator, recipe, config, folder: Path, seed: int, label: str) -> dict:
     """Stage 5: extract `sub`, distil it from the fine-tuned model, ship it in int8 (the form the budget was set in)."""
@@ -347,9 +361,7 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
 
     from .hat import extract
     from .metrics import compute_glue_metrics
-    from .quant.config import Int8Config
-    from .quant.recipes import exporter as quant_exporter
-    from .ship import main_score_name, ship
+    from .ship import main_score_name
     from .trainer import CompactTrainer
 
     done = folder / "results.json"
@@ -379,11 +391,8 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     train_seconds = time.perf_counter() - started
     save_pretrained_atomic(trainer.model, folder / "pytorch")  # the distilled fp32 SubTransformer, for later steps
     save_pretrained_atomic(tokenizer, folder / "pytorch")
-    texts = task_texts(train, task.name, 256)
-    exporter = quant_exporter(Int8Config(), tokenizer, texts, p.max_length, recipe.export.mobile,
-                              recipe.export.target_platform)
-    shipped = ship(trainer.model, tokenizer, folder / "model", task.name, dev, p.max_length,
-                   mobile=recipe.export.mobile, target_platform=recipe.export.target_platform, exporter=exporter)
+    shipped = ship_int8(trainer.model, tokenizer, folder / "model", task.name, train, dev, p.max_length,
+                        recipe.export.mobile, recipe.export.target_platform)
     result = {"label": label, "subtransformer": sub.to_dict(), "seed": seed, "train_seconds": round(train_seconds, 1),
               "distillation": trainer.compact_config.distillation.to_dict(),
               "train_examples": len(train), "transfer_examples": len(train_tokenized) - len(train),

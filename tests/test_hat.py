@@ -360,6 +360,8 @@ def test_the_predictor_learns_measured_latency_and_refuses_other_settings(tmp_pa
     # data written before the fused-attention export has no such field: it measured decomposed graphs
     legacy = {k: v for k, v in ParameterCountMeasurer.spec.to_dict().items() if k != "attention"}
     assert LatencySpec.from_dict(legacy).attention == "decomposed"
+    with pytest.raises(ValueError, match="attention must be 'fused' or 'decomposed'"):
+        LatencySpec(attention="fast")
     with pytest.raises(LatencySpecMismatch, match="another search space"):
         loaded.check(ParameterCountMeasurer.spec, tiny_space(model, "first"))
     with pytest.raises(ValueError, match="collect at least 10"):
