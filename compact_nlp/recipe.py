@@ -7,7 +7,7 @@
     student_layers: null                # keep only these pretrained layers (a shallower student), e.g. [1, 3, 5]
     teacher: null                       # a fine-tuned model folder to distil from
     distillation: {}                    # DistillationConfig fields
-    export: {mobile: true, target_platform: arm}
+    export: {mobile: true, target_platform: arm, fuse_attention: true}   # fuse_attention: false for NNAPI/CoreML
     hat: null                           # HatConfig fields (docs/hat.md); alone: compact search
     token_pruning: null                 # TokenPruningConfig fields, e.g. {keep_ratio: 0.45} (docs/token_pruning.md)
     quant: null                         # {int8: Int8Config fields} or {binary: BinaryConfig fields} (docs/quant.md)
@@ -67,6 +67,9 @@ class Protocol:
 class Export:
     mobile: bool = True
     target_platform: str = "arm"
+    # each layer's attention as one MultiHeadAttention node (compact_nlp/export/attention.py): faster on ONNX Runtime's
+    # CPU provider; false keeps the plain ops NNAPI/CoreML run. HAT measures latency in the same form.
+    fuse_attention: bool = True
 
 
 @dataclass

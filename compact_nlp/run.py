@@ -205,13 +205,15 @@ def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict
 
         def exporter_for(config):
             return quant_exporter(config, tokenizer, texts, p.max_length, recipe.export.mobile,
-                                  recipe.export.target_platform, vocabulary_texts=vocabulary)
+                                  recipe.export.target_platform, vocabulary_texts=vocabulary,
+                                  fuse_attention=recipe.export.fuse_attention)
     dev = {split: data[split] for split in task.dev_splits}
     quant_choice = None
     if ptq_start is None:
         shipped = ship(trainer.model, tokenizer, out / "model", task.name, dev, p.max_length,
                        mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
-                       original=teacher_name, exporter=exporter_for(quant) if quant else None)
+                       original=teacher_name, exporter=exporter_for(quant) if quant else None,
+                       fuse_attention=recipe.export.fuse_attention)
     else:  # the held-out split chooses between the QAT model and PTQ of the starting model; dev sees only the winner
         report, quant_choice = export_qat_or_ptq(trainer.model, ptq_start, quant, exporter_for, out / "model",
                                                  heldout, task.name, p.max_length)

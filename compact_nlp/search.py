@@ -85,7 +85,7 @@ class OnnxRuntimeMeasurer:
         from .runtime import session_options
 
         path = folder / "model.onnx"
-        export_onnx(model, path, check=False)
+        export_onnx(model, path, check=False, fuse_attention=self.spec.attention == "fused")
         if self.spec.precision == "int8-dynamic":
             from .quant.config import Int8Config
             from .quant.onnx_int8 import quantize_graph
@@ -122,14 +122,16 @@ class OnnxRuntimeMeasurer:
         return medians
 
 
-def latency_spec(config):
-    """The latency setting a search's budgets mean (HatConfig's precision, threads, batch, length) on this machine."""
+def latency_spec(config, fuse_attention: bool = True):
+    """The latency setting a search's budgets mean (HatConfig's precision, threads, batch, length) on this machine,
+    in the graph form the recipe ships (export.fuse_attention)."""
     from .hat import LatencySpec
     from .ship import machine
 
     return LatencySpec(precision=config.precision, threads=config.threads, batch=config.batch,
                        sequence_length=config.sequence_length,
-                       hardware=f"{machine()['processor']}, {machine()['cores']} cores")
+                       hardware=f"{machine()['processor']}, {machine()['cores']} cores",
+                       attention="fused" if fuse_attention else "decomposed")
 
 
 def measuring_texts(train, task_name: str) -> list[str]:
@@ -340,7 +342,7 @@ def uniform_baseline(space, predictor, budget_ms: float):
 
 
 def ship_int8(model, tokenizer, folder: Path, task_name: str, train, dev: dict, max_length: int, mobile: bool = True,
-              target_platform: str = "arm") -> dict:
+              target_platform: str = "arm", fuse_attention: bool = True) -> dict:
     """Ship a distilled SubTransformer as compact search does: int8 PTQ (the form its budget was set in), scored on
     dev and timed by compact_nlp.ship.ship; 256 training texts for the fp32-vs-int8 agreement."""
     from .quant.config import Int8Config
@@ -348,7 +350,7 @@ def ship_int8(model, tokenizer, folder: Path, task_name: str, train, dev: dict, 
     from .ship import ship
 
     exporter = quant_exporter(Int8Config(), tokenizer, task_texts(train, task_name, 256), max_length, mobile,
-                              target_platform)
+                              target_platform, fuse_attention=fuse_attention)
     return ship(model, tokenizer, folder, task_name, dev, max_length, mobile=mobile, target_platform=target_platform,
                 exporter=exporter)
 
@@ -392,7 +394,7 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     save_pretrained_atomic(trainer.model, folder / "pytorch")  # the distilled fp32 SubTransformer, for later steps
     save_pretrained_atomic(tokenizer, folder / "pytorch")
     shipped = ship_int8(trainer.model, tokenizer, folder / "model", task.name, train, dev, p.max_length,
-                        recipe.export.mobile, recipe.export.target_platform)
+                        recipe.export.mobile, recipe.export.target_platform, recipe.export.fuse_attention)
     result = {"label": label, "subtransformer": sub.to_dict(), "seed": seed, "train_seconds": round(train_seconds, 1),
               "distillation": trainer.compact_config.distillation.to_dict(),
               "train_examples": len(train), "transfer_examples": len(train_tokenized) - len(train),
@@ -446,7 +448,8 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, glu
     supernet = SuperTransformer(rewired, space)
 
     # latency depends on shapes only, so it is measured before training: on a quiet machine, and resumable alone
-    measurer = make_measurer(config, latency_spec(config), tokenizer, measuring_texts(train, task.name))
+    measurer = make_measurer(config, latency_spec(config, recipe.export.fuse_attention), tokenizer,
+                             measuring_texts(train, task.name))
     spec = measurer.spec  # a measurer of your own may say where it timed (hardware, runtime)
     data, predictor = latency_stage(supernet, measurer, config, out)
     train_supernet(supernet, teacher, distil_tokenized, collator, tokenizer, config, out, seed)

@@ -107,26 +107,27 @@ def _size_mb(path: Path) -> float:
 
 def ship(model, tokenizer, folder: str | os.PathLike, task_name: str, dev: dict, max_length: int,
          mobile: bool = True, target_platform: str = "arm", original: str | os.PathLike | None = None,
-         exporter=None) -> dict:
+         exporter=None, fuse_attention: bool = True) -> dict:
     """Export `model` (+ tokenizer) to `folder`, score the shipped file on each labelled raw split in `dev`, time it,
     and do the same for `original` (an exported folder) when given. Returns the measurements.
 
     exporter: `exporter(model, folder) -> report` for a technique with its own export (quant/); the report has
     size_mb, parameters, layers and `parity` (max abs diff of the shipped file against what it claims to compute).
     """
-    report = export_for_shipping(model, tokenizer, folder, mobile, target_platform, exporter)
+    report = export_for_shipping(model, tokenizer, folder, mobile, target_platform, exporter, fuse_attention)
     return measure_shipped(folder, report, task_name, dev, max_length, target_platform, original)
 
 
 def export_for_shipping(model, tokenizer, folder: str | os.PathLike, mobile: bool = True,
-                        target_platform: str = "arm", exporter=None) -> dict:
-    """The export half of `ship`: write the folder, return the export report `measure_shipped` needs."""
+                        target_platform: str = "arm", exporter=None, fuse_attention: bool = True) -> dict:
+    """The export half of `ship`: write the folder, return the export report `measure_shipped` needs
+    (`exporter`, when given, was built with its own fuse_attention)."""
     from .export import export_model
 
     if exporter is not None:
         return exporter(model.eval(), Path(folder))
     report = export_model(model.eval(), folder, tokenizer_source=tokenizer, mobile=mobile,
-                          target_platform=target_platform)
+                          target_platform=target_platform, fuse_attention=fuse_attention)
     report["parity"] = report.get("ort_parity", report["onnx_parity"])["max_abs_diff"]
     return report
 

@@ -336,11 +336,13 @@ def _plain_copy(model: nn.Module) -> nn.Module:
 
 
 def export_binary(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=None, max_length: int = 128,
-                  mobile: bool = True, target_platform: str = "arm", vocabulary_texts=None) -> dict:
+                  mobile: bool = True, target_platform: str = "arm", vocabulary_texts=None,
+                  fuse_attention: bool = True) -> dict:
     """Export a trained binary model into `folder`: model.onnx (1-bit packed weights, unpacked and folded to int8 when
     ONNX Runtime loads it) and model.ort (packed; written without constant folding), tokenizer, config.json with the
     BinaryConfig under `quant`, quant_report.json. texts: real examples for the parity check (and calibration='minmax');
-    vocabulary_texts: all of the task's training text, when the config trims the vocabulary."""
+    vocabulary_texts: all of the task's training text, when the config trims the vocabulary.
+    fuse_attention: attention as one MultiHeadAttention node per layer (compact_nlp.export); False for NNAPI/CoreML."""
     import onnx
 
     from compact_nlp.export import convert_to_ort, export_model
@@ -370,7 +372,7 @@ def export_binary(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=
             calibrate_ranges(model, [{k: v for k, v in f.items() if k in names} for f in calibration_feeds(
                 tokenizer, list(texts or [])[:config.calibration_examples], max_length, names)])
         plain = _plain_copy(model)
-        export_model(plain, fp32, tokenizer_source=tokenizer, mobile=False)
+        export_model(plain, fp32, tokenizer_source=tokenizer, mobile=False, fuse_attention=fuse_attention)
         graph = onnx.load(str(fp32 / "model.onnx"))
         gemm_to_matmul(graph)
         names = {i.name for i in graph.graph.initializer}

@@ -212,12 +212,14 @@ def strip_qat(model: nn.Module) -> nn.Module:
 
 
 def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=None, max_length: int = 128,
-               mobile: bool = True, target_platform: str = "arm", vocabulary_texts=None) -> dict:
+               mobile: bool = True, target_platform: str = "arm", vocabulary_texts=None,
+               fuse_attention: bool = True) -> dict:
     """Both exports of a QAT model into `folder`, with the trained scales:
         model.onnx (+ model.ort): trained int8 weights, dynamic activations (the fast x86 path);
         qdq/model.onnx (+ qdq/model.ort): static QDQ with the trained activation scales (mobile EPs).
     texts: a few real examples, used only to check that the exports follow the PyTorch QAT model.
-    vocabulary_texts: all of the task's training text, when the config trims the vocabulary."""
+    vocabulary_texts: all of the task's training text, when the config trims the vocabulary.
+    fuse_attention: attention as one MultiHeadAttention node per layer (compact_nlp.export); False for NNAPI/CoreML."""
     import tempfile
 
     import onnx
@@ -235,7 +237,7 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
     report = {"config": config.to_dict()}
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch)
-        export_model(plain, fp32, tokenizer_source=tokenizer, mobile=False)
+        export_model(plain, fp32, tokenizer_source=tokenizer, mobile=False, fuse_attention=fuse_attention)
         graph = onnx.load(str(fp32 / "model.onnx"))
         gemms = {n.input[1]: n for n in graph.graph.node if n.op_type == "Gemm"}
         tensor_scales = {}

@@ -55,7 +55,7 @@ def prepare(model, config: Int8Config | BinaryConfig) -> list:
 
 
 def exporter(config: Int8Config | BinaryConfig, tokenizer, texts: list, max_length: int, mobile: bool, target_platform: str,
-             vocabulary_texts: list | None = None):
+             vocabulary_texts: list | None = None, fuse_attention: bool = True):
     """`exporter(model, folder) -> report` for compact_nlp.ship: the binary export, QAT's two exports, or PTQ of the
     fp32 export.
     texts: a few hundred training examples (calibration, parity); vocabulary_texts: all of them (trimming)."""
@@ -67,20 +67,22 @@ def exporter(config: Int8Config | BinaryConfig, tokenizer, texts: list, max_leng
             from .binary import export_binary
 
             report = export_binary(model, folder, tokenizer, texts=texts, max_length=max_length, mobile=mobile,
-                                   target_platform=target_platform, vocabulary_texts=vocabulary_texts)
+                                   target_platform=target_platform, vocabulary_texts=vocabulary_texts,
+                                   fuse_attention=fuse_attention)
             parity = report["parity_vs_pytorch"]["model.ort" if mobile else "model.onnx"]
         elif config.mode == "qat":
             from .qat import export_qat
 
             report = export_qat(model, folder, tokenizer, texts=texts, max_length=max_length, mobile=mobile,
-                                target_platform=target_platform, vocabulary_texts=vocabulary_texts)
+                                target_platform=target_platform, vocabulary_texts=vocabulary_texts,
+                                fuse_attention=fuse_attention)
             shipped = "model.ort" if mobile else "model.onnx"
             parity = report["parity_vs_pytorch"][shipped]
         else:
             from .onnx_int8 import quantize_folder
 
             with tempfile.TemporaryDirectory() as scratch:
-                export_model(model, scratch, tokenizer_source=tokenizer, mobile=False)
+                export_model(model, scratch, tokenizer_source=tokenizer, mobile=False, fuse_attention=fuse_attention)
                 report = quantize_folder(scratch, folder, config, texts=texts, max_length=max_length, mobile=mobile,
                                          target_platform=target_platform, vocabulary_texts=vocabulary_texts)
             parity = report["agreement"]["max_abs_diff"]  # no PyTorch int8 model exists: against the fp32 graph

@@ -387,6 +387,7 @@ def test_resuming_with_another_predictor_kind_is_refused(tmp_path):
 
 
 def test_the_onnx_runtime_measurer_times_the_int8_form_that_ships(tiny_tokenizer, tmp_path):
+    import onnx
     from datasets import Dataset
 
     from compact_nlp.search import OnnxRuntimeMeasurer, latency_spec, measuring_texts
@@ -402,7 +403,13 @@ def test_the_onnx_runtime_measurer_times_the_int8_form_that_ships(tiny_tokenizer
 
     config = HatConfig(threads=2, sequence_length=16)
     assert (latency_spec(config).threads, latency_spec(config).sequence_length,
-            latency_spec(config).precision) == (2, 16, config.precision)
+            latency_spec(config).precision, latency_spec(config).attention) == (2, 16, config.precision, "fused")
+    # a recipe that ships plain attention (export.fuse_attention: false) times plain attention
+    plain = OnnxRuntimeMeasurer(latency_spec(config, fuse_attention=False), tiny_tokenizer, ["a dog ran"])
+    assert plain.spec.attention == "decomposed"
+    plain.session(tiny_model(), tmp_path)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "model.onnx")).graph.node}
+    assert "Softmax" in ops and "MultiHeadAttention" not in ops
     pairs = Dataset.from_dict({"sentence1": ["a cat", "the dog"], "sentence2": ["sat down", "ran"], "label": [0, 1]})
     assert measuring_texts(pairs, "mrpc") == ["a cat sat down", "the dog ran"]
 

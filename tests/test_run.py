@@ -199,6 +199,21 @@ def test_a_token_pruning_recipe_removes_heads_and_tokens_and_ships_them(tiny_mod
     assert "cascade token pruning (SpAtten top-k" in (folder / "README.md").read_text()
 
 
+@pytest.mark.parametrize("fuse", [True, False])
+def test_export_fuse_attention_decides_the_attention_every_shipped_file_has(fuse, tiny_model, glue_dir, tmp_path):
+    import onnx
+
+    run_recipe(load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model)), tmp_path / "fp32", glue_dir=str(glue_dir))
+    start = tmp_path / "fp32" / "seed-1" / "model"
+    recipe = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, f"model={start}", f"teacher={start}",
+                                                       "quant={int8: {mode: ptq}}", f"export.fuse_attention={fuse}"))
+    run_recipe(recipe, tmp_path / "int8", glue_dir=str(glue_dir))
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8" / "seed-1" / "model" / "model.onnx")).graph.node]
+    layers = tiny_hf_config("bert").num_hidden_layers
+    # fused: one ONNX Runtime MultiHeadAttention per layer; not: the plain Softmax that NNAPI/CoreML run
+    assert (ops.count("MultiHeadAttention"), ops.count("Softmax")) == ((layers, 0) if fuse else (0, layers))
+
+
 def test_presets_merge_over_the_recipe_before_set():
     recipe = load_recipe(f"{RECIPES}/mrpc.yaml", ["protocol.epochs=2"], presets=["smoke"])
     assert recipe.protocol.train_subset == 512 and recipe.protocol.seeds == [1]  # from the preset
@@ -228,6 +243,7 @@ def test_scientific_notation_is_a_float_as_in_yaml_1_2():
     (["protocol.batch_size=true"], "protocol.batch_size must be int"),
     (["task=squad"], "unknown GLUE task 'squad'"),
     (["export.target_platform=riscv"], "arm or amd64"),
+    (["export.fuse_attention=maybe"], "export.fuse_attention must be bool"),
     (["distillation={temperature: 2}"], "need a teacher"),
     (["quant={bits: 8}"], r"quant section has unknown keys \['bits'\]"),
     (["quant={int8: {mode: qat, activations: static, calibration: minmax}}"], "calibration does not apply to QAT"),
