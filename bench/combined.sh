@@ -298,7 +298,8 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python
 # 45% and 50% with the transfer set, then attention as one MultiHeadAttention node (docs/combined.md, "Attention as
 # one node"). The two searches ran with compact c48744b, before the fused export: their latency data and predictor
 # are the quiet run's (decomposed attention), which today's compact refuses for a fused search (LatencySpec.attention).
-# Today's compact reads that data in a search with --set export.fuse_attention=false (which ships the plain graph).
+# Today's compact reads that data (and resumes these searches) with --set export.fuse_attention=false, which ships the
+# plain graph: the 45% search, resumed that way, returns the same SubTransformer and scores.
 # The 50% search resumes the quiet run's own search state, so it is the same SubTransformer, distilled again with the
 # rest of train as the transfer set.
 for arm in 045 050t; do

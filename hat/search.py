@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .latency import LatencyPredictor
+from .latency import LatencyPredictor, LatencySpec
 from .space import SearchSpace, SearchSpaceError, SubTransformer
 
 MAX_DRAWS = 10_000  # rejection sampling gives up after this many candidates over the budget
@@ -89,6 +89,8 @@ def evolutionary_search(space: SearchSpace, predictor: LatencyPredictor, budget_
     path = Path(state_path) if state_path else None
     if path is not None and path.is_file():
         state = json.loads(path.read_text())
+        if "spec" in state["settings"]:  # a state written before LatencySpec.attention existed reads as decomposed
+            state["settings"]["spec"] = LatencySpec.from_dict(state["settings"]["spec"]).to_dict()
         changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
         if changed:
             raise SearchSpaceError(

@@ -469,6 +469,27 @@ def test_the_search_resumes_and_refuses_a_changed_setting(fitted, tmp_path):
         evolutionary_search(wider, predictor, budget, _params, iterations=4, state_path=state, **kwargs)
 
 
+def test_a_search_state_from_before_the_attention_field_reads_as_decomposed(fitted, tmp_path):
+    import copy
+    import dataclasses
+
+    space, predictor = fitted
+    assert predictor.spec.attention == "fused"
+    budget = 0.6 * predictor.predict(space.largest())
+    kwargs = dict(population=8, parents=3, mutations=3, crossovers=2, seed=1)
+    state = tmp_path / "state.json"
+    evolutionary_search(space, predictor, budget, _params, iterations=1, state_path=state, **kwargs)
+    written = json.loads(state.read_text())
+    del written["settings"]["spec"]["attention"]  # as compact wrote it before the fused export
+    state.write_text(json.dumps(written))
+    with pytest.raises(SearchSpaceError, match="spec changed"):  # its latencies were of the decomposed graph
+        evolutionary_search(space, predictor, budget, _params, iterations=2, state_path=state, **kwargs)
+    decomposed = copy.copy(predictor)
+    decomposed.spec = dataclasses.replace(predictor.spec, attention="decomposed")
+    resumed = evolutionary_search(space, decomposed, budget, _params, iterations=2, state_path=state, **kwargs)
+    assert len(resumed.best_per_generation) == 2
+
+
 def test_a_budget_below_the_smallest_subtransformer_is_refused(fitted):
     space, predictor = fitted
     smallest = predictor.predict(space.smallest())
