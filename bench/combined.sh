@@ -352,3 +352,33 @@ for run in 1 2 3; do
     --variant "HAT alone (45%, transfer, int8 PTQ, fused attention)=$R/hat/sst2_045/sub-0.45-searched-fused" \
     --out $out
 done
+
+# The binary variant at a budget that keeps the depth (docs/combined.md, "the binary variant at full depth"): the
+# combined pipeline at 75% and 90% from the 45% run's latency data, predictor and SuperTransformer, reading that
+# decomposed data with export.fuse_attention=false (the 75% run ran the same command with c48744b, which has the same
+# binary code and no fused export); the 90% run with two seeds of the steps after the search
+for arm in 075:0.75:1 090:0.9:"1, 2"; do
+  IFS=: read -r b budget seeds <<< "$arm"
+  mkdir -p $R/combined/sst2_${b}_binary/hat
+  for f in latency.jsonl predictor rewired supernet; do
+    [ -e $R/combined/sst2_${b}_binary/hat/$f ] || cp -r $R/hat/sst2_045/$f $R/combined/sst2_${b}_binary/hat/
+  done
+  compact run recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
+    --glue-dir $GLUE --out $R/combined/sst2_${b}_binary --set "hat.budgets=[$budget]" --set hat.latency_models=300 \
+    --set hat.latency_passes=2 --set hat.distill_seeds=1 --set hat.distill_epochs=1 --set "transfer=[rest_of_train]" \
+    --set token_pruning.keep_ratio=0.8 --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}" \
+    --set "stages.quant.protocol={epochs: 2, learning_rate: 2.0e-4, weight_decay: 0.0}" \
+    --set export.fuse_attention=false --set "protocol.seeds=[$seeds]"
+  cp $R/combined/sst2_${b}_binary/results.json bench/results/run_combined_binary_sst2_$b.json
+  cp $R/combined/sst2_${b}_binary/hat/search_results.json bench/results/run_combined_binary_sst2_${b}_search.json
+done
+args=()
+for arm in 075:0.75 090:0.9; do
+  b=${arm%:*}; budget=${arm#*:}; pct=$((10#$b))
+  args+=(--variant "HAT ${pct}% alone (int8 PTQ)=$R/combined/sst2_${b}_binary/hat/sub-${budget}-searched/model")
+  for f in ort onnx; do
+    args+=(--variant "combined binary: HAT ${pct}% + token pruning 0.8 + binary W1A8 (model.$f)=$R/combined/sst2_${b}_binary/quant/seed-{seed}/model/model.$f")
+  done
+done
+compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT "${args[@]}" \
+  --out bench/results/compare_sst2_binary
