@@ -354,6 +354,21 @@ def test_the_ort_file_keeps_binary_weights_packed(tiny_tokenizer, tmp_path):
     logits(session(tmp_path / "b" / "model.ort"), tiny_tokenizer, TEXTS[:2])  # and it runs
 
 
+@pytest.mark.parametrize("kind", ["qat", "binary"])
+def test_quantized_exports_keep_plain_attention_when_asked(kind, tiny_bert_classifier, tiny_tokenizer, tmp_path):
+    """fuse_attention=False (a recipe's export.fuse_attention: false, for NNAPI/CoreML) reaches the QAT and binary
+    exports: their graphs keep the Softmax and still follow PyTorch."""
+    model = qat_model(tiny_bert_classifier) if kind == "qat" else binary_model(tiny_bert_classifier)
+    export = export_qat if kind == "qat" else export_binary
+    report = export(model, tmp_path / kind, tiny_tokenizer, texts=TEXTS, max_length=32, fuse_attention=False)
+    layers = model.config.num_hidden_layers
+    files = ["model.onnx", "qdq/model.onnx"] if kind == "qat" else ["model.onnx"]
+    for name in files:
+        ops = [n.op_type for n in onnx.load(str(tmp_path / kind / name)).graph.node]
+        assert ("MultiHeadAttention" not in ops, ops.count("Softmax")) == (True, layers), name
+    assert max(report["parity_vs_pytorch"].values()) <= (1e-4 if kind == "binary" else 5e-2)
+
+
 def test_binarizing_twice_is_refused(tiny_bert_classifier):
     model = prepare_binary(tiny_bert_classifier, BinaryConfig())
     with pytest.raises(QuantConfigError, match="already binarized"):
