@@ -112,7 +112,7 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python
   --variant "combined: HAT 25% + token pruning + int8 (transfer: rest of train)=$R/combined/sst2_025_rest/quant/seed-{seed}/model" \
   --out bench/results/compare_sst2_budget025
 # held-out vs dev by input length and by held-out rows seen in training rows, for these models
-python bench/accuracy_by_length.py --task sst2 --glue-dir $GLUE --out bench/results/accuracy_by_length_sst2 \
+python bench/experiments/accuracy_by_length.py --task sst2 --glue-dir $GLUE --out bench/results/accuracy_by_length_sst2 \
   "fine-tuned fp32 (6 layers)=$R/baselines/sst2/seed-1/model" \
   "token pruning alone (6 layers, keep 0.45, transfer)=$R/prune/sst2_k45_rest/seed-1/model" \
   "HAT 33% alone (int8 PTQ)=$R/combined/sst2_033_rest/hat/sub-0.33-searched/model" \
@@ -153,7 +153,7 @@ hat22 sst2_022_relation --set hat.distill_epochs=2 --set "hat.distillation={hidd
 hat22 sst2_022_e4 --set hat.distill_epochs=4
 hat22 sst2_022_e4s2 --set hat.distill_epochs=4 --set "protocol.seeds=[2]" --set protocol.split_seed=1
 hat22 sst2_022_s2 --set hat.distill_epochs=2 --set "protocol.seeds=[2]" --set protocol.split_seed=1
-python bench/accuracy_by_length.py --task sst2 --glue-dir $GLUE --out bench/results/accuracy_by_length_sst2_022 \
+python bench/experiments/accuracy_by_length.py --task sst2 --glue-dir $GLUE --out bench/results/accuracy_by_length_sst2_022 \
   "fine-tuned fp32 (6 layers)=$FT1" \
   "HAT 22%, logits, 2 epochs, seed 1=$R/hat/sst2_022/sub-0.22-searched/model" \
   "HAT 22%, logits + hidden states, 2 epochs=$R/hat/sst2_022_hidden/sub-0.22-searched/model" \
@@ -248,7 +248,7 @@ cp $R/embed_docs/report.json bench/results/sentence_embeddings_python_docs.json
 
 # SST-2 on the whole training set (protocol.train_subset=null: the protocol without its session-time cap, as in
 # DESIGN.md's numbers to beat; docs/combined.md). Fine-tune, then HAT at 33% with the quiet run's latency data and
-# predictor (bench/hat_latency_quiet.py; latency depends on shapes only), 2 distillation seeds, then the combined
+# predictor (bench/experiments/hat_latency_quiet.py; latency depends on shapes only), 2 distillation seeds, then the combined
 # pipeline on the searched model (token pruning at keep 0.8, then int8 QAT or PTQ chosen on held-out).
 FULL="--set protocol.train_subset=null"
 compact run recipes/glue/sst2.yaml --glue-dir $GLUE $FULL --out $R/full/ft
@@ -333,7 +333,7 @@ compact export $FT1 $R/fused/ft-fp32-plain --task text-classification --no-fuse-
 compact quantize $R/fused/ft-fp32-plain $R/fused/ft-int8-plain --task sst2 --glue-dir $GLUE
 for run in sst2_045/sub-0.45-searched sst2_045/sub-0.45-searched-seed2 sst2_045/sub-0.45-searched-seed3 \
            sst2_050t/sub-0.5-searched sst2_050t/sub-0.5-searched-seed2; do
-  python bench/hat_reship.py --run $R/hat/$run --task sst2 --glue-dir $GLUE --out $R/hat/$run-fused
+  python bench/experiments/hat_reship.py --run $R/hat/$run --task sst2 --glue-dir $GLUE --out $R/hat/$run-fused
 done
 for a in sst2_045/sub-0.45-searched:045 sst2_045/sub-0.45-searched-seed2:045_seed2 \
          sst2_045/sub-0.45-searched-seed3:045_seed3 sst2_050t/sub-0.5-searched:050t \

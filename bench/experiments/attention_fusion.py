@@ -2,7 +2,7 @@
 "Attention"): ONNX Runtime's profiler on the same int8 model exported both ways, and whether onnxruntime.transformers'
 own optimizer fuses the attention of compact's graph or of transformers 5's BERT graph.
 
-    python bench/attention_fusion.py --model HAT_OUT/sub-0.5-searched/pytorch --hf-model FT --glue-dir DIR \\
+    python bench/experiments/attention_fusion.py --model HAT_OUT/sub-0.5-searched/pytorch --hf-model FT --glue-dir DIR \\
         --out bench/results/attention_fusion
 
 --model: a compact classifier folder (fp32 weights); --hf-model: a fine-tuned full model, exported through

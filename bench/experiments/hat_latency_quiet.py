@@ -7,7 +7,7 @@ the noise floor including drift, and the predictor learns each model's mean. Not
 meanwhile: the script records the load average before and after, and says so when it was not quiet.
 Results: bench/results/hat_latency_quiet.{json,md} (docs/hat.md).
 
-    R=runs-folder [MODELS=300] [PASSES=2] [GLUE=glue_data] OMP_NUM_THREADS=1 python bench/hat_latency_quiet.py
+    R=runs-folder [MODELS=300] [PASSES=2] [GLUE=glue_data] OMP_NUM_THREADS=1 python bench/experiments/hat_latency_quiet.py
 """
 import json
 import os

@@ -2,7 +2,7 @@
 (issue 4; docs/quant.md "Parity, honestly"). Quantized activations make the network discontinuous, so tiny numeric
 differences move values across rounding boundaries; the float64 run shows how large that effect is on its own.
 
-    python bench/qat_parity.py --qat-run RUNS/sst2_qat --seed 1 --task sst2 --glue-dir DIR
+    python bench/experiments/qat_parity.py --qat-run RUNS/sst2_qat --seed 1 --task sst2 --glue-dir DIR
 Rebuilds the QAT model from the run's last checkpoint and compares logits on the first 300 dev inputs (batch 1,
 unpadded). Writes bench/results/qat_parity_<task>.{json,md}.
 """
@@ -26,7 +26,7 @@ from compact_nlp.glue import get_task, load_glue, task_texts
 from compact_nlp.io import write_json, write_text
 from compact_nlp.quant import Int8Config, prepare_qat
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent.parent / "results"
 
 
 def compare(reference, candidate, inputs) -> dict:

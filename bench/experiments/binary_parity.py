@@ -2,7 +2,7 @@
 float64 (issue 4; docs/quant.md). The int8 activations of W1A8 make the network discontinuous, so float rounding
 differences move values across quantization boundaries; the float64 run shows how large that effect is on its own.
 
-    python bench/binary_parity.py --run RUNS/sst2_binary --seed 1 --task sst2 --glue-dir DIR
+    python bench/experiments/binary_parity.py --run RUNS/sst2_binary --seed 1 --task sst2 --glue-dir DIR
 Rebuilds the binary model from the seed's best checkpoint and compares logits on the first 300 dev inputs (batch 1,
 unpadded) with model.onnx and model.ort. Writes bench/results/binary_parity_<task>.{json,md}.
 """
@@ -23,7 +23,7 @@ from compact_nlp.glue import get_task, load_glue, task_texts
 from compact_nlp.io import write_json, write_text
 from compact_nlp.quant import BinaryConfig, load_binary_checkpoint
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent.parent / "results"
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Ship a distilled SubTransformer again with today's export, as `compact search` ships it (int8 PTQ, .ort), e.g.
 after the export learnt to write attention as one MultiHeadAttention node per layer (compact_nlp/export/attention.py).
 
-    python bench/hat_reship.py --run HAT_OUT/sub-0.5-searched --task sst2 --glue-dir DIR --out HAT_OUT/sub-0.5-fused
+    python bench/experiments/hat_reship.py --run HAT_OUT/sub-0.5-searched --task sst2 --glue-dir DIR --out HAT_OUT/sub-0.5-fused
 
 Loads the run's distilled fp32 weights (`pytorch/`, written by compact search before it shipped), and ships them
 with compact_nlp.search.ship_int8, the step compact search ships with; the new folder's reship.json has the shipped

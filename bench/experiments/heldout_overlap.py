@@ -3,7 +3,7 @@ the first 500 that `compact run` checks): for each task's protocol split of seed
 for SST-2 also against the rest of train (the `rest_of_train` transfer set); dev rows against the training rows for
 comparison. Results: bench/results/heldout_overlap.json (docs/protocol.md).
 
-    python bench/heldout_overlap.py --glue-dir DIR
+    python bench/experiments/heldout_overlap.py --glue-dir DIR
 """
 import argparse
 from pathlib import Path
@@ -25,7 +25,7 @@ def main() -> None:
 
     results = {}
     for name in args.tasks:
-        recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "glue" / f"{name}.yaml")
+        recipe = load_recipe(Path(__file__).parent.parent.parent / "recipes" / "glue" / f"{name}.yaml")
         task, data, train, rest_of_train, heldout = protocol_splits(recipe, 1, args.glue_dir)
         column = task.text_columns[0]
         training = list(train[column])

@@ -5,7 +5,7 @@ chooses nothing. The held-out rows are also split by whether their text occurs i
 rows (the protocol's subset and the rest of train: what `transfer: [rest_of_train]` teaches).
 Results: bench/results/accuracy_by_length_<task>.{json,md} (docs/combined.md, docs/protocol.md).
 
-    python bench/accuracy_by_length.py --task sst2 --glue-dir DIR --out bench/results/accuracy_by_length_sst2 \
+    python bench/experiments/accuracy_by_length.py --task sst2 --glue-dir DIR --out bench/results/accuracy_by_length_sst2 \
         "HAT alone=RUN/hat/sub-0.25-searched/model" "token pruned=RUN/token_pruning/seed-1/model" ...
 """
 import argparse
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output stem: writes OUT.json and OUT.md")
     args = parser.parse_args()
 
-    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "glue" / f"{args.task}.yaml")
+    recipe = load_recipe(Path(__file__).parent.parent.parent / "recipes" / "glue" / f"{args.task}.yaml")
     task, data, train, rest_of_train, heldout = protocol_splits(recipe, args.seed, args.glue_dir)
     splits = {"held-out": heldout, "dev": data[task.dev_splits[0]]}
     column = task.text_columns[0]

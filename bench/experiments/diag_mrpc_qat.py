@@ -2,7 +2,7 @@
 token-pruned models shipped by dynamic int8 PTQ, vs the QAT model's dynamic export (what ships) and its static QDQ
 export. A diagnosis after the fact, on dev: nothing is selected on it.
 
-    R=runs-folder [GLUE=glue_data] python bench/diag_mrpc_qat.py   ->  bench/results/diag_mrpc_qat.json
+    R=runs-folder [GLUE=glue_data] python bench/experiments/diag_mrpc_qat.py   ->  bench/results/diag_mrpc_qat.json
 """
 import json
 import os

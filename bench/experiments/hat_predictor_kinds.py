@@ -1,9 +1,9 @@
 """HAT's MLP latency predictor against the cost-model predictor, on the SST-2 search's real measurements (one pass,
-and the three- and five-pass means of bench/hat_latency_passes.py), over ten train/validation/test splits of the measured
-models. Each split fits both kinds on the same 70%, "auto" keeps the lower validation MAPE, and the test 15% is only
-reported. Results: bench/results/hat_predictor_kinds.{json,md} (docs/hat.md).
+and the three- and five-pass means of bench/experiments/hat_latency_passes.py), over ten train/validation/test
+splits of the measured models. Each split fits both kinds on the same 70%, "auto" keeps the lower validation MAPE,
+and the test 15% is only reported. Results: bench/results/hat_predictor_kinds.{json,md} (docs/hat.md).
 
-    R=runs-folder OMP_NUM_THREADS=1 python bench/hat_predictor_kinds.py
+    R=runs-folder OMP_NUM_THREADS=1 python bench/experiments/hat_predictor_kinds.py
 """
 import json
 import os
@@ -19,7 +19,7 @@ SPLITS = 10
 results = {"what": __doc__.split("\n\n")[0].replace("\n", " "), "splits": SPLITS, "data": {}}
 DATA = (("one pass", R / "hat" / "sst2" / "latency.jsonl"),
         ("three passes (mean)", R / "hat" / "sst2_passes3" / "latency.jsonl"),
-        ("five passes (mean)", R / "hat" / "sst2_passes5" / "latency.jsonl"))  # bench/hat_latency_passes.py
+        ("five passes (mean)", R / "hat" / "sst2_passes5" / "latency.jsonl"))  # bench/experiments/hat_latency_passes.py
 for name, path in ((name, path) for name, path in DATA if path.is_file()):
     header = json.loads(path.open().readline())
     data = LatencyData(path, LatencySpec.from_dict(header["spec"]), SearchSpace.from_dict(header["space"]))

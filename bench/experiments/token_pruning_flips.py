@@ -4,7 +4,7 @@ share of tokens the last layer still sees, and how often negations survive; list
 with the tokens the last layer no longer sees in brackets. A diagnostic after the fact: it chooses nothing.
 Results: bench/results/token_pruning_flips_<name>.json (docs/combined.md).
 
-    python bench/token_pruning_flips.py --run RUNS/combined/sst2_025_rest --budget 0.25 --glue-dir DIR \
+    python bench/experiments/token_pruning_flips.py --run RUNS/combined/sst2_025_rest --budget 0.25 --glue-dir DIR \
         --out bench/results/token_pruning_flips_sst2_025.json
 """
 import argparse

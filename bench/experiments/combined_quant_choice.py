@@ -3,7 +3,7 @@ seed, read from the runs' results.json: both candidates' held-out scores, the on
 held-out scores of the earlier runs' QAT models (each seed on its own split) that docs/combined.md compares with.
 Results: bench/results/combined_quant_choice.json.
 
-    R=runs-folder python bench/combined_quant_choice.py
+    R=runs-folder python bench/experiments/combined_quant_choice.py
 """
 import json
 import os

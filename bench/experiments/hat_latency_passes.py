@@ -5,9 +5,9 @@ from the previous one's folder, so every pass after the first comes from a later
 Results: bench/results/hat_latency_passes{PASSES}.json (docs/hat.md).
 
     mkdir -p $R/hat/sst2_passes3 && cp -r $R/hat/sst2/{rewired,latency.jsonl} $R/hat/sst2_passes3/
-    R=runs-folder [GLUE=glue_data] OMP_NUM_THREADS=1 python bench/hat_latency_passes.py
+    R=runs-folder [GLUE=glue_data] OMP_NUM_THREADS=1 python bench/experiments/hat_latency_passes.py
     mkdir -p $R/hat/sst2_passes5 && cp -r $R/hat/sst2_passes3/{rewired,latency.jsonl} $R/hat/sst2_passes5/
-    R=runs-folder PASSES=5 OMP_NUM_THREADS=1 python bench/hat_latency_passes.py
+    R=runs-folder PASSES=5 OMP_NUM_THREADS=1 python bench/experiments/hat_latency_passes.py
 """
 import json
 import os

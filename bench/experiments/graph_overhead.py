@@ -3,7 +3,7 @@ optimizations) for the HAT SubTransformer alone and with token pruning, and what
 chains of cheap nodes at SST-2's shape. Answers whether the ops token pruning adds (top-k, gathers, masks) are a
 fixed cost worth removing. Results: bench/results/graph_overhead.{json,md} (docs/combined.md).
 
-    R=runs-folder OMP_NUM_THREADS=1 python bench/graph_overhead.py
+    R=runs-folder OMP_NUM_THREADS=1 python bench/experiments/graph_overhead.py
 """
 import collections
 import os

@@ -7,7 +7,7 @@ is an empirical question per task, so this scores each candidate on the protocol
 never the reported dev set) with the fine-tuned model's own weights, no retraining; its FLOPs are counted per example
 at the real length. Fine-tune the winner with `--set token_pruning.keep_ratios=[...]`.
 
-    python bench/token_pruning_schedules.py --recipe recipes/glue/sst2.yaml --model RUNS/baselines/sst2/seed-1/model \
+    python bench/experiments/token_pruning_schedules.py --recipe recipes/glue/sst2.yaml --model RUNS/baselines/sst2/seed-1/model \
         --glue-dir DIR
 Writes bench/results/token_pruning_schedules_<task>.{json,md}.
 """
@@ -32,7 +32,7 @@ from compact_nlp.ship import machine, versions
 from compact_nlp.token_pruning import (TokenPruningConfig, encoder_flops, geometric_schedule, prepare_token_pruning,
                                        remove_token_pruning)
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent.parent / "results"
 
 
 def candidates(layers: int, keep: float) -> dict[str, list[float]]:

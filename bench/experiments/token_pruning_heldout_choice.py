@@ -3,7 +3,7 @@ results.json: each candidate's settings, steps, transfer rows and held-out score
 for the seeds of the chosen settings. The candidates were compared on held-out before any of their dev scores was
 read. Results: bench/results/token_pruning_heldout_choice.json.
 
-    R=runs-folder python bench/token_pruning_heldout_choice.py
+    R=runs-folder python bench/experiments/token_pruning_heldout_choice.py
 """
 import json
 import os
@@ -44,4 +44,4 @@ for task, runs in CANDIDATES.items():
                               "chosen_dev": {s: seed_result(chosen, s)["dev"] for s in seeds},
                               **({"earlier_candidate": EARLIER[task]} if task in EARLIER else {})}
     print(task, [(r["run"], r["heldout_seed1"]) for r in rows], "->", chosen)
-write_json(Path(__file__).parent / "results" / "token_pruning_heldout_choice.json", results)
+write_json(Path(__file__).parent.parent / "results" / "token_pruning_heldout_choice.json", results)

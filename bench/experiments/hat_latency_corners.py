@@ -13,7 +13,7 @@ and the corners are appended there (an interrupted run resumes).
 Results: bench/results/hat_latency_corners.{json,md}.
 
     RUN=runs/hat/sst2 FT=runs/baselines/sst2/seed-1/model [GLUE=glue_data] OMP_NUM_THREADS=1 \
-        python bench/hat_latency_corners.py
+        python bench/experiments/hat_latency_corners.py
 """
 import json
 import os
@@ -35,7 +35,7 @@ from compact_nlp.runtime import session_options
 from compact_nlp.ship import machine
 
 RUN, FT = Path(os.environ["RUN"]), os.environ["FT"]
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent.parent / "results"
 SPLITS = 10
 CORNER_PASSES = (10, 11)  # repeat indices of their own, never confused with the search's passes 0 and 1
 

@@ -2,7 +2,7 @@
 vocabulary trimmed to the wordpieces the task's training text uses, for the >= 20x smaller .ort; or, with
 --keep-vocabulary, as trained, e.g. after a change to the export).
 
-    python bench/binary_reexport.py --run OUT/seed-1 --base FP32/seed-1/model --task sst2 --glue-dir DIR \\
+    python bench/experiments/binary_reexport.py --run OUT/seed-1 --base FP32/seed-1/model --task sst2 --glue-dir DIR \\
         --out OUT/seed-1/model-trimmed [--max-length 64]
 
 Loads the run's best checkpoint (trainer_state.json's best_model_checkpoint: chosen on the held-out split), sets
