@@ -35,13 +35,14 @@ from compact_nlp.auto import AutoCompactModelForSequenceClassification
 from compact_nlp.bench import inputs_of_length, time_side_by_side
 from compact_nlp.glue import get_task, load_glue, task_texts
 from compact_nlp.hat import SearchSpace, SuperTransformer
+from compact_nlp.hat.pipeline import collate_batches, heldout_fitness
 from compact_nlp.io import write_json, write_text
 from compact_nlp.quant.config import Int8Config
 from compact_nlp.quant.recipes import exporter as quant_exporter
+from compact_nlp.protocol import protocol_splits, tokenize
 from compact_nlp.recipe import load_recipe
-from compact_nlp.run import protocol_splits, tokenize
+from compact_nlp.run import load_data
 from compact_nlp.runtime import session_options
-from compact_nlp.search import collate_batches, heldout_fitness
 from compact_nlp.ship import machine, versions
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,13 +53,14 @@ def layer_selection(run: Path, recipe, glue_dir, examples: int) -> dict:
     fine-tuned weights (no SuperTransformer training, so neither rule is favoured by what it was trained with)."""
     model = AutoCompactModelForSequenceClassification.from_pretrained(run / "rewired").eval()
     tokenizer = AutoTokenizer.from_pretrained(recipe.model)
-    task, _, _, _, heldout = protocol_splits(recipe, recipe.protocol.seeds[0], glue_dir)
-    rows = tokenize(heldout, tokenizer, task, recipe.protocol.max_length).select(range(min(examples, len(heldout))))
+    data = load_data(recipe, glue_dir)
+    heldout = protocol_splits(recipe.protocol, data, recipe.protocol.seeds[0]).heldout
+    rows = tokenize(heldout, tokenizer, data.spec, recipe.protocol.max_length).select(range(min(examples, len(heldout))))
     batches = collate_batches(rows, DataCollatorWithPadding(tokenizer), 64, by_length=True)
     scores = {}
     for selection in ("spread", "first"):
         space = SearchSpace.from_model(model.config, selection)
-        fitness = heldout_fitness(SuperTransformer(model, space), batches, task.name)
+        fitness = heldout_fitness(SuperTransformer(model, space), batches, data.spec)
         scores[selection] = {depth: {"layers": space.layers_for(depth), "heldout": round(fitness(space.uniform(depth)), 2)}
                              for depth in sorted(space.depth)}
     return scores
@@ -90,7 +92,7 @@ def main() -> None:
     print("exporting the full model in int8 ...", file=sys.stderr)
     int8_full = work / "full-int8"
     if not (int8_full / "model.ort").is_file():
-        _, _, train, _, _ = protocol_splits(recipe, recipe.protocol.seeds[0], args.glue_dir)
+        train = protocol_splits(recipe.protocol, load_data(recipe, args.glue_dir), recipe.protocol.seeds[0]).train
         export = quant_exporter(Int8Config(), tokenizer, task_texts(train, task.name, 256), max_length, True, "arm")
         export(AutoCompactModelForSequenceClassification.from_pretrained(full).eval(), int8_full)
     files = {"full model, fp32": full / "model.ort", "full model, int8": int8_full / "model.ort"}

@@ -17,8 +17,9 @@ from transformers import AutoTokenizer
 from compact_nlp.compare import OrtRow, encode, shipped
 from compact_nlp.glue import inside_rows
 from compact_nlp.io import write_json, write_text
+from compact_nlp.protocol import protocol_splits
 from compact_nlp.recipe import load_recipe
-from compact_nlp.run import protocol_splits
+from compact_nlp.run import load_data
 
 BUCKETS = ((1, 9), (10, 19), (20, 10_000))  # words; SST-2's training rows: median 7, dev: median 19
 
@@ -57,8 +58,11 @@ def main() -> None:
     args = parser.parse_args()
 
     recipe = load_recipe(Path(__file__).parent.parent.parent / "recipes" / "glue" / f"{args.task}.yaml")
-    task, data, train, rest_of_train, heldout = protocol_splits(recipe, args.seed, args.glue_dir)
-    splits = {"held-out": heldout, "dev": data[task.dev_splits[0]]}
+    data = load_data(recipe, args.glue_dir)
+    task = data.spec
+    protocol = protocol_splits(recipe.protocol, data, args.seed)
+    train, rest_of_train, heldout = protocol.train, protocol.rest_of_train, protocol.heldout
+    splits = {"held-out": heldout, "dev": data.splits[task.dev_splits[0]]}
     column = task.text_columns[0]
     other_rows = list(train[column]) + (list(rest_of_train[column]) if rest_of_train is not None else [])
     seen = np.array(inside_rows(heldout[column], other_rows))

@@ -29,8 +29,8 @@ from compact_nlp.auto import AutoCompactModelForSequenceClassification
 from compact_nlp.glue import load_glue
 from compact_nlp.hat import LatencyPredictor, LatencySpec, SearchSpace, SubTransformer, SuperTransformer, extract
 from compact_nlp.hat.latency import LatencyData, LatencyRecord
+from compact_nlp.hat.measure import OnnxRuntimeMeasurer, measuring_texts
 from compact_nlp.io import write_json, write_text
-from compact_nlp.search import OnnxRuntimeMeasurer, measuring_texts
 from compact_nlp.runtime import session_options
 from compact_nlp.ship import machine
 

@@ -17,11 +17,13 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from compact_nlp.auto import AutoCompactModelForSequenceClassification
-from compact_nlp.glue import task_texts
+from compact_nlp.data import task_texts
 from compact_nlp.hat import HatConfig, LatencySpec, SuperTransformer
+from compact_nlp.hat.measure import make_measurer
+from compact_nlp.hat.pipeline import latency_stage, search_space_for
+from compact_nlp.protocol import protocol_splits
 from compact_nlp.recipe import load_recipe
-from compact_nlp.run import protocol_splits
-from compact_nlp.search import latency_stage, make_measurer, search_space_for
+from compact_nlp.run import load_data
 from compact_nlp.ship import machine
 
 R = Path(os.environ["R"])
@@ -30,13 +32,14 @@ out = R / "hat" / f"sst2_passes{PASSES}"
 ft = str(R / "baselines" / "sst2" / "seed-1" / "model")
 recipe = load_recipe("recipes/glue/sst2.yaml", [f"model={ft}", f"hat.latency_passes={PASSES}"], presets=["hat"])
 config = HatConfig.from_dict(recipe.hat)
-task, data, train, _, heldout = protocol_splits(recipe, recipe.protocol.seeds[0], os.environ.get("GLUE", "../shared/data/glue_data"))
+task_data = load_data(recipe, os.environ.get("GLUE", "../shared/data/glue_data"))
+train = protocol_splits(recipe.protocol, task_data, recipe.protocol.seeds[0]).train
 tokenizer = AutoTokenizer.from_pretrained(ft)
 rewired = AutoCompactModelForSequenceClassification.from_pretrained(out / "rewired")
 supernet = SuperTransformer(rewired, search_space_for(config, rewired.config))
 spec = LatencySpec(precision=config.precision, threads=config.threads, batch=config.batch,
                    sequence_length=config.sequence_length, hardware=f"{machine()['processor']}, {machine()['cores']} cores")
-texts = [t if isinstance(t, str) else " ".join(t) for t in task_texts(train, task.name, 2000)]
+texts = [t if isinstance(t, str) else " ".join(t) for t in task_texts(train, task_data.spec, 2000)]
 data, predictor = latency_stage(supernet, make_measurer(config, spec, tokenizer, texts), config, out)
 
 

@@ -19,11 +19,13 @@ from transformers import AutoTokenizer
 
 from compact_nlp.auto import AutoCompactModelForSequenceClassification
 from compact_nlp.hat import HatConfig, LatencyPredictor, SuperTransformer
+from compact_nlp.hat.measure import latency_spec, make_measurer, measuring_texts
+from compact_nlp.hat.pipeline import latency_stage, search_space_for
 from compact_nlp.io import write_json, write_text
 from compact_nlp.pretrained import resolve_checkpoint
+from compact_nlp.protocol import protocol_splits
 from compact_nlp.recipe import load_recipe
-from compact_nlp.run import protocol_splits
-from compact_nlp.search import latency_spec, latency_stage, make_measurer, measuring_texts, search_space_for
+from compact_nlp.run import load_data
 from compact_nlp.ship import machine
 
 R = Path(os.environ["R"])
@@ -33,14 +35,15 @@ source = resolve_checkpoint("sentence-transformers/all-MiniLM-L6-v2")
 recipe = load_recipe("recipes/glue/sst2.yaml", [f"hat.latency_models={MODELS}", f"hat.latency_passes={PASSES}"],
                      presets=["hat"])
 config = HatConfig.from_dict(recipe.hat)
-task, _, train, _, _ = protocol_splits(recipe, recipe.protocol.seeds[0], os.environ.get("GLUE", "../shared/data/glue_data"))
+task_data = load_data(recipe, os.environ.get("GLUE", "../shared/data/glue_data"))
+train = protocol_splits(recipe.protocol, task_data, recipe.protocol.seeds[0]).train
 tokenizer = AutoTokenizer.from_pretrained(source)
 model = AutoCompactModelForSequenceClassification.from_pretrained(source, num_labels=2).eval()
 supernet = SuperTransformer(model, search_space_for(config, model.config))
 spec = latency_spec(config)  # the search's own setting: its latency.jsonl can be copied into a search's OUT
 
 load_before, started = os.getloadavg(), time.perf_counter()
-data, predictor = latency_stage(supernet, make_measurer(config, spec, tokenizer, measuring_texts(train, task.name)),
+data, predictor = latency_stage(supernet, make_measurer(config, spec, tokenizer, measuring_texts(train, task_data.spec)),
                                 config, out)
 minutes, load_after = (time.perf_counter() - started) / 60, os.getloadavg()
 

@@ -4,7 +4,7 @@ after the export learnt to write attention as one MultiHeadAttention node per la
     python bench/experiments/hat_reship.py --run HAT_OUT/sub-0.5-searched --task sst2 --glue-dir DIR --out HAT_OUT/sub-0.5-fused
 
 Loads the run's distilled fp32 weights (`pytorch/`, written by compact search before it shipped), and ships them
-with compact_nlp.search.ship_int8, the step compact search ships with; the new folder's reship.json has the shipped
+with compact_nlp.hat.pipeline.ship_int8, the step compact search ships with; the new folder's reship.json has the shipped
 file's dev score and latency, measured the same way as the run's own.
 """
 
@@ -18,8 +18,8 @@ from transformers import AutoTokenizer
 
 from compact_nlp.auto import AutoCompactModelForSequenceClassification
 from compact_nlp.glue import get_task, load_glue
+from compact_nlp.hat.pipeline import ship_int8
 from compact_nlp.io import write_json
-from compact_nlp.search import ship_int8
 
 
 def main() -> None:

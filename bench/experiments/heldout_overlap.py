@@ -10,8 +10,9 @@ from pathlib import Path
 
 from compact_nlp.glue import heldout_overlap
 from compact_nlp.io import write_json
+from compact_nlp.protocol import protocol_splits
 from compact_nlp.recipe import load_recipe
-from compact_nlp.run import protocol_splits
+from compact_nlp.run import load_data
 
 EVERY_ROW = 10**9
 
@@ -26,12 +27,14 @@ def main() -> None:
     results = {}
     for name in args.tasks:
         recipe = load_recipe(Path(__file__).parent.parent.parent / "recipes" / "glue" / f"{name}.yaml")
-        task, data, train, rest_of_train, heldout = protocol_splits(recipe, 1, args.glue_dir)
+        data = load_data(recipe, args.glue_dir)
+        task, splits = data.spec, protocol_splits(recipe.protocol, data, 1)
+        train, rest_of_train, heldout = splits.train, splits.rest_of_train, splits.heldout
         column = task.text_columns[0]
         training = list(train[column])
         results[name] = {
             "heldout_vs_training_rows": heldout_overlap(heldout, training, column, EVERY_ROW),
-            "dev_vs_training_rows": heldout_overlap(data[task.dev_splits[0]], training, column, EVERY_ROW),
+            "dev_vs_training_rows": heldout_overlap(data.splits[task.dev_splits[0]], training, column, EVERY_ROW),
         }
         if rest_of_train is not None:
             results[name]["heldout_vs_training_and_rest_of_train"] = heldout_overlap(

@@ -25,9 +25,10 @@ from transformers import AutoTokenizer
 from compact_nlp.auto import AutoCompactModelForSequenceClassification
 from compact_nlp.compare import encode
 from compact_nlp.io import write_json, write_text
-from compact_nlp.metrics import compute_glue_metrics
+from compact_nlp.metrics import compute_metrics
+from compact_nlp.protocol import protocol_splits
 from compact_nlp.recipe import load_recipe
-from compact_nlp.run import protocol_splits
+from compact_nlp.run import load_data
 from compact_nlp.ship import machine, versions
 from compact_nlp.token_pruning import (TokenPruningConfig, encoder_flops, geometric_schedule, prepare_token_pruning,
                                        remove_token_pruning)
@@ -59,7 +60,7 @@ def score(model, tokenizer, task, rows, max_length: int) -> tuple[dict, float]:
         tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
         logits.append(model(**tensors).logits.numpy())
         flops += encoder_flops(model, **tensors)["total"]
-    return compute_glue_metrics(task.name, np.concatenate(logits), np.asarray(rows["label"])), flops / len(rows)
+    return compute_metrics(task, np.concatenate(logits), np.asarray(rows["label"])), flops / len(rows)
 
 
 def main() -> None:
@@ -72,7 +73,8 @@ def main() -> None:
     args = parser.parse_args()
 
     recipe = load_recipe(args.recipe)
-    task, _, _, _, heldout = protocol_splits(recipe, args.seed, args.glue_dir)
+    data = load_data(recipe, args.glue_dir)
+    task, heldout = data.spec, protocol_splits(recipe.protocol, data, args.seed).heldout
     model = AutoCompactModelForSequenceClassification.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     layers, max_length = model.config.num_hidden_layers, recipe.protocol.max_length
