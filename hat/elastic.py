@@ -26,7 +26,7 @@ from torch.func import functional_call
 
 from compact_nlp.modeling import CompactBertForSequenceClassification
 from compact_nlp.shrink import take
-from compact_nlp.trainer import CompactHook
+from compact_nlp.hooks import CompactHook
 
 from .space import SearchSpace, SubTransformer
 

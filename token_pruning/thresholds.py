@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from compact_nlp.trainer import CompactHook
+from compact_nlp.hooks import CompactHook
 
 from .config import TokenPruningConfig
-from .prune import base_model
+from .encoder import base_model
 
 
 class ThresholdHook(CompactHook):
