@@ -7,21 +7,18 @@ The source may be a hub id, a local transformers checkpoint (converted to Compac
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from transformers import AutoConfig
-
-from .convert import load_hf_checkpoint
-from .modeling import CompactBertConfig, CompactBertForSequenceClassification, CompactBertModel
-from .pretrained import resolve_checkpoint
+from .convert import load_compact
+from .modeling import CompactBertForSequenceClassification, CompactBertModel
+from .runtime import ORTModel, ORTModelForFeatureExtraction, ORTModelForSequenceClassification
 
 BACKENDS = ("pytorch", "onnxruntime")
-_HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
 
 
 class _AutoCompact:
     task: str
     compact_class: type
+    ort_class: type[ORTModel]
     ort_class_name: str
 
     def __init__(self):
@@ -38,19 +35,8 @@ class _AutoCompact:
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not one of {BACKENDS}.")
         if backend == "onnxruntime":
-            from . import runtime
-
-            return getattr(runtime, cls.ort_class_name).from_pretrained(name_or_path, **hf_kwargs)
-        path = resolve_checkpoint(name_or_path)
-        config = AutoConfig.from_pretrained(path, **{k: v for k, v in hf_kwargs.items() if k in _HUB_KWARGS})
-        if isinstance(config, CompactBertConfig):
-            ptq = (config.quant or {}).get("int8", {}).get("mode") == "ptq"
-            if ptq and not (Path(path) / "model.safetensors").is_file():
-                raise OSError(f"{name_or_path} holds a post-training int8 graph and no PyTorch weights (dynamic int8 "
-                              "has no PyTorch form). Load it with backend='onnxruntime'.")
-            return cls.compact_class.from_pretrained(path, **hf_kwargs)
-        return load_hf_checkpoint(path, config.model_type,
-                                  with_head=cls.compact_class is CompactBertForSequenceClassification, **hf_kwargs)
+            return cls.ort_class.from_pretrained(name_or_path, **hf_kwargs)
+        return load_compact(name_or_path, cls.compact_class, **hf_kwargs)
 
 
 class AutoCompactModel(_AutoCompact):
@@ -58,6 +44,7 @@ class AutoCompactModel(_AutoCompact):
 
     task = "feature-extraction"
     compact_class = CompactBertModel
+    ort_class = ORTModelForFeatureExtraction
     ort_class_name = "ORTModelForFeatureExtraction"
 
 
@@ -66,6 +53,7 @@ class AutoCompactModelForSequenceClassification(_AutoCompact):
 
     task = "text-classification"
     compact_class = CompactBertForSequenceClassification
+    ort_class = ORTModelForSequenceClassification
     ort_class_name = "ORTModelForSequenceClassification"
 
 

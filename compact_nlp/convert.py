@@ -7,8 +7,12 @@ stacks keep working) as long as its widths are uniform. MiniLM checkpoints use t
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForSequenceClassification,
     BertConfig,
@@ -26,6 +30,7 @@ from .modeling import (
     CompactBertModel,
     CompactConfigError,
 )
+from .pretrained import resolve_checkpoint
 
 # transformers model_type -> the layout its weights use. MiniLM checkpoints are model_type "bert".
 LAYOUTS = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "distilbert": "distilbert"}
@@ -259,3 +264,22 @@ def load_hf_checkpoint(name_or_path: str, model_type: str, with_head: bool, **hf
     auto = AutoModelForSequenceClassification if with_head else AutoModel
     hf_model = auto.from_pretrained(name_or_path, **hf_kwargs)
     return from_hf_model(hf_model.eval())
+
+
+# from_pretrained keyword arguments that say where a checkpoint is (AutoConfig takes them too)
+HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
+
+
+def load_compact(name_or_path: str | os.PathLike, compact_class: type, **hf_kwargs):
+    """A `compact_class` (CompactBertModel or CompactBertForSequenceClassification) from a hub id, a transformers
+    checkpoint (converted on load) or a compact folder; hf_kwargs are what transformers' from_pretrained takes."""
+    path = resolve_checkpoint(name_or_path)
+    config = AutoConfig.from_pretrained(path, **{k: v for k, v in hf_kwargs.items() if k in HUB_KWARGS})
+    if isinstance(config, CompactBertConfig):
+        ptq = (config.quant or {}).get("int8", {}).get("mode") == "ptq"
+        if ptq and not (Path(path) / "model.safetensors").is_file():
+            raise OSError(f"{name_or_path} holds a post-training int8 graph and no PyTorch weights (dynamic int8 "
+                          "has no PyTorch form). Load it with backend='onnxruntime'.")
+        return compact_class.from_pretrained(path, **hf_kwargs)
+    return load_hf_checkpoint(path, config.model_type,
+                              with_head=compact_class is CompactBertForSequenceClassification, **hf_kwargs)

@@ -1,12 +1,15 @@
-"""Atomic writes: a file compact writes is either the old one or the complete new one, never half of either."""
+"""Files in and out: atomic writes (a file compact writes is either the old one or the complete new one, never half
+of either), and the upload of a compact folder to the Hugging Face hub (compact_nlp.hub re-exports it)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 
 
@@ -43,8 +46,6 @@ def write_json(path: str | os.PathLike, data) -> None:
 
 def save_pretrained_atomic(obj, save_directory: str | os.PathLike) -> list[str]:
     """`obj.save_pretrained` (a model, config or tokenizer) into a scratch folder, then each file moved into place."""
-    import shutil
-
     save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=save_directory, prefix=".saving-") as scratch:
@@ -57,3 +58,38 @@ def save_pretrained_atomic(obj, save_directory: str | os.PathLike) -> list[str]:
             else:
                 os.replace(src, save_directory / name)
     return names
+
+
+# never uploaded: training state, scratch files
+IGNORED = ("checkpoints/*", "checkpoint-*/*", ".*", "*/.*", "*.tmp", "bench.json", "bench.md")
+
+
+def files_to_upload(folder: str | os.PathLike) -> list[tuple[str, int]]:
+    """(relative path, bytes) of what `push_folder` uploads, with IGNORED left out."""
+    folder = Path(folder)
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if not any(fnmatch(relative, pattern) for pattern in IGNORED):
+            files.append((relative, path.stat().st_size))
+    return files
+
+
+def push_folder(folder: str | os.PathLike, repo_id: str, private: bool = False, commit_message: str | None = None,
+                dry_run: bool = False, token: str | None = None, api=None) -> list[tuple[str, int]]:
+    """Upload a compact folder to the hub (one commit); with dry_run, only return what would be uploaded."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a compact folder (no config.json); push the folder that "
+                                "`compact export` or `compact run` wrote (OUT/seed-N/model).")
+    files = files_to_upload(folder)
+    if dry_run:
+        return files
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", ignore_patterns=list(IGNORED),
+                      commit_message=commit_message or "Upload compact model")
+    return files

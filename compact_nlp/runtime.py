@@ -9,6 +9,7 @@ They load `model.onnx` or `model.ort` from a compact folder; with `export=True` 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,7 +17,17 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from .modeling import CompactBertConfig, check_inputs
+from .convert import load_compact
+from .export import export_model
+from .io import atomic_path, push_folder
+from .modeling import (
+    CompactBertConfig,
+    CompactBertForSequenceClassification,
+    CompactBertModel,
+    check_inputs,
+    mean_pool,
+)
+from .pretrained import resolve_checkpoint
 
 ONNX_FILE, ORT_FILE = "model.onnx", "model.ort"
 
@@ -41,6 +52,7 @@ class ORTModel:
 
     auto_task: str = ""  # the pipeline task, and the key of compact_nlp.auto.AUTO_CLASSES
     auto_class: str = ""  # the drop-in class that loads this one with backend="onnxruntime"
+    torch_class: type = CompactBertModel  # the PyTorch model it stands in for (export=True loads and exports one)
     required_output: str = ""  # the graph output that tells the two tasks apart
     main_input_name = "input_ids"
 
@@ -67,8 +79,6 @@ class ORTModel:
         """
         import onnxruntime as ort
 
-        from .pretrained import resolve_checkpoint
-
         folder = Path(resolve_checkpoint(name_or_path))
         file_name = file_name or (ONNX_FILE if (folder / ONNX_FILE).exists() else ORT_FILE)
         if not (folder / file_name).exists():
@@ -85,20 +95,13 @@ class ORTModel:
 
     @classmethod
     def _export_to_temp(cls, name_or_path: str, **hf_kwargs) -> Path:
-        from .export import export_model
-        from .auto import AUTO_CLASSES
-
-        model = AUTO_CLASSES[cls.auto_task].from_pretrained(name_or_path, **hf_kwargs)
+        model = load_compact(name_or_path, cls.torch_class, **hf_kwargs)
         folder = Path(tempfile.mkdtemp(prefix="compact-ort-"))
         export_model(model, folder, tokenizer_source=None, mobile=False)
         return folder
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write config.json and the ONNX/ORT file to a folder (atomically, file by file)."""
-        import shutil
-
-        from .io import atomic_path
-
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         self.config.save_pretrained(save_directory)
@@ -108,8 +111,6 @@ class ORTModel:
     def push_to_hub(self, repo_id: str, private: bool = False, commit_message: str | None = None,
                     token: str | None = None):
         """Upload the folder this model was loaded from (config, ONNX/ORT files, tokenizer, card)."""
-        from .hub import push_folder
-
         return push_folder(self.model_path.parent, repo_id, private=private, commit_message=commit_message,
                            token=token)
 
@@ -174,8 +175,6 @@ class ORTModelForFeatureExtraction(ORTModel):
 
     def sentence_embedding(self, input_ids, attention_mask=None, token_type_ids=None, normalize: bool = False):
         """Mean-pooled sentence embeddings, as CompactBertModel.sentence_embedding."""
-        from .modeling import mean_pool
-
         states = self.forward(torch.as_tensor(_int64(input_ids)), attention_mask=attention_mask,
                               token_type_ids=token_type_ids).last_hidden_state
         mask = torch.as_tensor(_int64(attention_mask)) if attention_mask is not None else None
@@ -186,6 +185,7 @@ class ORTModelForFeatureExtraction(ORTModel):
 class ORTModelForSequenceClassification(ORTModel):
     auto_task = "text-classification"
     auto_class = "AutoCompactModelForSequenceClassification"
+    torch_class = CompactBertForSequenceClassification
     required_output = "logits"
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None) -> SequenceClassifierOutput:
