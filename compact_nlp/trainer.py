@@ -5,32 +5,36 @@ Trainer expects subclasses to: `compute_loss`, `create_optimizer`, `log`, `train
 projections on resume) and `TrainerCallback`s. It therefore keeps working under `accelerate launch`, with gradient
 accumulation, and when resuming from checkpoints.
 
-The technique hook interface is `CompactHook`, a `TrainerCallback` with one more method:
-    - the usual callback events change the model per step: `on_step_begin` samples a SubTransformer (hat/) or
-      updates a pruning schedule (token_pruning/); `on_epoch_begin` freezes observers (quant/). The model comes in
-      `kwargs["model"]`, as for every TrainerCallback.
-    - `loss_terms(model, inputs, outputs)` returns named, already weighted loss terms that are added to the training
-      loss and logged as `loss_<name>`.
-    - `term_weights(state)` returns multipliers for the trainer's own terms ("task", "logits", "hidden", "attention")
-      at this step, e.g. two-stage distillation (quant/: intermediate layers first, then logits). A term whose
-      multiplier is 0 is not computed.
-    - `param_groups(model)` returns optimizer parameter groups with their own settings (e.g. LTP's thresholds learn
-      at their own rate, token_pruning/); those parameters leave the default groups.
+The technique hook interface is `CompactHook` (compact_nlp.hooks, re-exported here): a `TrainerCallback` whose
+`loss_terms`, `term_weights` and `param_groups` add loss terms, scale the trainer's own terms and add optimizer
+parameter groups.
+
+`save_compact` ships the trained model through compact_nlp.ship. A technique whose models export their own way (quant/)
+registers an exporter factory here with `register_ship_exporter`, under the config section that calls for it; the
+trainer never imports a technique.
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .config_section import ConfigSection
 from .distill import DistillationConfig, Distiller
+from .export.card import write_model_card
+from .glue import task_texts
+from .hooks import CompactHook
+from .io import atomic_path, write_json
+from .modeling import sequence_classification_loss
+from .ship import ship, summarize
 
 DISTILLER_FILE = "distiller.safetensors"
 COMPACT_CONFIG_VERSION = 1
@@ -54,25 +58,22 @@ UNLABELLED = -100  # the label of a transfer-set row (TinyBERT): no gold label, 
 
 def labelled_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> torch.Tensor | None:
     """The task loss over the rows that have labels (None when none has)."""
-    from .modeling import sequence_classification_loss
-
     keep = labels != UNLABELLED
     if not bool(keep.any()):
         return None
     return sequence_classification_loss(logits[keep], labels[keep], config)
 
 
-class CompactHook(TrainerCallback):
-    """A technique's part in training: TrainerCallback events, plus loss terms (see the module docstring)."""
+# Exporters of techniques whose models export their own way, by the config section that calls for one: a model whose
+# config has a non-empty `section` ships through `factory(section, tokenizer, texts, max_length, mobile,
+# target_platform, vocabulary_texts) -> exporter(model, folder) -> report` (compact_nlp.ship's `exporter`).
+# compact_nlp.quant registers "quant" on import; whatever put a quant section on a model imported it.
+SHIP_EXPORTERS: dict[str, Callable] = {}
 
-    def loss_terms(self, model, inputs: dict, outputs) -> dict[str, torch.Tensor]:
-        return {}
 
-    def term_weights(self, state) -> dict[str, float]:
-        return {}
-
-    def param_groups(self, model) -> list[dict]:
-        return []
+def register_ship_exporter(section: str, factory: Callable) -> None:
+    """Let models whose config has `section` ship through `factory`'s exporter (see SHIP_EXPORTERS)."""
+    SHIP_EXPORTERS[section] = factory
 
 
 class CompactTrainer(Trainer):
@@ -162,25 +163,15 @@ class CompactTrainer(Trainer):
 
         task: the GLUE task name (its metric); dev: the labelled raw dev split (a `datasets.Dataset` with the task's
         text columns), or a dict of them (MNLI: matched and mismatched). A model prepared for QAT ships its int8
-        exports (compact_nlp.quant.export_qat), a binary one its packed export; vocabulary_texts: the training text, if its config trims the
-        vocabulary. Returns the results.
+        exports (compact_nlp.quant.export_qat), a binary one its packed export (through the exporter compact_nlp.quant
+        registers, see SHIP_EXPORTERS); vocabulary_texts: the training text, if its config trims the vocabulary.
+        Returns the results.
         """
-        from .hub import write_model_card
-        from .io import write_json
-        from .ship import ship, summarize
-
         if self.processing_class is None:
             raise ValueError("save_compact needs the tokenizer: create the CompactTrainer with processing_class=.")
         splits = dict(dev) if isinstance(dev, dict) else {"validation": dev}
-        exporter = None
-        if getattr(self.model.config, "quant", None):
-            from .glue import task_texts
-            from .quant.recipes import exporter as quant_exporter
-            from .quant.recipes import quant_config
-
-            texts = task_texts(next(iter(splits.values())), task, 64)  # only to check the export follows PyTorch
-            exporter = quant_exporter(quant_config(self.model.config.quant), self.processing_class,
-                                      texts, max_length, mobile, target_platform, vocabulary_texts)
+        exporter = self.technique_exporter(next(iter(splits.values())), task, max_length, mobile, target_platform,
+                                           vocabulary_texts)
         result = ship(self.model, self.processing_class, output_dir, task, splits, max_length, mobile=mobile,
                       target_platform=target_platform, original=original, exporter=exporter)
         result.update(self.training_facts(task, max_length, target_platform, base_model))
@@ -188,6 +179,20 @@ class CompactTrainer(Trainer):
         write_json(Path(output_dir) / "results.json", results)
         write_model_card(output_dir, results)
         return results
+
+    def technique_exporter(self, dev, task: str, max_length: int, mobile: bool, target_platform: str,
+                           vocabulary_texts: list | None):
+        """The registered exporter for the technique section on the model's config (None: the plain export)."""
+        config = self.model.config
+        for section, factory in SHIP_EXPORTERS.items():
+            if getattr(config, section, None):
+                texts = task_texts(dev, task, 64)  # only to check the export follows PyTorch
+                return factory(getattr(config, section), self.processing_class, texts, max_length, mobile,
+                               target_platform, vocabulary_texts)
+        if getattr(config, "quant", None):
+            raise RuntimeError("the model's config has a quant section but no quant exporter is registered: "
+                               "import compact_nlp.quant before save_compact.")
+        return None
 
     def training_facts(self, task: str, max_length: int, target_platform: str = "arm",
                        base_model: str | None = None) -> dict:
@@ -237,8 +242,6 @@ class CompactTrainer(Trainer):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} is missing: the checkpoint was not written by a CompactTrainer with "
                                         "the same distillation setup, so its projections cannot be restored.")
-            from safetensors.torch import load_file
-
             self.distiller.load_state_dict(load_file(path))
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
@@ -264,10 +267,6 @@ class _DistillerCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:
-            from safetensors.torch import save_file
-
-            from .io import atomic_path
-
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             with atomic_path(folder / DISTILLER_FILE) as tmp:
                 save_file({k: v.contiguous() for k, v in self.trainer.distiller.state_dict().items()}, str(tmp))
