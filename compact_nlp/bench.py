@@ -21,13 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .auto import AutoCompactModel, AutoCompactModelForSequenceClassification
+from .glue import TASKS, default_glue_dir, read_split
+from .io import write_json, write_text
+from .modeling import CompactBertConfig
+from .runtime import session_options
+
 SAMPLE_TEXT = Path(__file__).parent / "data" / "sample_sentences.txt"
 
 
 def real_sentences(glue_dir: str | os.PathLike | None = None, limit: int | None = None) -> tuple[list[str], str]:
     """Real sentences and where they came from: SST-2 dev when a GLUE dir is there, else compact's sample text."""
-    from .glue import TASKS, default_glue_dir, read_split
-
     glue_dir = Path(glue_dir) if glue_dir else default_glue_dir()
     sst2 = TASKS["sst2"]
     if glue_dir is not None and (glue_dir / sst2.local["validation"].path).exists():
@@ -135,14 +139,7 @@ def bench_folder(folder: str | os.PathLike, glue_dir: str | os.PathLike | None =
 
     Writes FOLDER/bench.json and FOLDER/bench.md; returns the results with the markdown table under "markdown".
     """
-    import onnxruntime as ort
-    import torch
     from transformers import AutoTokenizer
-
-    from .auto import AutoCompactModel, AutoCompactModelForSequenceClassification
-    from .io import write_json, write_text
-    from .modeling import CompactBertConfig
-    from .runtime import session_options
 
     folder = Path(folder)
     config = CompactBertConfig.from_pretrained(folder)
@@ -155,33 +152,49 @@ def bench_folder(folder: str | os.PathLike, glue_dir: str | os.PathLike | None =
              "ORT model.ort": folder / "model.ort"}
     files = {name: path for name, path in files.items() if path.exists()}
     lengths = [n for n in lengths if n <= config.max_sequence_length]
-
-    rows = []
-    for n_threads in threads:
-        torch.set_num_threads(n_threads)
-        sessions = {name: ort.InferenceSession(str(path), session_options(n_threads),
-                                               providers=["CPUExecutionProvider"])
-                    for name, path in files.items() if name != "PyTorch fp32"}
-        for length in lengths:
-            feed = inputs_of_length(tokenizer, sentences, length)
-            tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
-
-            def torch_call():
-                with torch.inference_mode():
-                    model(**tensors)
-
-            variants = {"PyTorch fp32": torch_call}
-            for name, session in sessions.items():
-                names = [i.name for i in session.get_inputs()]
-                variants[name] = lambda s=session, names=names: s.run(None, {k: feed[k] for k in names})
-            for name, stats in time_side_by_side(variants, rounds=rounds, calls=calls).items():
-                rows.append({"variant": name, "threads": n_threads, "tokens": length, **stats})
-
+    feeds = {length: inputs_of_length(tokenizer, sentences, length) for length in lengths}
+    rows = [row for n_threads in threads for row in _latency_rows(model, files, feeds, n_threads, rounds, calls)]
     loads = {name: (load_and_peak_ram("compact", folder, type(model).__name__) if name == "PyTorch fp32"
                     else load_and_peak_ram("onnxruntime", path)) for name, path in files.items()}
     variants = {name: {"size_mb": dir_size_mb(path), **loads[name]} for name, path in files.items()}
     results = {"folder": str(folder), "text": text_source, "batch": 1, "padding": "none",
                "rounds": rounds, "calls_per_round": calls, "variants": variants, "latency": rows}
+    table = _bench_table(files, threads, lengths, rows, variants)
+    markdown = (f"Batch 1, real unpadded inputs ({text_source}); variants timed side by side "
+                f"({rounds} rounds x {calls} calls).\n\n" + table + "\n")
+    write_json(folder / "bench.json", results)
+    write_text(folder / "bench.md", markdown)
+    return {**results, "markdown": markdown}
+
+
+def _latency_rows(model, files: dict[str, Path], feeds: dict[int, dict], n_threads: int, rounds: int,
+                  calls: int) -> list[dict]:
+    """At `n_threads` threads, each input length timed on PyTorch and every ORT file side by side."""
+    import onnxruntime as ort
+    import torch
+
+    torch.set_num_threads(n_threads)
+    sessions = {name: ort.InferenceSession(str(path), session_options(n_threads), providers=["CPUExecutionProvider"])
+                for name, path in files.items() if name != "PyTorch fp32"}
+    rows = []
+    for length, feed in feeds.items():
+        tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+
+        def torch_call():
+            with torch.inference_mode():
+                model(**tensors)
+
+        variants = {"PyTorch fp32": torch_call}
+        for name, session in sessions.items():
+            names = [i.name for i in session.get_inputs()]
+            variants[name] = lambda s=session, names=names: s.run(None, {k: feed[k] for k in names})
+        for name, stats in time_side_by_side(variants, rounds=rounds, calls=calls).items():
+            rows.append({"variant": name, "threads": n_threads, "tokens": length, **stats})
+    return rows
+
+
+def _bench_table(files: dict, threads, lengths: list[int], rows: list[dict], variants: dict) -> str:
+    """bench.md's tables: latency per variant, threads and length; size, load time and peak RAM per variant."""
     table = ["| variant | threads | " + " | ".join(f"{n} tok ms (p90)" for n in lengths) + " |",
              "|---|---|" + "---|" * len(lengths)]
     for name in files:
@@ -191,11 +204,7 @@ def bench_folder(folder: str | os.PathLike, glue_dir: str | os.PathLike | None =
             table.append(f"| {name} | {n_threads} | " + " | ".join(cells) + " |")
     table += ["", "| variant | size MB | load s | peak RSS MB |", "|---|---|---|---|"]
     table += [f"| {name} | {v['size_mb']} | {v['load_s']:.2f} | {v['peak_rss_mb']:.0f} |" for name, v in variants.items()]
-    markdown = (f"Batch 1, real unpadded inputs ({text_source}); variants timed side by side "
-                f"({rounds} rounds x {calls} calls).\n\n" + "\n".join(table) + "\n")
-    write_json(folder / "bench.json", results)
-    write_text(folder / "bench.md", markdown)
-    return {**results, "markdown": markdown}
+    return "\n".join(table)
 
 
 def feature_agreement(expected: list, got: list) -> dict:
@@ -214,8 +223,6 @@ def feature_agreement(expected: list, got: list) -> dict:
 def pipeline_agreement(folder: str | os.PathLike, sentences: list[str], file_name: str = "model.onnx") -> dict:
     """`pipeline("feature-extraction")` with the PyTorch and the ONNX Runtime backend of one exported folder."""
     from transformers import AutoTokenizer, pipeline
-
-    from .auto import AutoCompactModel
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     torch_model = AutoCompactModel.from_pretrained(folder)

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..io import atomic_path
 from ..modeling import CompactBertForSequenceClassification, CompactBertModel
+from .attention import fuse_attention as fuse_attention_graph  # export_onnx's flag has the function's name
 
 DEFAULT_OPSET = 20  # Gelu is one op from opset 20 (ONNX Runtime >= 1.17); --opset 17 still works
 DEFAULT_ATOL = 1e-4
@@ -113,10 +114,8 @@ def check_parity(model, session, atol: float = DEFAULT_ATOL, cases=None, seed: i
 def _fuse_attention_in_file(path: Path) -> None:
     import onnx
 
-    from .attention import fuse_attention
-
     graph = onnx.load(str(path))
-    if fuse_attention(graph):
+    if fuse_attention_graph(graph):
         onnx.save(graph, str(path))
 
 
