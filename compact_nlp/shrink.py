@@ -89,7 +89,22 @@ def take(
         hidden: the hidden channels to keep, in order.
     """
     config: CompactBertConfig = model.config
-    hd = config.head_dim
+    keep_heads, keep_ffn, keep_layers, keep_hidden = _checked_keep(config, heads, ffn, layers, hidden)
+    new_config = _kept_config(config, keep_heads, keep_ffn, keep_layers, keep_hidden)
+    with_head = isinstance(model, CompactBertForSequenceClassification)
+    base = model.compact_bert if with_head else model
+    hid = torch.tensor(keep_hidden, dtype=torch.long)
+    new = _sliced_encoder(base.state_dict(), config, keep_heads, keep_ffn, keep_layers, hid)
+    if with_head:
+        new = {f"compact_bert.{k}": v for k, v in new.items()}
+        new.update({f"classifier.{k}": v for k, v in _sliced_head(model.classifier.state_dict(), hid).items()})
+    smaller = type(model)(new_config)
+    smaller.load_state_dict({k: v.clone() for k, v in new.items()}, strict=True)
+    return smaller.train(model.training)
+
+
+def _checked_keep(config: CompactBertConfig, heads, ffn, layers, hidden) -> tuple[list, list, list[int], list[int]]:
+    """`take`'s arguments with None filled in as "keep everything in place", each index list checked."""
     layer_count = config.num_hidden_layers
     keep_heads = heads if heads is not None else [list(range(n)) for n in config.num_heads_per_layer]
     keep_ffn = ffn if ffn is not None else [list(range(n)) for n in config.intermediate_size_per_layer]
@@ -104,7 +119,12 @@ def take(
                                "hidden channels")
     if not keep_hidden:
         raise ValueError("cannot remove every hidden channel.")
+    return keep_heads, keep_ffn, keep_layers, keep_hidden
 
+
+def _kept_config(config: CompactBertConfig, keep_heads: list, keep_ffn: list, keep_layers: list[int],
+                 keep_hidden: list[int]) -> CompactBertConfig:
+    """The config of the smaller model: the kept widths per kept layer, and their token-pruning schedule entries."""
     new_config = copy.deepcopy(config)
     new_config.num_heads_per_layer = [len(keep_heads[i]) for i in keep_layers]
     new_config.intermediate_size_per_layer = [len(keep_ffn[i]) for i in keep_layers]
@@ -116,18 +136,21 @@ def take(
                 plan[key] = [plan[key][i] for i in keep_layers]
         new_config.token_pruning = plan
     new_config.validate()
+    return new_config
 
-    with_head = isinstance(model, CompactBertForSequenceClassification)
-    base = model.compact_bert if with_head else model
-    old = base.state_dict()
-    hid = torch.tensor(keep_hidden, dtype=torch.long)
 
-    def rows(t, index):  # output features
-        return t.index_select(0, index)
+def _rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # output features
+    return t.index_select(0, index)
 
-    def cols(t, index):  # input features
-        return t.index_select(1, index)
 
+def _cols(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # input features
+    return t.index_select(1, index)
+
+
+def _sliced_encoder(old: dict, config: CompactBertConfig, keep_heads: list, keep_ffn: list, keep_layers: list[int],
+                    hid: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The encoder's state dict with only the kept heads, neurons, layers and hidden channels, in their order."""
+    rows, cols = _rows, _cols
     new = {}
     projected = config.embedding_size is not None  # with a projection, the tables are not hidden-wide
     for name, tensor in old.items():
@@ -139,7 +162,7 @@ def take(
             new[name] = cols(rows(tensor, hid), hid) if tensor.dim() == 2 else rows(tensor, hid)
         elif name == "token_pruner.thresholds":
             new[name] = rows(tensor, torch.tensor(keep_layers, dtype=torch.long))
-
+    hd = config.head_dim
     for new_i, i in enumerate(keep_layers):
         head_rows = torch.tensor([h * hd + d for h in keep_heads[i] for d in range(hd)], dtype=torch.long)
         neurons = torch.tensor(keep_ffn[i], dtype=torch.long)
@@ -156,16 +179,16 @@ def take(
         for norm in ("attention_norm", "ffn_norm"):
             for p in ("weight", "bias"):
                 new[f"{dst}{norm}.{p}"] = rows(old[f"{src}{norm}.{p}"], hid)
+    return new
 
-    if with_head:
-        new = {f"compact_bert.{k}": v for k, v in new.items()}
-        for name, tensor in model.classifier.state_dict().items():
-            if name.startswith("dense."):
-                tensor = cols(rows(tensor, hid), hid) if tensor.dim() == 2 else rows(tensor, hid)
-            elif name == "out_proj.weight":
-                tensor = cols(tensor, hid)
-            new[f"classifier.{name}"] = tensor
 
-    smaller = type(model)(new_config)
-    smaller.load_state_dict({k: v.clone() for k, v in new.items()}, strict=True)
-    return smaller.train(model.training)
+def _sliced_head(head: dict, hid: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The classification head's state dict, reading only the kept hidden channels."""
+    new = {}
+    for name, tensor in head.items():
+        if name.startswith("dense."):
+            tensor = _cols(_rows(tensor, hid), hid) if tensor.dim() == 2 else _rows(tensor, hid)
+        elif name == "out_proj.weight":
+            tensor = _cols(tensor, hid)
+        new[name] = tensor
+    return new
