@@ -9,7 +9,8 @@
     small = extract(supernet, result.best.sub)                          # a standalone, physically smaller CompactBert
 
 `compact search RECIPE --model DIR` runs all of it (compact_nlp.search); docs/hat.md has the measured results. This
-package imports only compact_nlp's base (`modeling`, `shrink`, `config_section`, the trainer's hook interface).
+package imports compact_nlp's base (`modeling`, `shrink`, `config_section`, `io`, the hook interface `hooks`) and
+`distill` (HatConfig checks its SubTransformer distillation settings).
 """
 
 from .config import HatConfig, HatConfigError

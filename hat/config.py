@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from compact_nlp.config_section import ConfigSection
+from compact_nlp.distill import DistillationConfig
 
 HAT_CONFIG_VERSION = 1
 
@@ -109,8 +110,6 @@ class HatConfig(ConfigSection):
             raise HatConfigError(
                 f"hat.supernet_batch_size ({self.supernet_batch_size}) is split into {2 + self.random_subs} "
                 "micro-batches (sandwich rule: largest, smallest and random SubTransformers): make it a multiple.")
-        from compact_nlp.distill import DistillationConfig
-
         if not isinstance(self.distillation, dict):
             raise HatConfigError("hat.distillation is a mapping of distillation settings, e.g. "
                                  f"{{hidden_weight: 1.0}}, got {self.distillation!r}.")

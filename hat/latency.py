@@ -28,6 +28,9 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from compact_nlp.io import atomic_path, write_json, write_text
+
+from .extract import extract
 from .space import SearchSpace, SubTransformer
 
 LATENCY_FORMAT_VERSION = 1
@@ -125,8 +128,6 @@ class LatencyData:
             self._rewrite(header)
 
     def _rewrite(self, header: dict) -> None:
-        from compact_nlp.io import write_text
-
         rows = [json.dumps(header)] + [self._line(r) for r in self.records]
         write_text(self.path, "\n".join(rows) + "\n")
 
@@ -176,8 +177,6 @@ def collect_latency(supernet, measurer: Measurer, path: str | os.PathLike, count
 
     on_noise_floor(floor): called once the noise models are measured, before the long part, with their noise floor
     (`LatencyData.noise_floor`): the moment to tell a user that the machine is too busy to measure on."""
-    from .extract import extract
-
     space = supernet.space
     data = LatencyData(path, measurer.spec, space)
     rng = random.Random(seed)
@@ -365,8 +364,6 @@ class LatencyPredictor:
 
     def save(self, folder: str | os.PathLike) -> None:
         from safetensors.torch import save_file
-
-        from compact_nlp.io import atomic_path, write_json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compact_nlp.io import atomic_path, write_json
+
 from .latency import LatencyPredictor, LatencySpec
 from .space import SearchSpace, SearchSpaceError, SubTransformer
 
@@ -68,8 +70,6 @@ def evolutionary_search(space: SearchSpace, predictor: LatencyPredictor, budget_
                         iterations: int = 10, seed: int = 0, state_path: str | os.PathLike | None = None,
                         progress: Callable[[int, Candidate], None] | None = None) -> SearchResult:
     """Search `space` for the fittest SubTransformer whose predicted latency is at most `budget_ms`."""
-    from compact_nlp.io import write_json
-
     predictor.check(predictor.spec, space)  # its features are scaled to the space it was trained on
     smallest = predictor.predict(space.smallest())
     if smallest > budget_ms:
@@ -81,26 +81,14 @@ def evolutionary_search(space: SearchSpace, predictor: LatencyPredictor, budget_
                 "spec": predictor.spec.to_dict(), "population": population, "parents": parents,
                 "mutations": mutations, "crossovers": crossovers, "mutation_probability": mutation_probability,
                 "seed": seed}
-    scored: dict[SubTransformer, Candidate] = {}
-    history: list[Candidate] = []
-    genes: list[tuple] = []
-    best_per_generation: list[float] = []
-    generation, seconds = 0, 0.0
     path = Path(state_path) if state_path else None
-    if path is not None and path.is_file():
-        state = json.loads(path.read_text())
-        if "spec" in state["settings"]:  # a state written before LatencySpec.attention existed reads as decomposed
-            state["settings"]["spec"] = LatencySpec.from_dict(state["settings"]["spec"]).to_dict()
-        changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
-        if changed:
-            raise SearchSpaceError(
-                f"{path} holds a search with other settings ({', '.join(changed)} changed); a search resumes only "
-                "with the same space, budget, latency setting and evolution settings. Use a new state file.")
-        history = [Candidate.from_dict(c) for c in state["history"]]
-        scored = {c.sub: c for c in history}
-        genes = [tuple(g) for g in state["population"]]
-        generation, seconds = state["generation"], state["seconds"]
-        best_per_generation = state["best_per_generation"]
+    state = _resumed(path, settings) or {"history": [], "population": [], "generation": 0, "seconds": 0.0,
+                                         "best_per_generation": []}
+    history = [Candidate.from_dict(c) for c in state["history"]]
+    scored: dict[SubTransformer, Candidate] = {c.sub: c for c in history}
+    genes = [tuple(g) for g in state["population"]]
+    generation, seconds = state["generation"], state["seconds"]
+    best_per_generation: list[float] = state["best_per_generation"]
 
     def score(gene: tuple) -> Candidate:
         sub = space.decode(gene)
@@ -112,16 +100,8 @@ def evolutionary_search(space: SearchSpace, predictor: LatencyPredictor, budget_
     while generation < iterations:
         started = time.perf_counter()
         rng = random.Random(f"{seed}-{generation}")  # per generation: a resumed search draws the same candidates
-        if generation == 0:
-            genes = [_draw(lambda: space.random_gene(rng), space, predictor, budget_ms) for _ in range(population)]
-        else:
-            ranked = sorted(genes, key=lambda g: (score(g).fitness, -score(g).predicted_ms), reverse=True)
-            top = ranked[:parents]
-            children = [_draw(lambda: space.mutate(rng.choice(top), rng, mutation_probability), space, predictor,
-                              budget_ms) for _ in range(mutations)]
-            children += [_draw(lambda: space.crossover(rng.choice(top), rng.choice(top), rng), space, predictor,
-                               budget_ms) for _ in range(crossovers)]
-            genes = top + children
+        genes = _breed(space, predictor, budget_ms, genes, score, rng, generation == 0, population, parents,
+                       mutations, crossovers, mutation_probability)
         for gene in genes:
             score(gene)
         best = max((scored[space.decode(g)] for g in genes), key=lambda c: (c.fitness, -c.predicted_ms))
@@ -136,6 +116,37 @@ def evolutionary_search(space: SearchSpace, predictor: LatencyPredictor, budget_
             progress(generation, best)
     best = max((scored[space.decode(g)] for g in genes), key=lambda c: (c.fitness, -c.predicted_ms))
     return SearchResult(best, budget_ms, history, best_per_generation, seconds)
+
+
+def _resumed(path: Path | None, settings: dict) -> dict | None:
+    """The saved state of a search at `path` (None when there is none); refused when its settings differ."""
+    if path is None or not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    if "spec" in state["settings"]:  # a state written before LatencySpec.attention existed reads as decomposed
+        state["settings"]["spec"] = LatencySpec.from_dict(state["settings"]["spec"]).to_dict()
+    changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+    if changed:
+        raise SearchSpaceError(
+            f"{path} holds a search with other settings ({', '.join(changed)} changed); a search resumes only "
+            "with the same space, budget, latency setting and evolution settings. Use a new state file.")
+    return state
+
+
+def _breed(space: SearchSpace, predictor: LatencyPredictor, budget_ms: float, genes: list[tuple],
+           score: Callable[[tuple], Candidate], rng: random.Random, first: bool, population: int, parents: int,
+           mutations: int, crossovers: int, mutation_probability: float) -> list[tuple]:
+    """The next generation under the budget: `population` random genes first, then the `parents` fittest with their
+    mutants and crossovers."""
+    if first:
+        return [_draw(lambda: space.random_gene(rng), space, predictor, budget_ms) for _ in range(population)]
+    ranked = sorted(genes, key=lambda g: (score(g).fitness, -score(g).predicted_ms), reverse=True)
+    top = ranked[:parents]
+    children = [_draw(lambda: space.mutate(rng.choice(top), rng, mutation_probability), space, predictor,
+                      budget_ms) for _ in range(mutations)]
+    children += [_draw(lambda: space.crossover(rng.choice(top), rng.choice(top), rng), space, predictor,
+                       budget_ms) for _ in range(crossovers)]
+    return top + children
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
@@ -159,7 +170,6 @@ def plot_search(result: SearchResult, path: str | os.PathLike, title: str = "", 
         import matplotlib.pyplot as plt
     except ImportError as error:
         raise ImportError("plotting the search needs matplotlib: pip install matplotlib") from error
-    from compact_nlp.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([c.predicted_ms for c in result.history], [c.fitness for c in result.history], s=12, alpha=0.4,
