@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .prune import base_model
+from compact_nlp.io import atomic_path
+
+from .encoder import base_model
 
 
 def layer_flops(tokens: int, hidden: int, heads: int, head_dim: int, ffn: int) -> dict[str, int]:
@@ -101,8 +103,6 @@ def plot_token_survival(model: nn.Module, tokenizer, texts: list, path: str | os
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    from compact_nlp.io import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -15,19 +15,12 @@ import math
 import torch
 from torch import nn
 
-from compact_nlp.modeling import CompactBertForSequenceClassification, CompactBertModel, TokenPruner
+from compact_nlp.modeling import TokenPruner
 from compact_nlp.shrink import shrink
 
 from .config import TokenPruningConfig, TokenPruningConfigError
-
-
-def base_model(model: nn.Module) -> CompactBertModel:
-    if isinstance(model, CompactBertForSequenceClassification):
-        return model.compact_bert
-    if isinstance(model, CompactBertModel):
-        return model
-    raise TypeError(f"token pruning works on CompactBert models, got {type(model).__name__}; load the model with "
-                    "AutoCompactModelForSequenceClassification.from_pretrained first.")
+from .encoder import base_model
+from .thresholds import ThresholdHook
 
 
 def protected_token_ids(config: TokenPruningConfig, tokenizer) -> list[int]:
@@ -62,8 +55,6 @@ def prepare_token_pruning(model: nn.Module, config: TokenPruningConfig, tokenize
     device = next(base.parameters()).device
     base.token_pruner = TokenPruner(base.config).to(device)
     if resolved.mode == "threshold":
-        from .thresholds import ThresholdHook
-
         return [ThresholdHook(resolved)]
     return []
 
