@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compact_nlp.trainer import CompactHook
+from compact_nlp.export import convert_to_ort, export_model
+from compact_nlp.hooks import CompactHook
+from compact_nlp.io import write_json
 
+from .calibration import calibration_feeds
 from .config import Int8Config, QuantConfigError
-from .onnx_int8 import module_kind
+from .folder import _input_names, trim_plan, write_folder_files, write_pytorch_weights
+from .onnx_int8 import quantize_graph
+from .onnx_passes import module_kind
 
 INT8_MAX = 127
 
@@ -220,15 +226,7 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
     texts: a few real examples, used only to check that the exports follow the PyTorch QAT model.
     vocabulary_texts: all of the task's training text, when the config trims the vocabulary.
     fuse_attention: attention as one MultiHeadAttention node per layer (compact_nlp.export); False for NNAPI/CoreML."""
-    import tempfile
-
     import onnx
-
-    from compact_nlp.export import convert_to_ort, export_model
-    from compact_nlp.io import write_json
-
-    from .onnx_int8 import (_input_names, calibration_feeds, quantize_graph, trim_plan, write_folder_files,
-                             write_pytorch_weights)
 
     config = Int8Config.from_dict(model.config.quant["int8"])
     folder = Path(folder)
@@ -238,18 +236,7 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch)
         export_model(plain, fp32, tokenizer_source=tokenizer, mobile=False, fuse_attention=fuse_attention)
-        graph = onnx.load(str(fp32 / "model.onnx"))
-        gemms = {n.input[1]: n for n in graph.graph.node if n.op_type == "Gemm"}
-        tensor_scales = {}
-        for module, trained in scales.items():
-            gemm = gemms.get(f"model.{module}.weight") or gemms.get(f"{module}.weight")
-            if gemm is None:
-                raise RuntimeError(f"no Gemm in the exported graph takes {module}.weight; the exporter's naming "
-                                   "changed, so the trained scales cannot be placed.")
-            # names as gemm_to_matmul leaves them: the Gemm's input, and its MatMul's output before the bias Add
-            product = gemm.output[0] + "_matmul" if len(gemm.input) > 2 and gemm.input[2] else gemm.output[0]
-            tensor_scales.setdefault(gemm.input[0], trained["input"])  # q, k and v share one input and its range
-            tensor_scales[product] = trained["output"]
+        tensor_scales = _tensor_scales(onnx.load(str(fp32 / "model.onnx")), scales)
         input_names = _input_names(fp32 / "model.onnx")
         keep_ids, out_tokenizer = trim_plan(config, tokenizer, vocabulary_texts)
         feeds = calibration_feeds(out_tokenizer, list(texts or [])[:64], max_length, input_names)
@@ -278,6 +265,23 @@ def export_qat(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=Non
                          for p in sorted(folder.rglob("model.*")) if p.suffix in (".onnx", ".ort")}
     write_json(folder / "quant_report.json", report)
     return report
+
+
+def _tensor_scales(graph, scales: dict[str, dict[str, tuple[float, int]]]) -> dict[str, tuple[float, int]]:
+    """The trained (scale, zero point) of each module's input and output, by the tensor names the quantized graph
+    has for them (`graph`: the fp32 export)."""
+    gemms = {n.input[1]: n for n in graph.graph.node if n.op_type == "Gemm"}
+    tensor_scales = {}
+    for module, trained in scales.items():
+        gemm = gemms.get(f"model.{module}.weight") or gemms.get(f"{module}.weight")
+        if gemm is None:
+            raise RuntimeError(f"no Gemm in the exported graph takes {module}.weight; the exporter's naming "
+                               "changed, so the trained scales cannot be placed.")
+        # names as gemm_to_matmul leaves them: the Gemm's input, and its MatMul's output before the bias Add
+        product = gemm.output[0] + "_matmul" if len(gemm.input) > 2 and gemm.input[2] else gemm.output[0]
+        tensor_scales.setdefault(gemm.input[0], trained["input"])  # q, k and v share one input and its range
+        tensor_scales[product] = trained["output"]
+    return tensor_scales
 
 
 def _parity(model: nn.Module, path: Path, feeds: list[dict], export_feeds: list[dict]) -> float:
