@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: setup demo test bench parity clean
+.PHONY: setup demo test test-fast bench parity clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The fast tier (under 3 minutes on 2 cores): every test module but the ones marked slow; `make test` runs them all.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 # The committed benchmark results (bench/results/); minutes, not seconds.
 bench: setup

@@ -18,6 +18,7 @@ def hf_folder(tmp_path, tiny_tokenizer):
     return tmp_path / "hf"
 
 
+@pytest.mark.slow
 def test_export_mobile_then_bench(hf_folder, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["export", str(hf_folder), str(out), "--mobile", "--target-platform", "arm"]) == 0
@@ -78,6 +79,7 @@ def write_stsb(folder, rows=24):
         (folder / "STS-B" / name).write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 def test_demo_compresses_the_embedding_model_when_glue_is_there(tmp_path, tiny_tokenizer, capsys):
     tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(tmp_path / "encoder")
     tiny_tokenizer.save_pretrained(tmp_path / "encoder")
@@ -105,6 +107,7 @@ def test_embed_without_sts_b_says_where_to_point_it(tmp_path, capsys):
     assert "found no STS-B" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_demo_without_glue_distils_on_python_docs_and_says_what_it_skipped(tmp_path, tiny_tokenizer, capsys):
     tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(tmp_path / "encoder")
     tiny_tokenizer.save_pretrained(tmp_path / "encoder")
@@ -121,6 +124,7 @@ def test_demo_without_glue_distils_on_python_docs_and_says_what_it_skipped(tmp_p
     assert report["sentence_transformers"]["max_abs_diff_vs_compact_pytorch"] < 1e-4
 
 
+@pytest.mark.slow
 def test_python_docs_are_real_prose_and_training_never_sees_the_held_out_sentences():
     from compact_nlp.embeddings import PYTHON_DOCS_HELD_OUT, python_docs_sentences, python_docs_split
 

@@ -39,6 +39,7 @@ def run_args(finetuned, glue_dir, out, *presets):
     return args
 
 
+@pytest.mark.slow
 def test_one_recipe_searches_prunes_quantizes_and_ships_one_folder(finetuned, glue_dir, tmp_path, capsys,
                                                                     monkeypatch):
     out = tmp_path / "combined"

@@ -25,6 +25,7 @@ def finetuned(tmp_path, tiny_tokenizer, tiny_bert_classifier):
     return str(tmp_path / "seed-{seed}" / "model")
 
 
+@pytest.mark.slow
 def test_the_comparison_measures_every_row_and_writes_the_report(finetuned, glue_dir, tmp_path, capsys):
     out = tmp_path / "report" / "compare_qqp"
     args = ["bench", "--task", "qqp", "--fp32", finetuned, "--glue-dir", str(glue_dir), "--seeds", "1", "2",
@@ -63,6 +64,7 @@ def test_a_comparison_needs_its_fp32_model_and_well_formed_variants(capsys):
     assert "needs a folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_optimum_row_says_what_is_wrong_with_its_environment(finetuned, glue_dir, tmp_path, capsys):
     # Optimum itself cannot be installed in CI's environment (it does not support transformers 5); what compact
     # controls is that a wrong --optimum-python stops with the fix instead of a traceback from the subprocess

@@ -148,6 +148,7 @@ def test_heldout_overlap_counts_heldout_rows_inside_training_rows():
     assert heldout_overlap(heldout, ["brand new", "words"], "sentence")["inside_training_rows"] == 0.0
 
 
+@pytest.mark.slow
 @requires_glue
 @pytest.mark.real_data
 def test_sst2_heldout_rows_are_mostly_phrases_of_training_rows_and_runs_warn():
@@ -165,6 +166,7 @@ def test_sst2_heldout_rows_are_mostly_phrases_of_training_rows_and_runs_warn():
     assert heldout_overlap(data["validation"], train["sentence"], "sentence")["inside_training_rows"] < 2
 
 
+@pytest.mark.slow
 @requires_glue
 @pytest.mark.real_data
 def test_sst2_unseen_heldout_is_whole_sentences_as_dev_is(recwarn):

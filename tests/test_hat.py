@@ -221,6 +221,7 @@ def _train(supernet, teacher, folder, hook, steps=4, accumulation=3, resume=None
     return trainer
 
 
+@pytest.mark.slow
 def test_the_sandwich_rule_trains_largest_smallest_and_random_each_step(tmp_path):
     model, teacher = tiny_model(), tiny_model()
     space = tiny_space(model)
@@ -257,6 +258,7 @@ def test_the_sandwich_needs_one_micro_batch_per_subtransformer(tmp_path):
         _train(supernet, tiny_model(), tmp_path, SandwichHook(supernet.space), accumulation=2)
 
 
+@pytest.mark.slow
 def test_supernet_training_resumes_from_a_checkpoint_with_nothing_lost(tmp_path):
     import shutil
 
@@ -330,6 +332,7 @@ def test_latency_data_for_another_setting_or_space_is_refused(tmp_path):
         LatencyData(tmp_path / "l.jsonl", ParameterCountMeasurer.spec, tiny_space(model, selection="first"))
 
 
+@pytest.mark.slow
 def test_the_predictor_learns_measured_latency_and_refuses_other_settings(tmp_path):
     model = tiny_model()
     space = tiny_space(model)
@@ -386,6 +389,7 @@ def test_resuming_with_another_predictor_kind_is_refused(tmp_path):
         HatConfig(latency_predictor="xgboost")
 
 
+@pytest.mark.slow
 def test_the_onnx_runtime_measurer_times_the_int8_form_that_ships(tiny_tokenizer, tmp_path):
     import onnx
     from datasets import Dataset
@@ -556,6 +560,7 @@ def user_measurer(tmp_path, monkeypatch):
     return "hat.measurer=user_measurer:ParameterCount"
 
 
+@pytest.mark.slow
 def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, tmp_path, user_measurer, capsys):
     from compact_nlp.cli import main
 

@@ -228,6 +228,7 @@ def test_qat_fake_quantizes_what_the_export_quantizes(tiny_bert_classifier):
     assert not any(isinstance(m, QATLinear) for m in plain.modules()) and torch.isfinite(grid).all()
 
 
+@pytest.mark.slow
 def test_qat_exports_use_the_trained_scales_and_follow_pytorch(tiny_bert_classifier, tiny_tokenizer, tmp_path):
     model = qat_model(tiny_bert_classifier)
     report = export_qat(model, tmp_path / "qat", tiny_tokenizer, texts=TEXTS, max_length=32)
@@ -412,6 +413,7 @@ def test_two_stage_distillation_trains_intermediate_layers_then_logits(tiny_bert
     assert seen == [{"hidden", "attention"}, {"task", "logits"}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("better", ["qat", "ptq"])
 def test_fallback_to_ptq_ships_the_export_that_scores_higher_on_heldout(better, tiny_bert_classifier, tiny_tokenizer,
                                                                          tmp_path):

@@ -6,7 +6,7 @@ from compact_nlp import AutoCompactModel, export_model
 from compact_nlp.bench import pipeline_agreement, real_sentences
 from conftest import GLUE_DIR, requires_glue, requires_minilm
 
-pytestmark = [pytest.mark.real_weights, pytest.mark.real_data, requires_minilm, requires_glue]
+pytestmark = [pytest.mark.slow, pytest.mark.real_weights, pytest.mark.real_data, requires_minilm, requires_glue]
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,7 @@ def test_recipe_runs_end_to_end_on_real_format_data(task, tiny_model, glue_dir, 
     assert card.data.base_model == str(tiny_model) and card.data.eval_results[0].dataset_config == task
 
 
+@pytest.mark.slow
 def test_a_shallower_student_distilled_from_a_teacher(tiny_model, glue_dir, tmp_path):
     teacher = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model))
     run_recipe(teacher, tmp_path / "teacher", glue_dir=str(glue_dir))
@@ -62,6 +63,7 @@ def test_a_shallower_student_distilled_from_a_teacher(tiny_model, glue_dir, tmp_
                    glue_dir=str(glue_dir))
 
 
+@pytest.mark.slow
 def test_a_transfer_set_adds_unlabelled_text_the_teacher_labels(tiny_model, glue_dir, tmp_path):
     teacher = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model))
     run_recipe(teacher, tmp_path / "teacher", glue_dir=str(glue_dir))
@@ -77,6 +79,7 @@ def test_a_transfer_set_adds_unlabelled_text_the_teacher_labels(tiny_model, glue
     assert first["heldout_overlap"]["rows_checked"] == 2 and first["heldout_overlap"]["column"] == "question1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["qat", "ptq"])
 def test_an_int8_recipe_trains_exports_and_measures_what_ships(mode, tiny_model, glue_dir, tmp_path):
     fp32 = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model, "protocol.seeds=[1, 2]"))
@@ -103,6 +106,7 @@ def test_an_int8_recipe_trains_exports_and_measures_what_ships(mode, tiny_model,
         assert AutoCompactModelForSequenceClassification.from_pretrained(folder, backend="onnxruntime") is not None
 
 
+@pytest.mark.slow
 def test_qat_with_fallback_to_ptq_ships_what_the_heldout_split_chose(tiny_model, glue_dir, tmp_path):
     run_recipe(load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model)), tmp_path / "fp32", glue_dir=str(glue_dir))
     start = tmp_path / "fp32" / "seed-1" / "model"
@@ -122,6 +126,7 @@ def test_qat_with_fallback_to_ptq_ships_what_the_heldout_split_chose(tiny_model,
                                                  "quant={int8: {mode: qat, fallback_to_ptq: true}}"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("qat", [False, True])
 def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(qat, tiny_model, glue_dir, tmp_path):
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
@@ -162,6 +167,7 @@ def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(qat,
         assert (tmp_path / "shipped" / "qdq" / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_a_binary_recipe_trains_in_two_stages_and_ships_packed_weights(tiny_model, glue_dir, tmp_path):
     fp32 = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model))
     run_recipe(fp32, tmp_path / "fp32", glue_dir=str(glue_dir))
@@ -179,6 +185,7 @@ def test_a_binary_recipe_trains_in_two_stages_and_ships_packed_weights(tiny_mode
     assert "binary weights (W1A8" in (folder / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_token_pruning_recipe_removes_heads_and_tokens_and_ships_them(tiny_model, glue_dir, tmp_path):
     fp32 = load_recipe(f"{RECIPES}/qqp.yaml", quick(tiny_model))
     run_recipe(fp32, tmp_path / "fp32", glue_dir=str(glue_dir))
@@ -199,6 +206,7 @@ def test_a_token_pruning_recipe_removes_heads_and_tokens_and_ships_them(tiny_mod
     assert "cascade token pruning (SpAtten top-k" in (folder / "README.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fuse", [True, False])
 def test_export_fuse_attention_decides_the_attention_every_shipped_file_has(fuse, tiny_model, glue_dir, tmp_path):
     import onnx
@@ -285,6 +293,7 @@ def test_bad_recipe_file_and_data_errors_through_the_cli(tmp_path, glue_dir, cap
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes(tiny_model, glue_dir, tmp_path, monkeypatch):
     """The run dies in seed 2's second epoch; run again, seed 1 is not redone and seed 2 continues from its
     epoch-1 checkpoint (3 training rows, batch 4: one step per epoch)."""

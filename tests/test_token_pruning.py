@@ -247,6 +247,7 @@ class KeptTokens(torch.nn.Module):
         return (out.logits, *kept, *masks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["top_k", "threshold"])
 def test_onnx_runtime_keeps_the_same_tokens_at_every_layer_and_length(mode, tmp_path, parity):
     model = classifier(heads=3)
@@ -276,6 +277,7 @@ def test_onnx_runtime_keeps_the_same_tokens_at_every_layer_and_length(mode, tmp_
     assert worst <= parity("compact", f"token pruning ({mode}), ORT and .ort vs PyTorch, 1..512 tokens", worst) <= 1e-4
 
 
+@pytest.mark.slow
 def test_the_standard_export_carries_the_pruning(tmp_path):
     model = classifier()
     prepare_token_pruning(model, TokenPruningConfig(keep_ratio=0.5), SepTokenizer())

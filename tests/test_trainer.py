@@ -72,6 +72,7 @@ def test_no_labels_and_no_teacher_is_a_clear_error(tmp_path):
         trainer.train()
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_loses_nothing(tmp_path):
     full = distillation_trainer(tmp_path / "full", save_strategy="steps", save_steps=2)
     full.train()
@@ -94,6 +95,7 @@ def test_resuming_without_the_projections_is_refused(tmp_path):
         distillation_trainer(tmp_path / "run", save_strategy="steps", save_steps=2).train(resume_from_checkpoint=True)
 
 
+@pytest.mark.slow
 def test_two_processes_under_accelerate_launch(tmp_path):
     # accelerate 1.15 runs `launch --cpu --num_processes 2` as ONE process (multi-CPU needs an mpirun hostfile);
     # `--multi_gpu` starts two through torch.distributed.run, and use_cpu=True keeps them on the CPU (gloo).
