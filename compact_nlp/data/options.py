@@ -1,0 +1,28 @@
+"""The data options every command that takes a task shares (--train, --validation, --text-column, ...), and the
+task data they name: the user's own, or a GLUE task by name."""
+
+from __future__ import annotations
+
+import argparse
+
+from .load import task_data_from_options
+from .task import PROBLEM_TYPES
+
+__all__ = ["add_data_options", "task_data_from_options"]
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Your own data, the same way in every command that takes a task (compact_nlp.data.load_task_data)."""
+    group = parser.add_argument_group("your data (instead of a GLUE task)")
+    group.add_argument("--train", default=None, metavar="FILE",
+                       help="training data: CSV, TSV, JSON, JSONL or Parquet file, a save_to_disk folder or a hub id")
+    group.add_argument("--validation", default=None, metavar="FILE",
+                       help="scored once, on what ships (default: 10%% of --train, carved with a fixed seed)")
+    group.add_argument("--test", default=None, metavar="FILE", help="also scored, when it has labels")
+    group.add_argument("--text-column", default=None, metavar="COL[,COL2]",
+                       help="the text column, or two for sentence pairs (default: inferred)")
+    group.add_argument("--label-column", default=None, metavar="COL",
+                       help="the label column (default: label, labels, target, class, category, score or y)")
+    group.add_argument("--problem-type", default=None, choices=PROBLEM_TYPES,
+                       help="default: inferred (text or integer labels: classification; fractions: regression; "
+                            "lists: multi-label)")
