@@ -1,4 +1,6 @@
-"""The combined pipeline: `compact run RECIPE` with a `hat:` section and a `token_pruning:` and/or `quant:` section.
+"""The combined pipeline: `compact run RECIPE` with a standalone technique's section (a search: `hat:`) and the
+sections of techniques that train (e.g. `token_pruning:`, `quant:`). The standalone technique runs first and each
+other one runs as its own `compact run` step, in registry order (compact_nlp.registry); below, the built-in ones.
 
 One recipe, one model, one `.ort` file. Every stage distils from the fine-tuned full model (the recipe's `teacher`)
 and makes its choices on the protocol's held-out split; the dev set is only evaluated on what each stage ships.
@@ -38,91 +40,54 @@ import os
 import shutil
 from pathlib import Path
 
+from .data import TaskData
+from .export.card import write_model_card
 from .io import write_json
-
-STAGE_NAMES = ("token_pruning", "quant")
-STAGE_KEYS = ("protocol", "distillation", "transfer")  # what a stage may change; the technique sections stay the recipe's
+from .registry import card_lines
+from .run import load_data, run_recipe
 
 
 def is_combined(recipe) -> bool:
-    return bool(recipe.hat) and bool(recipe.token_pruning or recipe.quant)
+    return bool(recipe.standalone_techniques()) and bool(recipe.techniques())
 
 
-def stage_recipe(recipe, stage: str, model: str):
-    """The plain `compact run` recipe of step `stage` ("token_pruning" or "quant"): the recipe's protocol, teacher and
-    distillation with the stage's overrides, that stage's technique section only, starting from `model`."""
-    from .recipe import Recipe, _build, merge
-
-    data = recipe.to_dict()
-    data.update(model=model, hat=None, stages=None, token_pruning=recipe.token_pruning if stage == "token_pruning"
-                else None, quant=recipe.quant if stage == "quant" else None)
-    data = merge(data, (recipe.stages or {}).get(stage) or {})
-    if data["protocol"].get("split_seed") is None:  # the searched model trained on the first seed's split
-        data["protocol"]["split_seed"] = recipe.protocol.seeds[0]
-    built = _build(Recipe, data, "")
-    built.validate()
-    return built
-
-
-def hat_recipe(recipe):
-    """The `compact search` recipe of step 1: the recipe without the later steps' sections."""
-    from .recipe import Recipe, _build
-
-    data = recipe.to_dict()
-    data.update(token_pruning=None, quant=None, stages=None)
-    return _build(Recipe, data, "")
-
-
-def run_combined(recipe, out: str | os.PathLike, glue_dir: str | None = None) -> dict:
+def run_combined(recipe, out: str | os.PathLike, glue_dir: str | None = None, data: TaskData | None = None) -> dict:
     """Run the combined pipeline (module docstring) into `out`; returns (and writes to OUT/results.json) every stage's
     numbers, with the final model's under "summary"."""
-    from .hat import HatConfig
-    from .hub import write_model_card
-    from .run import run_recipe
-    from .search import run_search
-
     out = Path(out)
-    budget = HatConfig.from_dict(recipe.hat).budgets[0]
-    seed_model = recipe.model.replace("{seed}", str(recipe.protocol.seeds[0]))
-    searched = run_search(hat_recipe(recipe), seed_model, out / "hat", glue_dir=glue_dir)
-    entry = searched["budgets"][f"{budget:g}"]
-    model = str(out / "hat" / f"sub-{budget:g}-searched" / "pytorch")
+    data = data or load_data(recipe, glue_dir)
+    first = recipe.standalone_techniques()[0]
+    produced = first.run_standalone(recipe.standalone_only(), first.config(recipe.sections[first.name]), data,
+                                    out / first.name, glue_dir)
+    model, stages = produced.model_dir, {first.name: produced.summary}
+    for technique in recipe.techniques():
+        stage_results = run_recipe(recipe.stage(technique.name, model), out / technique.name, glue_dir, data)
+        stages[technique.name] = {"recipe": stage_results["recipe"], "summary": stage_results["summary"],
+                                  "per_seed": stage_results["per_seed"]}
+        model = str(out / technique.name / "seed-{seed}" / "model")
 
-    stages = {"hat": _hat_summary(entry, searched)}
-    for stage in STAGE_NAMES:
-        if getattr(recipe, stage):
-            stage_results = run_recipe(stage_recipe(recipe, stage, model), out / stage, glue_dir=glue_dir)
-            stages[stage] = {"recipe": stage_results["recipe"], "summary": stage_results["summary"],
-                             "per_seed": stage_results["per_seed"]}
-            model = str(out / stage / "seed-{seed}" / "model")
-
-    last = stages[STAGE_NAMES[-1] if recipe.quant else STAGE_NAMES[0]]
-    per_seed = [_with_every_step(r, entry, stages) for r in last["per_seed"]]
+    last = stages[recipe.techniques()[-1].name]
+    per_seed = [_with_every_step(r, produced.facts, stages) for r in last["per_seed"]]
     results = {"recipe": recipe.to_dict(), "summary": last["summary"], "per_seed": per_seed, "stages": stages}
     final = out / "model"
-    shipped = Path(model.replace("{seed}", str(recipe.protocol.seeds[0])))
-    _replace_folder(shipped, final)
+    _replace_folder(Path(model.replace("{seed}", str(recipe.protocol.seeds[0]))), final)
     write_json(out / "results.json", results)
     # the card's training line describes the last step, with the settings that step really used
-    write_model_card(final, {**results, "recipe": {**results["recipe"], "protocol": last["recipe"]["protocol"]}})
+    write_model_card(final, {**results, "recipe": {**results["recipe"], "protocol": last["recipe"]["protocol"]}},
+                     technique_lines=card_lines(per_seed[0]))
     return results
 
 
-def _hat_summary(entry: dict, searched: dict) -> dict:
-    best = entry["searched"]
-    return {"subtransformer": best["subtransformer"], "budget_ms": entry["search"]["budget_ms"],
-            "predicted_ms": best["predicted_ms"], "measured_ms": best["measured_ms"],
-            "full_model_ms": searched["full_model_ms"], "dev": best["dev"], "heldout": best["heldout"],
-            "latency_ms_batch1": best["latency_ms_batch1"], "search_minutes": entry["search_minutes"]}
-
-
-def _with_every_step(result: dict, entry: dict, stages: dict) -> dict:
-    """A final seed's results with what the earlier steps did to the model, for its card."""
-    pruned = stages.get("token_pruning", {}).get("per_seed", [{}])
-    pruning = next((r for r in pruned if r.get("seed") == result["seed"]), {})
-    return {**result, "subtransformer": entry["searched"]["subtransformer"],
-            **({"token_pruning": pruning["token_pruning"]} if "token_pruning" in pruning else {}),
-            **({"heads_per_layer": pruning["heads_per_layer"]} if "heads_per_layer" in pruning else {})}
+def _with_every_step(result: dict, facts: dict, stages: dict) -> dict:
+    """A final seed's results with what the earlier steps did to the model (the standalone step's facts, each
+    training step's results for that seed), for its card; the last step's own numbers win."""
+    merged = dict(facts)
+    for stage in stages.values():
+        for earlier in stage.get("per_seed", []) if isinstance(stage, dict) else []:
+            if earlier.get("seed") == result["seed"]:
+                merged.update(earlier)
+    merged.update(result)
+    return merged
 
 
 def _replace_folder(src: Path, dst: Path) -> None:

@@ -1,11 +1,12 @@
 """`compact run RECIPE`: fine-tune (or distil) -> select on held-out -> save -> export -> evaluate what ships.
 
+The data is the recipe's `data:` section (your files, `compact_nlp.data.load_task_data`) or a GLUE task by name.
 For each seed of the recipe's protocol, in OUT/seed-<seed>/:
-    1. load the task (local glue_data or the hub); take the seeded train subset; carve the held-out split;
-    2. train with CompactTrainer, evaluating on the held-out split each epoch and keeping the best epoch there
-       (the dev set is never looked at until step 3);
-    3. ship it (compact_nlp.ship): save the compact folder, export model.onnx (+ model.ort), evaluate the dev
-       split(s) on the exported file that ships, and time it at batch 1 on the dev set's real, unpadded inputs,
+    1. take the seeded train subset and carve the held-out split from it (compact_nlp.protocol);
+    2. let each technique of the recipe prepare the model (compact_nlp.registry), then train with CompactTrainer,
+       evaluating on the held-out split each epoch and keeping the best epoch there (dev is not looked at);
+    3. ship it (compact_nlp.ship): save the folder, export model.onnx (+ model.ort) or the technique's own files,
+       score the exported file on the validation split(s) and time it at batch 1 on their real, unpadded inputs,
        side by side with the teacher's exported file when there is a teacher (the original it is compared with);
     4. write results.json.
 OUT/results.json aggregates the seeds (mean and sd), and each OUT/seed-<seed>/model/README.md is a model card with
@@ -16,240 +17,202 @@ interrupted one resumes from its last Trainer checkpoint.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-from .glue import (SEEN_HELDOUT_WARNING_PERCENT, carve_heldout, carve_unseen_heldout, get_task, heldout_overlap,
-                   load_glue, task_texts)
+from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from .auto import AutoCompactModelForSequenceClassification
+from .data import MULTI_LABEL, TaskData, TaskSpec, glue_task_data, load_task_data, task_texts
+from .distill import DistillationConfig
+from .export.card import write_model_card
 from .io import write_json
-from .recipe import Recipe
-from .ship import main_score_name, measure_shipped, ship, summarize
+from .metrics import compute_metrics
+from .pretrained import resolve_checkpoint
+from .protocol import (protocol_splits, seen_heldout, tokenize, training_arguments, transfer_set, truncated_rows,
+                       with_transfer)
+from .recipe import Recipe, load_recipe
+from .registry import ExportContext, TrainContext
+from .ship import choose_export, measure_shipped, ship, summarize
+from .shrink import shrink
+from .trainer import CompactConfig, CompactTrainer
 
 RESULTS_FILE = "results.json"
 
 
-def tokenize(dataset, tokenizer, task, max_length: int):
-    def encode(batch):
-        texts = [batch[column] for column in task.text_columns]
-        return tokenizer(*texts, truncation=True, max_length=max_length)
-
-    return dataset.map(encode, batched=True, remove_columns=list(task.text_columns) + ["idx"]).rename_column(
-        "label", "labels")
-
-
-def protocol_splits(recipe: Recipe, seed: int, glue_dir: str | None):
-    """(task, all splits, train, rest_of_train, heldout) as the protocol makes them for `seed` (or for
-    protocol.split_seed when set): the seeded train subset (rest_of_train: the train rows left out of it, or None),
-    and the held-out split carved from the subset. With protocol.heldout_unseen the held-out rows are whole texts
-    drawn first, and the subset and rest_of_train come from the rows left once their phrases are dropped
-    (glue.carve_unseen_heldout; about 20 s for SST-2).
-    Every command that compares with `compact run` (compact search, the benches) takes its splits from here."""
-    task, p = get_task(recipe.task), recipe.protocol
-    seed = seed if p.split_seed is None else p.split_seed
-    data = load_glue(task.name, glue_dir)
-    train, rest_of_train = data["train"], None
-    if p.heldout_unseen:  # the same sizes as below: held-out as carved from the subset, the subset less the held-out
-        subset = len(train) if p.train_subset is None else min(p.train_subset, len(train))
-        size = p.heldout if p.heldout >= 1 else round(p.heldout * subset)
-        pool, heldout = carve_unseen_heldout(train.shuffle(seed=seed), size, task.text_columns)
-        keep = min(subset - size, len(pool))
-        rest_of_train = pool.select(range(keep, len(pool))) if keep < len(pool) else None
-        return task, data, pool.select(range(keep)), rest_of_train, heldout
-    if p.train_subset is not None and p.train_subset < len(train):
-        shuffled = train.shuffle(seed=seed)
-        train, rest_of_train = shuffled.select(range(p.train_subset)), shuffled.select(range(p.train_subset,
-                                                                                            len(shuffled)))
-    train, heldout = carve_heldout(train, p.heldout, seed)
-    return task, data, train, rest_of_train, heldout
+def load_data(recipe: Recipe, glue_dir: str | None = None) -> TaskData:
+    """The recipe's task data: its `data:` section, or its GLUE task (from `glue_dir` or the hub)."""
+    if recipe.data is None:
+        return glue_task_data(recipe.task, glue_dir)
+    d = recipe.data
+    return load_task_data(d.train, d.validation, d.test, text=d.text, label=d.label, problem_type=d.problem_type,
+                          name=d.name)
 
 
-def transfer_set(recipe: Recipe, task, rest_of_train, train, glue_dir: str | None, seed: int):
-    """The recipe's transfer set (TinyBERT): unlabelled examples (label -100) in the task's text columns, or None.
-    Only training text: other tasks' train splits, the rest of this task's train, swapped training pairs, perturbed
-    copies of the training rows (compact_nlp.augment, seeded by `seed`)."""
-    import datasets
+@dataclass
+class Started:
+    """A seed's model before training: the student, its teacher, each technique's config and the start copy some
+    techniques keep (to offer an export of it to the held-out split)."""
 
-    from .augment import augmented_copies, augmented_rows
-
-    parts = []
-    for source in recipe.transfer or []:
-        copies = augmented_copies(source)
-        if copies is not None:  # perturbed copies of this seed's training rows (never held-out or dev)
-            rows = augmented_rows({c: train[c] for c in task.text_columns}, copies, seed)
-        elif source == "swapped":
-            a, b = task.text_columns
-            rows = {a: train[b], b: train[a]}
-        elif source == "rest_of_train":
-            rows = {c: rest_of_train[c] for c in task.text_columns}
-        else:
-            other = get_task(source)
-            other_train = load_glue(other.name, glue_dir)["train"]
-            rows = dict(zip(task.text_columns, (other_train[c] for c in other.text_columns)))
-        parts.append(datasets.Dataset.from_dict(rows))
-    if not parts:
-        return None
-    transfer = datasets.concatenate_datasets(parts)
-    fill = -100.0 if task.is_regression else -100
-    return transfer.add_column("label", [fill] * len(transfer)).add_column("idx", list(range(len(transfer))))
+    model: object
+    teacher: object
+    model_name: str
+    teacher_name: str | None
+    configs: dict  # technique name -> config, for the recipe's technique sections
+    start_copy: object = None
 
 
-def seen_heldout(task, heldout, train, transfer) -> dict:
-    """`glue.heldout_overlap` against every row the model learns from (training and transfer rows). Warns when over
-    a fifth of the held-out rows are text the model learns from anyway, whose scores overestimate new text."""
-    column = task.text_columns[0]
-    learned_from = list(train[column]) + (list(transfer[column]) if transfer is not None else [])
-    overlap = heldout_overlap(heldout, learned_from, column)
-    if overlap["inside_training_rows"] > SEEN_HELDOUT_WARNING_PERCENT:
-        warnings.warn(f"{overlap['inside_training_rows']}% of the {task.name} held-out rows checked have their "
-                      f"'{column}' inside a training or transfer row: held-out scores overestimate new text, and "
-                      "small differences between held-out scores may not carry over to dev. Weigh held-out choices "
-                      "with that in mind (docs/protocol.md, 'Held-out rows the model has seen').", stacklevel=2)
-    return overlap
-
-
-def with_transfer(train_tokenized, transfer, tokenizer, task, max_length: int):
-    """The tokenized training rows followed by the tokenized transfer set (unlabelled rows: label -100, taught by the
-    teacher alone; CompactTrainer masks them out of the task loss), or the training rows alone without one."""
-    if transfer is None:
-        return train_tokenized
-    import datasets
-
-    label_type = datasets.Value("float32" if task.is_regression else "int64")
-    return datasets.concatenate_datasets([train_tokenized.cast_column("labels", label_type),
-                                          tokenize(transfer, tokenizer, task, max_length).cast_column("labels",
-                                                                                                      label_type)])
-
-
-def run_seed(recipe: Recipe, seed: int, out: Path, glue_dir: str | None) -> dict:
-    import torch
-    from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from .auto import AutoCompactModelForSequenceClassification
-    from .distill import DistillationConfig
-    from .metrics import compute_glue_metrics
-    from .pretrained import resolve_checkpoint
-    from .quant.recipes import export_qat_or_ptq
-    from .quant.recipes import exporter as quant_exporter
-    from .quant.recipes import quant_config
-    from .quant.recipes import prepare as prepare_quant
-    from .shrink import shrink
-    from .token_pruning.recipes import prepare as prepare_token_pruning
-    from .token_pruning.recipes import token_pruning_config
-    from .trainer import CompactConfig, CompactTrainer
-
-    p = recipe.protocol
-    started = time.perf_counter()
-    set_seed(seed)
-    task, data, train, rest_of_train, heldout = protocol_splits(recipe, seed, glue_dir)
-    transfer = transfer_set(recipe, task, rest_of_train, train, glue_dir, seed)
-    overlap = seen_heldout(task, heldout, train, transfer)
-
+def start_model(recipe: Recipe, spec: TaskSpec, seed: int) -> Started:
     model_name = recipe.model.replace("{seed}", str(seed))  # e.g. start QAT of seed s from the fp32 model of seed s
     teacher_name = recipe.teacher.replace("{seed}", str(seed)) if recipe.teacher else None
-    source = resolve_checkpoint(model_name)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    labels = {} if task.is_regression else dict(id2label=dict(enumerate(task.label_names)),
-                                                label2id={n: i for i, n in enumerate(task.label_names)})
-    model = AutoCompactModelForSequenceClassification.from_pretrained(model_name, num_labels=task.num_labels,
-                                                                      **labels)
+    model = AutoCompactModelForSequenceClassification.from_pretrained(model_name, **spec.model_labels())
     if recipe.student_layers is not None:  # a shallower student initialised from the chosen pretrained layers
         keep = set(recipe.student_layers)
         if max(keep) >= model.config.num_hidden_layers:
             raise ValueError(f"student_layers {sorted(keep)} names layers the model does not have "
                              f"(it has 0..{model.config.num_hidden_layers - 1}).")
         model = shrink(model, layers=[i for i in range(model.config.num_hidden_layers) if i not in keep])
-    if task.is_regression:
-        model.config.problem_type = "regression"
+    model.config.problem_type = spec.problem_type
     teacher = AutoCompactModelForSequenceClassification.from_pretrained(teacher_name) if teacher_name else None
-    quant = quant_config(recipe.quant)  # validated with the recipe (load_recipe)
-    # fallback_to_ptq: the starting model, kept in fp32 to be quantized without training once QAT has trained
-    ptq_start = copy.deepcopy(model) if getattr(quant, "fallback_to_ptq", False) else None
-    hooks = prepare_quant(model, quant) if quant else []
+    configs = recipe.technique_configs()
+    keeps = any(getattr(t, "keeps_start_model", lambda c: False)(configs[t.name]) for t in recipe.techniques())
+    return Started(model, teacher, model_name, teacher_name, configs, copy.deepcopy(model) if keeps else None)
 
-    main = main_score_name(task.name)
-    train_data = tokenize(train, tokenizer, task, p.max_length)
-    pruning = token_pruning_config(recipe.token_pruning)
-    if pruning:  # heads ranked on training rows, then tokens pruned between layers from the first step on
-        model, pruning_hooks = prepare_token_pruning(model, pruning, tokenizer, train_data)
-        hooks += pruning_hooks
-    train_data = with_transfer(train_data, transfer, tokenizer, task, p.max_length)
-    args = TrainingArguments(
-        str(out / "checkpoints"), num_train_epochs=p.epochs, max_steps=p.steps or -1,
-        per_device_train_batch_size=p.batch_size,
-        per_device_eval_batch_size=64, learning_rate=p.learning_rate, warmup_steps=p.warmup,
-        weight_decay=p.weight_decay, eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
-        load_best_model_at_end=True, metric_for_best_model=main, greater_is_better=True, seed=seed,
-        logging_steps=50, report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
-        train_sampling_strategy="group_by_length",  # batches of similar lengths: less padding, faster on CPU
-    )
+
+def prepare_techniques(started: Started, recipe: Recipe, context: TrainContext) -> list:
+    """Each technique of the recipe prepares the model in registry order; returns the hooks to train with."""
+    hooks = []
+    for technique in recipe.techniques():
+        prepared = technique.prepare(started.model, started.configs[technique.name], context)
+        started.model = prepared.model
+        hooks += prepared.hooks
+    return hooks
+
+
+def train_seed(recipe: Recipe, data: TaskData, seed: int, out: Path, glue_dir: str | None):
+    """Steps 1-2 of the module docstring: (trainer, what the run learned about its data, the start)."""
+    p, spec = recipe.protocol, data.spec
+    splits = protocol_splits(p, data, seed)
+    transfer = transfer_set(recipe.transfer, spec, splits, glue_dir, seed)
+    overlap = seen_heldout(spec, splits.heldout, splits.train, transfer)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(recipe.model.replace("{seed}", str(seed))))
+    started = start_model(recipe, spec, seed)
+    train_features = tokenize(splits.train, tokenizer, spec, p.max_length)
+    hooks = prepare_techniques(started, recipe, TrainContext(tokenizer, train_features, task_texts(splits.train, spec)))
+    args = training_arguments(p, str(out / "checkpoints"), seed, spec.main_metric)
     trainer = CompactTrainer(
-        model=model, args=args, train_dataset=train_data,
-        eval_dataset=tokenize(heldout, tokenizer, task, p.max_length), teacher_model=teacher, hooks=hooks,
-        compact_config=CompactConfig(distillation=DistillationConfig.from_dict(recipe.distillation)),
+        model=started.model, args=args, train_dataset=with_transfer(train_features, transfer, tokenizer, spec,
+                                                                    p.max_length),
+        eval_dataset=tokenize(splits.heldout, tokenizer, spec, p.max_length), teacher_model=started.teacher,
+        hooks=hooks, compact_config=CompactConfig(distillation=DistillationConfig.from_dict(recipe.distillation)),
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-        compute_metrics=lambda prediction: compute_glue_metrics(task.name, prediction.predictions,
-                                                                prediction.label_ids),
+        compute_metrics=lambda prediction: compute_metrics(spec, prediction.predictions, prediction.label_ids),
     )
     interrupted = os.path.isdir(args.output_dir) and get_last_checkpoint(args.output_dir) is not None
     trainer.train(resume_from_checkpoint=True if interrupted else None)
-    train_seconds = time.perf_counter() - started
+    facts = {"train_examples": len(splits.train), "transfer_examples": len(transfer) if transfer is not None else 0,
+             "heldout_examples": len(splits.heldout), "heldout_overlap": overlap,
+             "truncated_rows": {name: truncated_rows(split, tokenizer, spec, p.max_length)
+                                for name, split in {"train": splits.train, **data.dev()}.items()}}
+    return trainer, splits, facts, started
+
+
+def export_context(recipe: Recipe, spec: TaskSpec, tokenizer, train) -> ExportContext:
+    """Calibration/parity text: real training rows (never dev); the whole train split when a technique trims the
+    vocabulary to it."""
+    configs = recipe.technique_configs()
+    trims = any(getattr(config, "trim_vocabulary", False) for config in configs.values())
+    texts = next((task_texts(train, spec, getattr(c, "calibration_examples", 256)) for c in configs.values()
+                  if hasattr(c, "calibration_examples")), task_texts(train, spec, 256))
+    return ExportContext(tokenizer, texts, task_texts(train, spec) if trims else None, recipe.protocol.max_length,
+                         recipe.export.mobile, recipe.export.target_platform, recipe.export.fuse_attention)
+
+
+def ship_seed(recipe: Recipe, data: TaskData, trainer, splits, started: Started, out: Path) -> dict:
+    """Step 3: the technique that ships its own files exports (choosing on held-out among its candidates when it
+    offers several); else the plain export. Then the shipped file is scored and timed."""
+    spec, p = data.spec, recipe.protocol
+    context = export_context(recipe, spec, trainer.processing_class, splits.train)
+    exporting = [t for t in recipe.techniques() if t.exporter(started.configs[t.name], context) is not None]
+    if len(exporting) > 1:
+        raise ValueError(f"{' and '.join(t.name for t in exporting)} each ship their own files; run them one after "
+                         "the other (the combined pipeline does).")
+    technique = exporting[0] if exporting else None
+    config = started.configs[technique.name] if technique else None
+    candidates = technique.export_candidates(config) if technique and hasattr(technique, "export_candidates") else {}
+    if candidates:  # the held-out split chooses; dev sees only the winner
+        models = {name: (started.start_copy if from_start else trainer.model, technique.exporter(c, context))
+                  for name, (c, from_start) in candidates.items()}
+        report, choice = choose_export(models, out / "model", splits.heldout, spec, p.max_length)
+        shipped = measure_shipped(out / "model", report, spec, data.dev(), p.max_length,
+                                  recipe.export.target_platform, original=started.teacher_name)
+        return {**shipped, f"{technique.name}_choice": choice}
+    return ship(trainer.model, trainer.processing_class, out / "model", spec, data.dev(), p.max_length,
+                mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
+                original=started.teacher_name,
+                exporter=technique.exporter(config, context) if technique else None,
+                fuse_attention=recipe.export.fuse_attention)
+
+
+def run_seed(recipe: Recipe, seed: int, out: Path, data: TaskData, glue_dir: str | None = None) -> dict:
+    started_at = time.perf_counter()
+    set_seed(seed)
+    if data.spec.problem_type == MULTI_LABEL and (recipe.teacher or recipe.transfer):
+        raise ValueError("distillation (teacher, transfer) is not supported for multi-label tasks yet; fine-tune "
+                         "without a teacher.")
+    trainer, splits, facts, started = train_seed(recipe, data, seed, out, glue_dir)
+    train_seconds = time.perf_counter() - started_at
     heldout_scores = trainer.evaluate()
-
-    exporter_for = None
-    if quant:  # calibration / parity text: real training examples (never dev)
-        texts = task_texts(train, task.name, quant.calibration_examples)
-        vocabulary = task_texts(train, task.name) if quant.trim_vocabulary else None
-
-        def exporter_for(config):
-            return quant_exporter(config, tokenizer, texts, p.max_length, recipe.export.mobile,
-                                  recipe.export.target_platform, vocabulary_texts=vocabulary,
-                                  fuse_attention=recipe.export.fuse_attention)
-    dev = {split: data[split] for split in task.dev_splits}
-    quant_choice = None
-    if ptq_start is None:
-        shipped = ship(trainer.model, tokenizer, out / "model", task.name, dev, p.max_length,
-                       mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
-                       original=teacher_name, exporter=exporter_for(quant) if quant else None,
-                       fuse_attention=recipe.export.fuse_attention)
-    else:  # the held-out split chooses between the QAT model and PTQ of the starting model; dev sees only the winner
-        report, quant_choice = export_qat_or_ptq(trainer.model, ptq_start, quant, exporter_for, out / "model",
-                                                 heldout, task.name, p.max_length)
-        shipped = measure_shipped(out / "model", report, task.name, dev, p.max_length,
-                                  recipe.export.target_platform, original=teacher_name)
+    shipped = ship_seed(recipe, data, trainer, splits, started, out)
+    technique_facts = {k: v for t in recipe.techniques()
+                       for k, v in t.facts(trainer.model, started.configs[t.name]).items()}
     return {
-        "task": task.name, "seed": seed, "model": model_name, "teacher": teacher_name,
-        "train_examples": len(train), "transfer_examples": len(transfer) if transfer is not None else 0,
-        "train_steps": trainer.state.global_step, "heldout_examples": len(heldout),
-        "heldout_overlap": overlap, "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
-        **shipped,
-        **({"quant_choice": quant_choice} if quant_choice else {}),
-        **({"token_pruning": trainer.model.config.token_pruning} if pruning else {}),
-        **({"heads_per_layer": trainer.model.config.num_heads_per_layer} if pruning and pruning.prunes_heads else {}),
-        "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
+        "task": data.spec.name, "data": data.spec.to_dict(), "data_notes": data.notes, "seed": seed,
+        "model": started.model_name, "teacher": started.teacher_name, **facts,
+        "train_steps": trainer.state.global_step,
+        "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
+        **shipped, **technique_facts,
+        "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.perf_counter() - started_at, 1),
     }
 
 
-def run_recipe(recipe: Recipe, out: str | os.PathLike, glue_dir: str | None = None) -> dict:
-    import json
-
+def run_recipe(recipe: Recipe, out: str | os.PathLike, glue_dir: str | None = None,
+               data: TaskData | None = None) -> dict:
+    """Run `recipe` into `out` (every protocol seed; finished seeds are skipped); `data` replaces the recipe's."""
     out = Path(out)
+    data = data or load_data(recipe, glue_dir)
     per_seed = []
     for seed in recipe.protocol.seeds:
-        seed_dir = out / f"seed-{seed}"
-        done = seed_dir / RESULTS_FILE
+        done = out / f"seed-{seed}" / RESULTS_FILE
         if done.is_file():  # finished earlier: a restarted run does not redo it
             per_seed.append(json.loads(done.read_text()))
             continue
-        result = run_seed(recipe, seed, seed_dir, glue_dir)
+        result = run_seed(recipe, seed, out / f"seed-{seed}", data, glue_dir)
         write_json(done, result)
         per_seed.append(result)
     results = {"recipe": recipe.to_dict(), "summary": summarize(per_seed), "per_seed": per_seed}
     write_json(out / RESULTS_FILE, results)
-    from .hub import write_model_card
-
+    lines = card_lines(recipe, per_seed[0])
     for seed in recipe.protocol.seeds:  # every seed's folder ships with the card of the whole run
-        write_model_card(out / f"seed-{seed}" / "model", results)
+        write_model_card(out / f"seed-{seed}" / "model", results, technique_lines=lines)
     return results
+
+
+def card_lines(recipe: Recipe, result: dict) -> list[str]:
+    """What each technique did to the shipped model, in its own words, for the card."""
+    return [line for t in recipe.techniques(every=True) if (line := t.card_line(result))]
+
+
+def run_task(data: TaskData, out: str | os.PathLike, recipe: str = "default", presets: list[str] = (),
+             overrides: list[str] = ()) -> dict:
+    """The Python form of `compact run --train ...`: `data` (compact_nlp.data.load_task_data) under the shipped
+    recipe `recipe` (default: the baseline protocol) with `presets` and `--set`-style `overrides`."""
+    section = {"train": data.spec.source, "name": data.spec.name}
+    return run_recipe(load_recipe(recipe, overrides, presets, data=section), out, data=data)
+
+
+__all__ = ["load_data", "run_recipe", "run_seed", "run_task"]

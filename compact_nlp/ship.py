@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from transformers import AutoTokenizer
 
-from .glue import get_task
+from .auto import AutoCompactModelForSequenceClassification
+from .data import TaskSpec, as_spec
+from .export import export_model
+from .metrics import compute_metrics
+from .pretrained import resolve_checkpoint
+from .runtime import ORTModelForSequenceClassification
 
 SHIPPED_FILES = ("model.ort", "model.onnx")
 
@@ -32,8 +40,6 @@ def shipped_file(folder: str | os.PathLike) -> Path:
 
 
 def _ort_model(path: Path, threads: int | None = None):
-    from .runtime import ORTModelForSequenceClassification
-
     return ORTModelForSequenceClassification.from_pretrained(path.parent, file_name=path.name, threads=threads)
 
 
@@ -42,26 +48,21 @@ def _encode(tokenizer, rows: dict, task, max_length: int, padding: bool):
                      return_tensors="np")
 
 
-def evaluate_artifact(path: Path, split, task_name: str, max_length: int, batch_size: int = 64) -> dict:
-    """The task metric of an exported file on a labelled raw split (batched; padding does not change outputs)."""
-    from transformers import AutoTokenizer
-
-    from .metrics import compute_glue_metrics
-
-    task = get_task(task_name)
+def evaluate_artifact(path: Path, split, task: TaskSpec | str, max_length: int, batch_size: int = 64) -> dict:
+    """The task metrics of an exported file on a labelled raw split (batched; padding does not change outputs).
+    task: the task's spec (or a GLUE task name)."""
+    spec = as_spec(task)
     model, tokenizer = _ort_model(path), AutoTokenizer.from_pretrained(path.parent)
-    logits = [model(**_encode(tokenizer, split[start:start + batch_size], task, max_length, padding=True)).logits
+    logits = [model(**_encode(tokenizer, split[start:start + batch_size], spec, max_length, padding=True)).logits
               for start in range(0, len(split), batch_size)]
-    return compute_glue_metrics(task.name, np.concatenate(logits), np.asarray(split["label"]))
+    return compute_metrics(spec, np.concatenate(logits), np.asarray(split["label"]))
 
 
-def latency_side_by_side(paths: dict[str, Path], split, task_name: str, max_length: int,
+def latency_side_by_side(paths: dict[str, Path], split, task: TaskSpec | str, max_length: int,
                          examples: int = 200) -> dict[str, dict]:
     """Median/p90 ms at batch 1, one thread, on the split's first `examples` real, unpadded inputs. With several
     files, each input runs on all of them back to back (alternating who goes first), so they see the same machine."""
-    from transformers import AutoTokenizer
-
-    task = get_task(task_name)
+    task = as_spec(task)
     models = {name: _ort_model(path, threads=1) for name, path in paths.items()}
     rows = split[:examples]
     inputs = {}  # each file with its own tokenizer: a compressed model may have a trimmed vocabulary
@@ -90,9 +91,7 @@ def versions() -> dict:
     import torch
     import transformers
 
-    from . import __version__
-
-    return {"compact": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+    return {"compact": version("compact-nlp"), "torch": torch.__version__, "transformers": transformers.__version__,
             "onnxruntime": onnxruntime.__version__}
 
 
@@ -105,7 +104,7 @@ def _size_mb(path: Path) -> float:
     return round(path.stat().st_size / 2**20, 3)
 
 
-def ship(model, tokenizer, folder: str | os.PathLike, task_name: str, dev: dict, max_length: int,
+def ship(model, tokenizer, folder: str | os.PathLike, task: TaskSpec | str, dev: dict, max_length: int,
          mobile: bool = True, target_platform: str = "arm", original: str | os.PathLike | None = None,
          exporter=None, fuse_attention: bool = True) -> dict:
     """Export `model` (+ tokenizer) to `folder`, score the shipped file on each labelled raw split in `dev`, time it,
@@ -115,15 +114,13 @@ def ship(model, tokenizer, folder: str | os.PathLike, task_name: str, dev: dict,
     size_mb, parameters, layers and `parity` (max abs diff of the shipped file against what it claims to compute).
     """
     report = export_for_shipping(model, tokenizer, folder, mobile, target_platform, exporter, fuse_attention)
-    return measure_shipped(folder, report, task_name, dev, max_length, target_platform, original)
+    return measure_shipped(folder, report, task, dev, max_length, target_platform, original)
 
 
 def export_for_shipping(model, tokenizer, folder: str | os.PathLike, mobile: bool = True,
                         target_platform: str = "arm", exporter=None, fuse_attention: bool = True) -> dict:
     """The export half of `ship`: write the folder, return the export report `measure_shipped` needs
     (`exporter`, when given, was built with its own fuse_attention)."""
-    from .export import export_model
-
     if exporter is not None:
         return exporter(model.eval(), Path(folder))
     report = export_model(model.eval(), folder, tokenizer_source=tokenizer, mobile=mobile,
@@ -132,7 +129,7 @@ def export_for_shipping(model, tokenizer, folder: str | os.PathLike, mobile: boo
     return report
 
 
-def measure_shipped(folder: str | os.PathLike, report: dict, task_name: str, dev: dict, max_length: int,
+def measure_shipped(folder: str | os.PathLike, report: dict, task: TaskSpec | str, dev: dict, max_length: int,
                     target_platform: str = "arm", original: str | os.PathLike | None = None) -> dict:
     """The measuring half of `ship`, on a folder `export_for_shipping` wrote (with its report)."""
     shipped = shipped_file(folder)
@@ -140,26 +137,28 @@ def measure_shipped(folder: str | os.PathLike, report: dict, task_name: str, dev
         files = {"shipped": shipped}
         if original is not None:
             files["original"] = _original_file(Path(original), shipped.name, Path(scratch), target_platform)
-        return _measure(files, report, task_name, dev, max_length, original)
+        return _measure(files, report, as_spec(task), dev, max_length, original)
 
 
-def _measure(files: dict[str, Path], report: dict, task_name: str, dev: dict, max_length: int, original) -> dict:
+def _measure(files: dict[str, Path], report: dict, spec: TaskSpec, dev: dict, max_length: int, original) -> dict:
     shipped = files["shipped"]
     first_split = next(iter(dev))
-    latency = latency_side_by_side(files, dev[first_split], task_name, max_length)
+    latency = latency_side_by_side(files, dev[first_split], spec, max_length)
     result = {
         "artifact": shipped.name,
-        "dev": {split: evaluate_artifact(shipped, data, task_name, max_length) for split, data in dev.items()},
-        "dev_main_metric": main_score_name(task_name),
+        "dev": {split: evaluate_artifact(shipped, data, spec, max_length) for split, data in dev.items()},
+        "dev_main_metric": spec.main_metric,
         "latency_ms_batch1": latency["shipped"], "size_mb": report["size_mb"],
-        "export_parity": report["parity"], **({"quant": report["quant"]} if "quant" in report else {}),
+        "export_parity": report["parity"],
+        "parity_label": report.get("parity_label", "max abs difference, ONNX Runtime vs PyTorch"),
+        **report.get("facts", {}),  # what a technique's own export records (e.g. its report), under its name
         "parameters": report["parameters"], "layers": report["layers"],
         "versions": versions(), "machine": machine(),
     }
     if original is not None:
         result["original"] = {
             "folder": str(original), "artifact": files["original"].name,
-            "dev": {split: evaluate_artifact(files["original"], data, task_name, max_length)
+            "dev": {split: evaluate_artifact(files["original"], data, spec, max_length)
                     for split, data in dev.items()},
             "latency_ms_batch1": latency["original"], "size_mb": {files["original"].name: _size_mb(files["original"])},
         }
@@ -171,10 +170,6 @@ def _original_file(original: Path, prefer: str, scratch: Path, target_platform: 
     original is a PyTorch checkpoint only."""
     if (original / prefer).is_file():
         return original / prefer
-    from .auto import AutoCompactModelForSequenceClassification
-    from .export import export_model
-    from .pretrained import resolve_checkpoint
-
     source = resolve_checkpoint(str(original))
     model = AutoCompactModelForSequenceClassification.from_pretrained(source)
     export_model(model, scratch, tokenizer_source=source, mobile=prefer == "model.ort",
@@ -208,7 +203,29 @@ def summarize(per_seed: list[dict]) -> dict:
     return summary
 
 
-def main_score_name(task_name: str) -> str:
+def main_score_name(task: TaskSpec | str) -> str:
     """The task's one score for model selection: its metric, or the mean of its two (GLUE's combined_score)."""
-    metrics = get_task(task_name).metrics
-    return "combined_score" if len(metrics) > 1 else metrics[0]
+    return as_spec(task).main_metric
+
+
+def choose_export(candidates: dict, folder: str | os.PathLike, heldout, spec: TaskSpec, max_length: int) -> \
+        tuple[dict, dict]:
+    """Export each candidate (name -> (model, exporter)) beside `folder`, score each exported file on the held-out
+    split, and leave the best one in `folder` (the first candidate on ties). Returns (the export report of the file
+    that ships, the choice: which one shipped and every held-out score)."""
+    folder = Path(folder)
+    reports, scores = {}, {}
+    for name, (model, exporter) in candidates.items():
+        where = folder.with_name(f"{folder.name}.{name}")
+        shutil.rmtree(where, ignore_errors=True)
+        reports[name] = exporter(model.eval(), where)
+        scores[name] = evaluate_artifact(shipped_file(where), heldout, spec, max_length)
+    main = spec.main_metric
+    chosen = max(scores, key=lambda name: (scores[name][main], -list(scores).index(name)))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(folder.with_name(f"{folder.name}.{chosen}"), folder)
+    for name in scores:
+        shutil.rmtree(folder.with_name(f"{folder.name}.{name}"), ignore_errors=True)
+    return reports[chosen], {"shipped": chosen, "selected_on": "heldout", "metric": main,
+                             "heldout": {name: {k: round(float(v), 4) for k, v in score.items()}
+                                         for name, score in scores.items()}}

@@ -4,12 +4,17 @@ do to the model before training, which hooks to train with, and how to export wh
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from ..data import as_spec
+from ..export import export_model
+from ..ship import choose_export
+from .binary import binary_hooks, export_binary, prepare_binary
 from .config import BinaryConfig, Int8Config, QuantConfigError
+from .onnx_int8 import quantize_folder
+from .qat import QuantizationHook, export_qat, prepare_qat
 
 CONFIGS = {"int8": Int8Config, "binary": BinaryConfig}
 
@@ -42,14 +47,10 @@ def check_distillation(config, teacher: str | None, distillation: dict) -> None:
 def prepare(model, config: Int8Config | BinaryConfig) -> list:
     """Make `model` ready to train under `config`; returns the CompactTrainer hooks it needs."""
     if isinstance(config, BinaryConfig):
-        from .binary import binary_hooks, prepare_binary
-
         prepare_binary(model, config)
         return binary_hooks(config)
     if config.mode != "qat":
         return []
-    from .qat import QuantizationHook, prepare_qat
-
     prepare_qat(model, config)
     return [QuantizationHook()]
 
@@ -61,26 +62,18 @@ def exporter(config: Int8Config | BinaryConfig, tokenizer, texts: list, max_leng
     texts: a few hundred training examples (calibration, parity); vocabulary_texts: all of them (trimming)."""
 
     def export(model, folder: Path) -> dict:
-        from compact_nlp.export import export_model
-
         if isinstance(config, BinaryConfig):
-            from .binary import export_binary
-
             report = export_binary(model, folder, tokenizer, texts=texts, max_length=max_length, mobile=mobile,
                                    target_platform=target_platform, vocabulary_texts=vocabulary_texts,
                                    fuse_attention=fuse_attention)
             parity = report["parity_vs_pytorch"]["model.ort" if mobile else "model.onnx"]
         elif config.mode == "qat":
-            from .qat import export_qat
-
             report = export_qat(model, folder, tokenizer, texts=texts, max_length=max_length, mobile=mobile,
                                 target_platform=target_platform, vocabulary_texts=vocabulary_texts,
                                 fuse_attention=fuse_attention)
             shipped = "model.ort" if mobile else "model.onnx"
             parity = report["parity_vs_pytorch"][shipped]
         else:
-            from .onnx_int8 import quantize_folder
-
             with tempfile.TemporaryDirectory() as scratch:
                 export_model(model, scratch, tokenizer_source=tokenizer, mobile=False, fuse_attention=fuse_attention)
                 report = quantize_folder(scratch, folder, config, texts=texts, max_length=max_length, mobile=mobile,
@@ -88,33 +81,27 @@ def exporter(config: Int8Config | BinaryConfig, tokenizer, texts: list, max_leng
             parity = report["agreement"]["max_abs_diff"]  # no PyTorch int8 model exists: against the fp32 graph
         return {"size_mb": {k: v for k, v in report["size_mb"].items() if "/" not in k}, "parity": parity,
                 "parameters": sum(p.numel() for p in model.parameters()),
-                "layers": model.config.num_hidden_layers, "quant": report}
+                "layers": model.config.num_hidden_layers, "facts": {"quant": report},
+                "parity_label": parity_label(config)}
 
     return export
 
 
+def parity_label(config: Int8Config | BinaryConfig) -> str:
+    """What the shipped file's parity number compares, for the card."""
+    if isinstance(config, BinaryConfig) or config.mode == "qat":
+        return ("max abs logit difference vs the PyTorch quantized model (quantized activations round differently; "
+                "see docs/quant.md)")
+    return "max abs logit difference vs the fp32 graph"
+
+
 def export_qat_or_ptq(qat_model, start_model, config: Int8Config, exporter_for, folder: str | os.PathLike, heldout,
-                      task_name: str, max_length: int) -> tuple[dict, dict]:
+                      task, max_length: int) -> tuple[dict, dict]:
     """`fallback_to_ptq`: export the QAT model and, beside it, PTQ of the model QAT started from (same settings);
     score both exported files on the held-out split; leave the better one in `folder` (QAT on ties).
 
-    exporter_for(config) -> exporter (as `exporter` above). Returns (the export report of the file that ships, the
-    choice: which one shipped and both held-out scores)."""
-    from compact_nlp.ship import evaluate_artifact, main_score_name, shipped_file
-
-    folder = Path(folder)
-    candidates = {"qat": (qat_model, config), "ptq": (start_model, replace(config, mode="ptq", fallback_to_ptq=False))}
-    reports, scores = {}, {}
-    for name, (model, candidate_config) in candidates.items():
-        where = folder.with_name(f"{folder.name}.{name}")
-        shutil.rmtree(where, ignore_errors=True)
-        reports[name] = exporter_for(candidate_config)(model.eval(), where)
-        scores[name] = evaluate_artifact(shipped_file(where), heldout, task_name, max_length)
-    main = main_score_name(task_name)
-    chosen = "ptq" if scores["ptq"][main] > scores["qat"][main] else "qat"
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(folder.with_name(f"{folder.name}.{chosen}"), folder)
-    shutil.rmtree(folder.with_name(f"{folder.name}.{'qat' if chosen == 'ptq' else 'ptq'}"))
-    return reports[chosen], {"shipped": chosen, "selected_on": "heldout", "metric": main,
-                             "heldout": {name: {k: round(float(v), 4) for k, v in score.items()}
-                                         for name, score in scores.items()}}
+    exporter_for(config) -> exporter (as `exporter` above); task: its TaskSpec or GLUE name. Returns (the export
+    report of the file that ships, the choice: which one shipped and both held-out scores)."""
+    candidates = {"qat": (qat_model, exporter_for(config)),
+                  "ptq": (start_model, exporter_for(replace(config, mode="ptq", fallback_to_ptq=False)))}
+    return choose_export(candidates, folder, heldout, as_spec(task), max_length)

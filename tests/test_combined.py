@@ -113,7 +113,7 @@ COMBINED = ["model=m", "teacher=m", "hat={budgets: [0.5]}", "token_pruning={keep
     ([*COMBINED, "stages={quant: {protocol: {epochs: 1}}}"], r"steps this recipe runs after hat are \['token_"),
     ([*COMBINED, "stages={token_pruning: {model: x}}"], r"may only change \['protocol'"),
     ([*COMBINED, "stages={token_pruning: {protocol: {epochs: 0}}}"], "stages.token_pruning: protocol.epochs must be"),
-    (["stages={quant: {protocol: {epochs: 1}}}"], "needs a hat section"),
+    (["stages={quant: {protocol: {epochs: 1}}}"], r"starts with a standalone technique \(hat\)"),
 ])
 def test_bad_combined_recipes_fail_before_training(overrides, message):
     with pytest.raises(RecipeError, match=message):
@@ -122,15 +122,16 @@ def test_bad_combined_recipes_fail_before_training(overrides, message):
 
 def test_every_seed_of_a_combined_run_trains_and_chooses_on_the_first_seeds_split(glue_dir):
     """The search trains once, on the first seed's split; another seed's held-out rows would be rows it trained on."""
-    from compact_nlp.combined import stage_recipe
-    from compact_nlp.run import protocol_splits
+    from compact_nlp.protocol import protocol_splits
+    from compact_nlp.run import load_data
 
     recipe = load_recipe("recipes/glue/qqp.yaml", [*COMBINED, "protocol.seeds=[3, 4]", "protocol.heldout=3"])
     for stage in ("token_pruning", "quant"):
-        staged = stage_recipe(recipe, stage, "m")
+        staged = recipe.stage(stage, "m")
         assert staged.protocol.split_seed == 3 and staged.protocol.seeds == [3, 4]
-    staged = stage_recipe(recipe, "quant", "m")
-    heldouts = [protocol_splits(staged, seed, str(glue_dir))[4]["idx"] for seed in (3, 4)]
+    staged = recipe.stage("quant", "m")
+    data = load_data(recipe, str(glue_dir))
+    heldouts = [protocol_splits(staged.protocol, data, seed).heldout["idx"] for seed in (3, 4)]
     assert heldouts[0] == heldouts[1]
-    plain = [protocol_splits(recipe, seed, str(glue_dir))[4]["idx"] for seed in (3, 4)]
+    plain = [protocol_splits(recipe.protocol, data, seed).heldout["idx"] for seed in (3, 4)]
     assert plain[0] != plain[1]  # without split_seed each seed carves its own

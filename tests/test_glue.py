@@ -152,39 +152,45 @@ def test_heldout_overlap_counts_heldout_rows_inside_training_rows():
 @requires_glue
 @pytest.mark.real_data
 def test_sst2_heldout_rows_are_mostly_phrases_of_training_rows_and_runs_warn():
+    from compact_nlp.protocol import protocol_splits, seen_heldout, transfer_set
     from compact_nlp.recipe import load_recipe
-    from compact_nlp.run import protocol_splits, seen_heldout, transfer_set
+    from compact_nlp.run import load_data
 
     recipe = load_recipe("recipes/glue/sst2.yaml", ["transfer=[rest_of_train]", "teacher=a-fine-tuned-model"])
-    task, data, train, rest_of_train, heldout = protocol_splits(recipe, 1, str(GLUE_DIR))
+    data = load_data(recipe, str(GLUE_DIR))
+    splits, task = protocol_splits(recipe.protocol, data, 1), data.spec
+    train, heldout = splits.train, splits.heldout
     with pytest.warns(UserWarning, match=r"held-out rows checked have their 'sentence' inside a training"):
         overlap = seen_heldout(task, heldout, train, None)
     assert overlap["inside_training_rows"] > 50  # SST-2 lists each sentence's phrases as rows of their own
-    transfer = transfer_set(recipe, task, rest_of_train, train, str(GLUE_DIR), 1)
+    transfer = transfer_set(recipe.transfer, task, splits, str(GLUE_DIR), 1)
     with pytest.warns(UserWarning):
         assert seen_heldout(task, heldout, train, transfer)["inside_training_rows"] > 80  # the rest of train too
-    assert heldout_overlap(data["validation"], train["sentence"], "sentence")["inside_training_rows"] < 2
+    assert heldout_overlap(data.splits["validation"], train["sentence"], "sentence")["inside_training_rows"] < 2
 
 
 @pytest.mark.slow
 @requires_glue
 @pytest.mark.real_data
 def test_sst2_unseen_heldout_is_whole_sentences_as_dev_is(recwarn):
+    from compact_nlp.protocol import protocol_splits, seen_heldout, transfer_set
     from compact_nlp.recipe import load_recipe
-    from compact_nlp.run import protocol_splits, seen_heldout, transfer_set
+    from compact_nlp.run import load_data
 
     recipe = load_recipe("recipes/glue/sst2.yaml", ["transfer=[rest_of_train]", "teacher=a-fine-tuned-model",
                                                     "protocol.heldout_unseen=true"])
-    task, data, train, rest_of_train, heldout = protocol_splits(recipe, 1, str(GLUE_DIR))
+    data = load_data(recipe, str(GLUE_DIR))
+    splits, task = protocol_splits(recipe.protocol, data, 1), data.spec
+    train, heldout = splits.train, splits.heldout
     assert (len(train), len(heldout)) == (18000, 2000)  # the protocol's sizes
-    transfer = transfer_set(recipe, task, rest_of_train, train, str(GLUE_DIR), 1)
+    transfer = transfer_set(recipe.transfer, task, splits, str(GLUE_DIR), 1)
     assert seen_heldout(task, heldout, train, transfer)["inside_training_rows"] < 1  # was 89% (test above)
     assert not [w for w in recwarn if "held-out rows checked" in str(w.message)]
 
     def median_words(split):
         return float(np.median([len(text.split()) for text in split["sentence"]]))
 
-    assert median_words(heldout) == median_words(data["validation"]) == 19  # sentences, as dev holds
+    assert median_words(heldout) == median_words(data.splits["validation"]) == 19  # sentences, as dev holds
 
 def test_metrics_per_task_match_scikit_learn_and_scipy():
     labels = np.array([0, 1, 1, 0, 1, 1, 0, 1])

@@ -299,7 +299,7 @@ def test_latency_collection_is_append_only_and_resumes(tmp_path):
 
 
 def test_a_noisy_machine_is_reported_before_the_long_part_of_the_collection(tmp_path, capsys):
-    from compact_nlp.search import report_noise_floor
+    from compact_nlp.hat.pipeline import report_noise_floor
 
     model = tiny_model()
     supernet = SuperTransformer(model, tiny_space(model))
@@ -375,7 +375,7 @@ def test_resuming_with_another_predictor_kind_is_refused(tmp_path):
     from dataclasses import replace
 
     from compact_nlp.hat import HatConfig, HatConfigError
-    from compact_nlp.search import latency_stage
+    from compact_nlp.hat.pipeline import latency_stage
 
     model = tiny_model()
     supernet = SuperTransformer(model, tiny_space(model))
@@ -394,7 +394,7 @@ def test_the_onnx_runtime_measurer_times_the_int8_form_that_ships(tiny_tokenizer
     import onnx
     from datasets import Dataset
 
-    from compact_nlp.search import OnnxRuntimeMeasurer, latency_spec, measuring_texts
+    from compact_nlp.hat.measure import OnnxRuntimeMeasurer, latency_spec, measuring_texts
 
     spec = LatencySpec(precision="int8-dynamic", threads=1, batch=2, sequence_length=12)
     measurer = OnnxRuntimeMeasurer(spec, tiny_tokenizer, ["the cat sat on the mat .", "a dog ran"], calls=5, warmup=1)
@@ -627,7 +627,7 @@ def test_a_user_measurer_that_cannot_work_is_refused_before_anything_is_measured
 
 
 def test_the_hand_picked_comparison_is_uniform_as_wide_then_as_deep_as_the_budget_allows(fitted):
-    from compact_nlp.search import uniform_baseline
+    from compact_nlp.hat.pipeline import uniform_baseline
 
     space, predictor = fitted
     full = predictor.predict(space.largest())

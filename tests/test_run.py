@@ -41,7 +41,8 @@ def test_recipe_runs_end_to_end_on_real_format_data(task, tiny_model, glue_dir, 
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["summary"]["seeds"] == [1] and f"{expected_splits[0]}/accuracy" in saved["summary"]
     card = ModelCard.load(tmp_path / "out" / "seed-1" / "model" / "README.md")  # the card ships with the model
-    assert card.data.base_model == str(tiny_model) and card.data.eval_results[0].dataset_config == task
+    # a local path is named by its folder: a card is uploaded, and a machine's paths mean nothing elsewhere
+    assert card.data.base_model == tiny_model.name and card.data.eval_results[0].dataset_config == task
 
 
 @pytest.mark.slow
@@ -132,11 +133,12 @@ def test_save_compact_ships_a_folder_with_a_card_against_a_pytorch_original(qat,
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
     from compact_nlp import AutoCompactModelForSequenceClassification
-    from compact_nlp.glue import get_task, load_glue
-    from compact_nlp.run import tokenize
+    from compact_nlp.glue import load_glue
+    from compact_nlp.data import glue_spec
+    from compact_nlp.protocol import tokenize
     from compact_nlp.trainer import CompactTrainer
 
-    data, task = load_glue("qqp", str(glue_dir)), get_task("qqp")
+    data, task = load_glue("qqp", str(glue_dir)), glue_spec("qqp")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     teacher_dir = tmp_path / "teacher"  # a PyTorch checkpoint only: save_compact exports it to compare
     AutoCompactModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).save_pretrained(teacher_dir)

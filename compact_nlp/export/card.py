@@ -119,11 +119,7 @@ def _measurements(first: dict) -> str:
     size = f"{first['size_mb'].get(first['artifact'])} MB (`{first['artifact']}`)"
     if first["size_mb"].get("model.safetensors"):
         size += f", {first['size_mb']['model.safetensors']} MB (PyTorch)"
-    quant = first.get("quant", {}).get("config")
-    parity_label = ("max abs difference, ONNX Runtime vs PyTorch" if not quant else
-                    "max abs logit difference vs the PyTorch quantized model (quantized activations round "
-                    "differently; see docs/quant.md)" if quant.get("mode", "qat") == "qat"
-                    else "max abs logit difference vs the fp32 graph")
+    parity_label = first.get("parity_label", "max abs difference, ONNX Runtime vs PyTorch")
     latency = first["latency_ms_batch1"]
     return f"""| what | value |
 |---|---|

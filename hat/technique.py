@@ -1,0 +1,81 @@
+"""Hardware-aware search as a registered technique (compact_nlp.registry): the recipe's `hat:` section. It is
+standalone: it produces a model (the searched SubTransformer, extracted and distilled) before any other technique
+trains, so `compact run` runs the search first and the combined pipeline trains the others from its result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..registry import StandaloneResult, Technique, register
+from .config import HatConfig
+from .pipeline import run_search
+
+
+class HardwareAwareSearch(Technique):
+    name = "hat"
+    order = 0
+    standalone = True
+    preset = "hat"  # recipes/presets/hat.yaml: the settings `compact search` starts from
+    description = "hardware-aware transformer search (HAT) under a latency budget, measured in the shipped form"
+
+    def config(self, section: dict | None):
+        return HatConfig.from_dict(section) if section else None
+
+    def check(self, config, recipe) -> None:
+        if not recipe.techniques():
+            return  # alone: compact search compares every budget it is given
+        if not recipe.teacher:
+            raise ValueError("the combined pipeline distils every step from the fine-tuned full model: set teacher "
+                             "to it (usually the same folder as model).")
+        if len(config.budgets) != 1:
+            raise ValueError(f"the combined pipeline ships one model, so hat.budgets takes one budget, got "
+                             f"{config.budgets}; e.g. --set hat.budgets=[0.5] (compact search compares several).")
+
+    def card_line(self, result: dict) -> str:
+        sub = result.get("subtransformer")
+        if not sub:
+            return ""
+        return (f"a SubTransformer found by hardware-aware search (HAT) and distilled: hidden {sub['hidden']}, "
+                f"{len(sub['heads'])} layers, heads {sub['heads']}, FFN widths {sub['ffn']}")
+
+
+    def run_standalone(self, recipe, config, data, out, glue_dir: str | None = None) -> StandaloneResult:
+        """The search (hat.pipeline) from the first seed's model; with one budget, its searched SubTransformer's fp32
+        weights are what the next steps start from."""
+        seed_model = recipe.model.replace("{seed}", str(recipe.protocol.seeds[0]))
+        searched = run_search(recipe, seed_model, out, data, glue_dir=glue_dir)
+        budget = config.budgets[0]
+        entry = searched["budgets"][f"{budget:g}"]
+        best = entry["searched"]
+        summary = {"subtransformer": best["subtransformer"], "budget_ms": entry["search"]["budget_ms"],
+                   "predicted_ms": best["predicted_ms"], "measured_ms": best["measured_ms"],
+                   "full_model_ms": searched["full_model_ms"], "dev": best["dev"], "heldout": best["heldout"],
+                   "latency_ms_batch1": best["latency_ms_batch1"], "search_minutes": entry["search_minutes"],
+                   "headline": f"{best['subtransformer']} measured {best['measured_ms']} ms vs full "
+                               f"{searched['full_model_ms']} ms ({config.precision})"}
+        return StandaloneResult(model_dir=str(Path(out) / f"sub-{budget:g}-searched" / "pytorch"), summary=summary,
+                                facts={"subtransformer": best["subtransformer"]}, lines=search_lines(searched),
+                                results_file=str(Path(out) / "search_results.json"))
+
+
+def search_lines(results: dict) -> list[str]:
+    """What `compact search` prints: the predictor, then each budget's models with their dev scores."""
+    p = results["predictor"]
+    lines = [f"latency predictor: test MAPE {p['test'].get('mape')}% (noise floor {p['noise_floor'].get('mape')}%), "
+             f"full model {results['full_model_ms']} ms"]
+    for fraction, entry in results["budgets"].items():
+        for label in ("searched", "uniform"):
+            if label in entry:
+                r = entry[label]
+                dev = r["dev"][next(iter(r["dev"]))]
+                lines.append(f"budget {fraction}: {label} {r['subtransformer']} predicted {r['predicted_ms']} ms, "
+                             f"measured {r['measured_ms']} ms, dev {', '.join(f'{k} {100 * v:.2f}' for k, v in dev.items())}")
+    if "full_reference" in results:
+        r = results["full_reference"]
+        dev = r["dev"][next(iter(r["dev"]))]
+        lines.append(f"full model, trained the same way: {r['measured_ms']} ms, dev "
+                     f"{', '.join(f'{k} {100 * v:.2f}' for k, v in dev.items())}")
+    return lines
+
+
+TECHNIQUE = register(HardwareAwareSearch())
