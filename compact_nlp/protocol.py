@@ -59,6 +59,10 @@ def protocol_splits(protocol: Protocol, data: TaskData, seed: int) -> Splits:
     p, spec = protocol, data.spec
     seed = seed if p.split_seed is None else p.split_seed
     train, rest_of_train = data.train, None
+    rows = len(train) if p.train_subset is None else min(p.train_subset, len(train))
+    if p.heldout >= 1 and p.heldout >= rows - 1:
+        raise ValueError(f"protocol.heldout={p.heldout} rows leaves nothing to train on: train has {rows} rows; "
+                         "lower it (e.g. --set protocol.heldout=0.1) or give more training rows.")
     if p.heldout_unseen:  # the same sizes as below: held-out as carved from the subset, the subset less the held-out
         subset = len(train) if p.train_subset is None else min(p.train_subset, len(train))
         size = p.heldout if p.heldout >= 1 else round(p.heldout * subset)
