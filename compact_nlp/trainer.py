@@ -58,7 +58,7 @@ UNLABELLED = -100  # the label of a transfer-set row (TinyBERT): no gold label, 
 
 def labelled_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> torch.Tensor | None:
     """The task loss over the rows that have labels (None when none has)."""
-    keep = labels != UNLABELLED
+    keep = (labels != UNLABELLED).reshape(len(labels), -1).any(-1)  # per row: multi-label rows hold several labels
     if not bool(keep.any()):
         return None
     return sequence_classification_loss(logits[keep], labels[keep], config)

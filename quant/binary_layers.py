@@ -20,8 +20,7 @@ from compact_nlp.auto import AutoCompactModelForSequenceClassification
 from compact_nlp.hooks import CompactHook
 
 from .config import BinaryConfig, QuantConfigError
-from .onnx_passes import module_kind
-from .qat import ActivationObserver, QuantizationHook, fake_quant_weight, swap_modules
+from .qat import ActivationObserver, QuantizationHook, fake_quant_weight, swap_linear_and_embeddings
 
 
 def binary_scale(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -111,18 +110,7 @@ def prepare_binary(model: nn.Module, config: BinaryConfig) -> nn.Module:
     records the config in `model.config.quant`."""
     if any(isinstance(m, (BinaryLinear, BinaryEmbedding)) for m in model.modules()):
         raise QuantConfigError("this model is already binarized; binarizing twice compounds the error.")
-    if getattr(model.config, "quant", None):
-        raise QuantConfigError(f"this model is already quantized ({model.config.quant}); start from the fp32 model.")
-    def binarized(name, module):
-        if type(module) is nn.Linear:
-            return BinaryLinear(module.in_features, module.out_features, module.bias is not None, config)
-        if type(module) is nn.Embedding and module_kind(name) == "word_embeddings":
-            swapped = BinaryEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
-            swapped.bits = config.embedding_bits
-            return swapped
-        return None
-
-    swap_modules(model, binarized, keep_fp32=config.keep_fp32)
+    swap_linear_and_embeddings(model, BinaryLinear, BinaryEmbedding, config)
     if config.weight_scale == "learned":  # initialised from the (now shared) latent weights
         for module in model.modules():
             if isinstance(module, BinaryLinear):

@@ -130,20 +130,27 @@ def prepare_qat(model: nn.Module, config: Int8Config) -> nn.Module:
         raise QuantConfigError("prepare_qat needs Int8Config(mode='qat').")
     if any(isinstance(m, (QATLinear, QATEmbedding)) for m in model.modules()):
         raise QuantConfigError("this model is already prepared for QAT; quantizing twice compounds the error.")
+    swap_linear_and_embeddings(model, QATLinear, QATEmbedding, config)
+    model.config.quant = {"int8": config.to_dict()}
+    return model
+
+
+def swap_linear_and_embeddings(model: nn.Module, linear, embedding, config) -> None:
+    """Replace every Linear with `linear` and the word embeddings with `embedding` (built with the config and its
+    embedding bits), in place, keeping config.keep_fp32 as they are; refuses a model quantized already."""
     if getattr(model.config, "quant", None):
         raise QuantConfigError(f"this model is already quantized ({model.config.quant}); start from the fp32 model.")
-    def quantized(name, module):
+
+    def build(name, module):
         if type(module) is nn.Linear:
-            return QATLinear(module.in_features, module.out_features, module.bias is not None, config)
+            return linear(module.in_features, module.out_features, module.bias is not None, config)
         if type(module) is nn.Embedding and module_kind(name) == "word_embeddings":
-            swapped = QATEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
+            swapped = embedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
             swapped.bits = config.embedding_bits
             return swapped
         return None
 
-    swap_modules(model, quantized, keep_fp32=config.keep_fp32)
-    model.config.quant = {"int8": config.to_dict()}
-    return model
+    swap_modules(model, build, keep_fp32=config.keep_fp32)
 
 
 def swap_modules(model: nn.Module, build, keep_fp32=(), weights=None) -> None:

@@ -185,3 +185,31 @@ def test_the_cli_refuses_bad_data_before_anything_is_written(tmp_path, capsys):
     assert not out.exists()
     assert main(["run", "--text-column", "review"]) == 2
     assert "needs --train FILE" in capsys.readouterr().err
+
+
+def test_a_multi_label_file_fine_tunes_ships_and_answers_with_its_label_names(tmp_path, tiny_tokenizer, capsys):
+    import transformers as tf
+    from transformers import pipeline
+
+    from compact_nlp import AutoCompactModelForSequenceClassification
+    from conftest import tiny_hf_config
+
+    model = tmp_path / "tiny-bert"
+    tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(model)
+    tiny_tokenizer.save_pretrained(model)
+    words = "good bad great dull charming boring funny sad warm cold".split()
+    tags = [["plot"], ["acting"], ["plot", "acting"], ["music"]]
+    rows = [{"text": f"{words[i % 10]} film {words[(i * 3) % 10]}", "tags": tags[i % 4]} for i in range(48)]
+    (tmp_path / "tags.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    status = main(["run", "--train", str(tmp_path / "tags.jsonl"), "--label-column", "tags", "--model", str(model),
+                   "--out", str(out), "--set", "protocol.epochs=1", "--set", "protocol.batch_size=8",
+                   "--set", "protocol.max_length=16", "--set", "export.mobile=false"])
+    assert status == 0, capsys.readouterr().err
+    result = json.loads((out / "results.json").read_text())["per_seed"][0]
+    assert set(result["dev"]["validation"]) == {"micro_f1", "macro_f1"}
+    folder = out / "seed-1" / "model"
+    onnx = AutoCompactModelForSequenceClassification.from_pretrained(folder, backend="onnxruntime")
+    assert onnx.config.problem_type == "multi_label_classification"
+    answer = pipeline("text-classification", model=onnx, tokenizer=str(folder), top_k=None)(["good film"])[0]
+    assert {a["label"] for a in answer} == {"acting", "music", "plot"}  # the user's names, a sigmoid score each

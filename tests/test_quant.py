@@ -445,5 +445,5 @@ def test_fallback_to_ptq_ships_the_export_that_scores_higher_on_heldout(better, 
     assert choice["shipped"] == better and choice["metric"] == "accuracy"
     assert choice["heldout"][better]["accuracy"] > choice["heldout"][other]["accuracy"]
     shipped = json.loads((tmp_path / "model" / "config.json").read_text())["quant"]["int8"]
-    assert shipped["mode"] == better and report["quant"]["config"]["mode"] == better
+    assert shipped["mode"] == better and report["facts"]["quant"]["config"]["mode"] == better
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the other candidate is gone
