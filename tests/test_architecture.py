@@ -35,6 +35,7 @@ LAYER_OF = {
     "compact_nlp.shrink": "core",
     "compact_nlp.pretrained": "core",
     "compact_nlp.io": "core",
+    "compact_nlp.workdir": "core",
     "compact_nlp.hooks": "core",
     "compact_nlp.config_section": "core",
     "compact_nlp.registry": "core",  # techniques register into it, the pipeline iterates it; imports nothing of ours
@@ -72,6 +73,7 @@ LAYER_OF = {
     "compact_nlp.cli": "pipeline",
     "compact_nlp.commands": "pipeline",
     "compact_nlp.optimum_peer": "pipeline",
+    "compact_nlp.compress": "pipeline",  # compact compress: the goal-driven planner over the registry
 }
 
 # Function-level imports of our own modules that are allowed, (module, imported module) -> why. Keep it small: an

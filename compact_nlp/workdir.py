@@ -1,0 +1,94 @@
+"""An output folder belongs to one job: the first run records what it was asked to do (the command, its arguments and
+a digest of its input files) in OUT/.compact-job.json; the same command again resumes there, and a different one is
+refused with a line that says what differs and how to proceed (another folder, or --restart to start over).
+
+--restart removes only a folder compact itself claimed (one with the job file): a folder of the user's own files is
+never emptied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .io import write_json
+
+JOB_FILE = ".compact-job.json"
+
+
+class OutputInUseError(ValueError):
+    """OUT holds another job's files (or files compact did not write)."""
+
+
+@dataclass
+class Job:
+    """What a job was asked to do: enough to tell a resume of it from a different job."""
+
+    command: str
+    arguments: dict  # the settings that change the result (not e.g. --debug); JSON-serialisable
+    inputs: dict = field(default_factory=dict)  # input name -> digest (input_digest)
+
+    def differences(self, other: Job) -> list[str]:
+        changed = [] if self.command == other.command else [f"command {other.command} -> {self.command}"]
+        for kind, mine, theirs in (("argument", self.arguments, other.arguments), ("input", self.inputs, other.inputs)):
+            for key in sorted(set(mine) | set(theirs)):
+                if mine.get(key) != theirs.get(key):
+                    changed.append(f"{kind} {key}: {theirs.get(key)!r} -> {mine.get(key)!r}")
+        return changed
+
+
+def input_digest(source: str | os.PathLike | None) -> str | None:
+    """sha256 of a local file (or of a folder's files, by relative path and content); other sources (a hub id, a
+    dataset name) stand for themselves."""
+    if source is None:
+        return None
+    path = Path(source)
+    if not path.exists():
+        return str(source)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and ".compact" not in p.name)
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def claim_output(out: str | os.PathLike, job: Job, restart: bool = False) -> bool:
+    """Make `out` this job's folder. Returns True when it resumes an earlier run of the same job, False when it starts
+    fresh. Raises OutputInUseError when `out` holds a different job (unless `restart`) or files compact did not
+    write."""
+    out = Path(out)
+    job_file = out / JOB_FILE
+    if out.exists() and not out.is_dir():
+        raise OutputInUseError(f"{out} is a file, not a folder; give an output folder.")
+    if job_file.is_file():
+        earlier = Job(**json.loads(job_file.read_text()))
+        changes = job.differences(earlier)
+        if not changes:
+            return True
+        if not restart:
+            raise OutputInUseError(
+                f"{out} holds a different {earlier.command} job ({'; '.join(changes[:3])}"
+                f"{'; ...' if len(changes) > 3 else ''}); give another output folder, or --restart to discard it.")
+        _empty(out)
+    elif out.is_dir() and any(out.iterdir()):
+        raise OutputInUseError(f"{out} is not empty and was not written by compact; give a new or empty folder "
+                               "(compact never deletes files it did not write).")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(job_file, asdict(job))
+    return False
+
+
+def _empty(out: Path) -> None:
+    """Remove what an earlier job wrote into `out` (a folder it claimed), keeping `out` itself."""
+    for child in out.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
