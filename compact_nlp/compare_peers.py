@@ -51,6 +51,18 @@ def export_hf_model(fp32_folder: Path, path: Path, output: str = "logits") -> No
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in INPUTS})
 
 
+def ort_dynamic_int8(fp32_folder: Path, scratch: Path, output: str = "logits") -> tuple[Path, Path]:
+    """transformers' own graph of the folder (scratch/hf.onnx) and onnxruntime's quantize_dynamic of it with its
+    defaults (scratch/peer_dynamic.onnx): what a user gets from ORT's documented int8 recipe."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    hf_graph, plain = scratch / "hf.onnx", scratch / "peer_dynamic.onnx"
+    export_hf_model(fp32_folder, hf_graph, output)
+    quantize_dynamic(str(hf_graph), str(plain), weight_type=QuantType.QInt8)
+    return hf_graph, plain
+
+
 def peers(fp32_folder: Path, scratch: Path, output: str = "logits") -> dict[str, Path]:
     """The two peer int8 graphs of a fine-tuned folder (or of an encoder: output="last_hidden_state"), written into
     `scratch`."""
@@ -59,11 +71,8 @@ def peers(fp32_folder: Path, scratch: Path, output: str = "logits") -> dict[str,
     from onnxruntime.transformers.optimizer import optimize_model
 
     config = CompactBertConfig.from_pretrained(fp32_folder)
-    scratch.mkdir(parents=True, exist_ok=True)
-    hf_graph = scratch / "hf.onnx"
-    export_hf_model(fp32_folder, hf_graph, output)
-    plain, fused_fp32, fused = scratch / "peer_dynamic.onnx", scratch / "hf_fused.onnx", scratch / "peer_fused.onnx"
-    quantize_dynamic(str(hf_graph), str(plain), weight_type=QuantType.QInt8)
+    hf_graph, plain = ort_dynamic_int8(fp32_folder, scratch, output)
+    fused_fp32, fused = scratch / "hf_fused.onnx", scratch / "peer_fused.onnx"
     optimized = optimize_model(str(hf_graph), model_type="bert", num_heads=config.num_heads_per_layer[0],
                                hidden_size=config.hidden_size)
     optimized.save_model_to_file(str(fused_fp32))
@@ -82,11 +91,7 @@ def optimum_peer(fp32_folder: Path, scratch: Path, python: str) -> tuple[dict[st
     """Optimum's own dynamic int8 graphs of a fine-tuned folder, plain and after its O3 fusions, made by `python` (an
     environment with Optimum) from the model saved as a transformers folder; returns {row name: graph} and the
     versions that environment used."""
-    from transformers import AutoTokenizer
-
-    hf_folder = scratch / "hf"
-    hf_model(fp32_folder).save_pretrained(hf_folder)
-    AutoTokenizer.from_pretrained(fp32_folder).save_pretrained(hf_folder)
+    hf_folder = save_hf_folder(fp32_folder, scratch / "hf")
     script = Path(__file__).with_name("optimum_peer.py")
     try:
         done = subprocess.run([python, str(script), str(hf_folder), str(scratch / "optimum")], capture_output=True,
@@ -104,3 +109,14 @@ def optimum_peer(fp32_folder: Path, scratch: Path, python: str) -> tuple[dict[st
 def hf_model(fp32_folder: Path):
     """The fine-tuned folder as transformers' own BertForSequenceClassification."""
     return to_hf_model(AutoCompactModelForSequenceClassification.from_pretrained(fp32_folder)).eval()
+
+
+def save_hf_folder(fp32_folder: Path, path: Path, output: str = "logits") -> Path:
+    """The folder as transformers' own model (BertForSequenceClassification for output "logits", else BertModel) and
+    its tokenizer, saved where a peer in another environment can load it."""
+    from transformers import AutoTokenizer
+
+    auto = AutoCompactModelForSequenceClassification if output == "logits" else AutoCompactModel
+    to_hf_model(auto.from_pretrained(fp32_folder)).eval().save_pretrained(path)
+    AutoTokenizer.from_pretrained(fp32_folder).save_pretrained(path)
+    return path
