@@ -73,6 +73,7 @@ LAYER_OF = {
     "compact_nlp.cli": "pipeline",
     "compact_nlp.commands": "pipeline",
     "compact_nlp.optimum_peer": "pipeline",
+    "compact_nlp.peers": "pipeline",
     "compact_nlp.compress": "pipeline",  # compact compress: the goal-driven planner over the registry
 }
 
