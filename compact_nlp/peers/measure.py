@@ -75,8 +75,9 @@ def _session_call(path: Path, threads: int, inputs: list[dict], output: str):
 
 
 def ort_rows(graphs: dict[str, Path], inputs: list[dict], reference: np.ndarray, threads: int, rounds: int,
-             output: str) -> list[PeerResult]:
-    """The ORT graphs (ORT dynamic int8, Optimum's), timed side by side by compact.bench's loop over every input."""
+             output: str, made_by: dict[str, str] | None = None) -> list[PeerResult]:
+    """The ORT graphs (ORT dynamic int8, Optimum's), timed side by side by compact.bench's loop over every input;
+    made_by: what made a graph (its versions), named in its runtime beside onnxruntime's."""
     import onnxruntime as ort
 
     calls = {name: _session_call(path, threads, inputs, output) for name, path in graphs.items()}
@@ -85,7 +86,8 @@ def ort_rows(graphs: dict[str, Path], inputs: list[dict], reference: np.ndarray,
     results = []
     for name, path in graphs.items():
         value, minimum, metric = fidelity(reference, calls[name][1](), output)
-        results.append(PeerResult(name, f"onnxruntime {ort.__version__}", True, median_ms=timed[name]["median_ms"],
+        runtime = ", ".join(filter(None, [(made_by or {}).get(name), f"onnxruntime {ort.__version__}"]))
+        results.append(PeerResult(name, runtime, True, median_ms=timed[name]["median_ms"],
                                   size_mb=dir_size_mb(path), fidelity=value, fidelity_min=minimum,
                                   fidelity_metric=metric))
     return results
@@ -115,12 +117,13 @@ def measure_int8_peers(fp32_folder, texts, threads: int = 1, workdir=None, outpu
         others = [w for w in WORKERS if wanted is None or w.env in wanted]
         with_optimum = wanted is None or "optimum" in wanted
         hf_folder = save_hf_folder(Path(fp32_folder), scratch / "hf", output) if others or with_optimum else None
-        graphs, extra = {ORT_DYNAMIC: int8}, []
+        graphs, extra, made = {ORT_DYNAMIC: int8}, [], {}
         if with_optimum:
-            graph, reason = optimum_graph(hf_folder, scratch / "optimum", output)
+            graph, made_by = optimum_graph(hf_folder, scratch / "optimum", output)
             graphs.update({OPTIMUM: graph} if graph else {})
-            extra += [] if graph else [PeerResult(OPTIMUM, "", False, reason=reason)]
-        results = ort_rows(graphs, inputs, reference, threads, rounds, output) + extra
+            made[OPTIMUM] = made_by
+            extra += [] if graph else [PeerResult(OPTIMUM, "", False, reason=made_by)]
+        results = ort_rows(graphs, inputs, reference, threads, rounds, output, made) + extra
         spec = {"hf_folder": str(hf_folder), "onnx": str(hf_graph), "threads": threads, "rounds": rounds,
                 "output": output, "inputs": str(write_inputs(inputs, scratch / "inputs.json")) if others else None}
         for worker in others:

@@ -3,6 +3,7 @@ compact_nlp/optimum_peer.py in the optimum environment (bench/peers_setup.sh); c
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "optimum_peer.py"
 
 
 def optimum_graph(hf_folder: Path, out: Path, output: str, timeout: float = 900) -> tuple[Path | None, str]:
-    """(Optimum's int8 graph, "") or (None, why there is none)."""
+    """(Optimum's int8 graph, the versions that made it) or (None, why there is none)."""
     python, reason = peer_python("optimum")
     if python is None:
         return None, reason
@@ -27,4 +28,5 @@ def optimum_graph(hf_folder: Path, out: Path, output: str, timeout: float = 900)
     if done.returncode != 0 or not (out / QUANTIZED).exists():
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
         return None, f"optimum_peer.py failed (exit {done.returncode}): {tail[0][:300]}"
-    return out / QUANTIZED, ""
+    made = json.loads(done.stdout.strip().splitlines()[-1])
+    return out / QUANTIZED, f"optimum-onnx {made['optimum-onnx']} (transformers {made['transformers']})"
