@@ -54,7 +54,7 @@ def reference_outputs(fp32_folder, inputs: list[dict], output: str) -> np.ndarra
     return np.stack(rows)
 
 
-def _session_call(path: Path, threads: int, inputs: list[dict], output: str):
+def session_call(path: Path, threads: int, inputs: list[dict], output: str):
     """A zero-argument callable that runs the next input (cycling) on an ORT session, and one that runs them all."""
     import onnxruntime as ort
 
@@ -80,7 +80,7 @@ def ort_rows(graphs: dict[str, Path], inputs: list[dict], reference: np.ndarray,
     made_by: what made a graph (its versions), named in its runtime beside onnxruntime's."""
     import onnxruntime as ort
 
-    calls = {name: _session_call(path, threads, inputs, output) for name, path in graphs.items()}
+    calls = {name: session_call(path, threads, inputs, output) for name, path in graphs.items()}
     timed = time_side_by_side({name: c[0] for name, c in calls.items()}, rounds=rounds, calls=len(inputs),
                               warmup=min(10, len(inputs)))
     results = []
@@ -95,12 +95,13 @@ def ort_rows(graphs: dict[str, Path], inputs: list[dict], reference: np.ndarray,
 
 def measure_int8_peers(fp32_folder, texts, threads: int = 1, workdir=None, output: str = "logits",
                        rounds: int = 3, include: tuple[str, ...] | None = None,
-                       timeout: float = 900) -> list[PeerResult]:
+                       timeout: float = 900, max_length: int = 512) -> list[PeerResult]:
     """fp32_folder: a compact/transformers model folder (fine-tuned classifier when output == "logits", an encoder
     when output == "last_hidden_state"). texts: the user's real inputs, strings or (a, b) pairs. Always includes ORT
     dynamic int8 (ORT quantize_dynamic of transformers' own exported graph); adds each other peer whose environment
     under /work/peer-envs (or $COMPACT_PEER_ENVS) is installed, skipped with the reason otherwise. `include` limits
-    the other peers to these environment names (litert, ctranslate2, openvino, optimum; () for ORT only).
+    the other peers to these environment names (litert, ctranslate2, openvino, optimum; () for ORT only); each input
+    is cut at `max_length` tokens.
     Latency: batch 1, `threads` threads, median over `rounds` passes over every input at its real length. Peers in
     other processes time themselves: their timings are not interleaved with the ORT rows (module docstring)."""
     if output not in ("logits", "last_hidden_state"):
@@ -110,7 +111,7 @@ def measure_int8_peers(fp32_folder, texts, threads: int = 1, workdir=None, outpu
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(workdir) if workdir else Path(tmp)
         scratch.mkdir(parents=True, exist_ok=True)
-        inputs = encode_texts(fp32_folder, texts)
+        inputs = encode_texts(fp32_folder, texts, max_length)
         reference = reference_outputs(fp32_folder, inputs, output)
         hf_graph, int8 = ort_dynamic_int8(Path(fp32_folder), scratch / "ort", output)
         wanted = set(include) if include is not None else None
