@@ -58,6 +58,13 @@ class Int8Config(ConfigSection):
     calibration_examples: int = 256
     keep_fp32: list[str] = field(default_factory=lambda: ["classifier", "pooler", "position_embeddings",
                                                           "token_type_embeddings"])
+    # dynamic only: how finely activations are scaled. per_tensor: one scale per activation tensor per call (ORT's
+    # DynamicQuantizeLinear + MatMulInteger); per_block: MatMulNBits 8-bit with accuracy_level=4, which quantizes
+    # each token's activations per block of `block_size` input features inside the kernel (int8 compute on VNNI/AMX)
+    # against block-wise weights; ffn_out_per_block: per_block for the FFN output projections (the outlier-heavy
+    # ones), per_tensor elsewhere. bench/int8_variants.py measures them (docs/results.md, "Runtimes and peers").
+    activation_granularity: str = "per_tensor"
+    block_size: int = 32  # per_block / ffn_out_per_block: input features per scale (16, 32, 64, 128 or 256)
     embedding_bits: int = 8  # word embeddings: 8, or 4 / 2 packed into bytes (one symmetric scale per row)
     trim_vocabulary: bool = False  # keep only the wordpieces the task's training text uses (tokenizer rewritten too)
     ema_decay: float = 0.99  # qat only: activation ranges are an EMA of batch min/max (Q8BERT)
@@ -70,6 +77,12 @@ class Int8Config(ConfigSection):
         _choice("mode", self.mode, ("ptq", "qat"))
         _choice("weights", self.weights, ("per_channel", "per_tensor"))
         _choice("activations", self.activations, ("dynamic", "static"))
+        _choice("activation_granularity", self.activation_granularity,
+                ("per_tensor", "per_block", "ffn_out_per_block"))
+        _choice("block_size", self.block_size, (16, 32, 64, 128, 256))
+        if self.activation_granularity != "per_tensor" and self.activations != "dynamic":
+            raise QuantConfigError(f"activation_granularity={self.activation_granularity!r} scales activations at run "
+                                   "time, so it needs activations='dynamic'.")
         if self.activations == "dynamic":
             for name in ("activation_type", "calibration"):
                 if getattr(self, name) is not None:

@@ -44,6 +44,7 @@ from .onnx_passes import (
     is_quantized_product,
     module_kind,
     nodes_to_quantize,
+    per_block_node,
     quantize_embeddings,
     symmetric_codes,
 )
@@ -64,12 +65,19 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
     if keep_ids is not None:  # vocabulary trimming: before the table is quantized, so scales are per kept row
         trim_embedding_rows(model, keep_ids)
     embeddings = quantize_embeddings(model, config.keep_fp32, config.embedding_bits)
-    chosen = nodes_to_quantize(model, config)
+    chosen, per_block = nodes_to_quantize(model, config), []
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         onnx.save(model, str(prepared))
         with atomic_path(dst) as tmp:
             if config.activations == "dynamic":
+                per_block = [n for n in chosen if per_block_node(model, n, config.activation_granularity)]
+                if per_block:
+                    _matmul_nbits(prepared, per_block, config.block_size)
+                    chosen = [n for n in chosen if n not in per_block]
+                if not chosen:  # quantize_dynamic reads an empty nodes_to_quantize as "every node"
+                    onnx.save(onnx.load(str(prepared)), str(tmp))
+                    return _summary(converted, per_block, per_block, embeddings, keep_ids)
                 quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=config.per_channel,
                                  nodes_to_quantize=chosen, op_types_to_quantize=["MatMul"],
                                  extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True,
@@ -78,8 +86,31 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
             else:
                 _quantize_static(prepared, Path(scratch) / "preprocessed.onnx", tmp, config, chosen, input_names,
                                  feeds, activation_scales)
-    return {"gemms_rewritten": len(converted), "matmuls_quantized": len(chosen), "int8_embeddings": embeddings,
+    return _summary(converted, chosen + per_block, per_block, embeddings, keep_ids)
+
+
+def _summary(converted: list, quantized: list, per_block: list, embeddings: list, keep_ids) -> dict:
+    return {"gemms_rewritten": len(converted), "matmuls_quantized": len(quantized),
+            "matmuls_per_block": len(per_block), "int8_embeddings": embeddings,
             **({"vocabulary": len(keep_ids)} if keep_ids is not None else {})}
+
+
+def _matmul_nbits(path: Path, nodes: list[str], block_size: int) -> None:
+    """Rewrite `nodes` (MatMuls with a constant weight) of the graph at `path` in place as MatMulNBits: 8-bit
+    symmetric block-wise weights, accuracy_level=4 (activations quantized to int8 per token and block in the kernel)."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    model = onnx.load(str(path))
+    # its nodes_to_include adds to op_types_to_quantize instead of limiting it: exclude every other node
+    others = [n.name for n in model.graph.node if n.name not in set(nodes)]
+    quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4,
+                                     nodes_to_exclude=others, op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    onnx.save(quantizer.model.model, str(path))
 
 
 def _quantize_static(prepared: Path, preprocessed: Path, out: Path, config: Int8Config, chosen: list[str],

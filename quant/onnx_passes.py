@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -88,6 +89,22 @@ def nodes_to_quantize(model, config: Int8Config) -> list[str]:
     keep = set(config.keep_fp32)
     return [node.name for node in model.graph.node
             if node.op_type == "MatMul" and node.input[1] in initializers and module_kind(node.input[1]) not in keep]
+
+
+def is_ffn_output(weight: str) -> bool:
+    """The FFN output projection's weight (compact's layers.N.ffn_out, transformers' layer.N.output.dense, not
+    attention.output.dense): the outlier-heavy channels of BERT-family models sit there."""
+    return re.search(r"layers?\.\d+\.(ffn_out|output\.dense)\b", weight) is not None
+
+
+def per_block_node(model, node_name: str, granularity: str) -> bool:
+    """Whether MatMul `node_name` gets per-block activation scales (MatMulNBits) under activation_granularity."""
+    if granularity == "per_block":
+        return True
+    if granularity != "ffn_out_per_block":
+        return False
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return is_ffn_output(node.input[1])
 
 
 def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[str]:
