@@ -6,10 +6,11 @@ The source may be a hub id, a local transformers checkpoint (converted to Compac
 
 from __future__ import annotations
 
+import json
 import os
 
 from .convert import load_compact
-from .modeling import CompactBertForSequenceClassification, CompactBertModel
+from .modeling import CompactBertForSequenceClassification, CompactBertModel, check_layer_count
 from .runtime import ORTModel, ORTModelForFeatureExtraction, ORTModelForSequenceClassification
 
 BACKENDS = ("pytorch", "onnxruntime")
@@ -36,7 +37,21 @@ class _AutoCompact:
             raise ValueError(f"backend {backend!r} is not one of {BACKENDS}.")
         if backend == "onnxruntime":
             return cls.ort_class.from_pretrained(name_or_path, **hf_kwargs)
+        _check_stock_folder(name_or_path)
         return load_compact(name_or_path, cls.compact_class, **hf_kwargs)
+
+
+def _check_stock_folder(name_or_path) -> None:
+    """A local transformers checkpoint whose config names another layer count than its weights hold would load with
+    random or dropped layers (compact folders are checked by CompactBertPreTrainedModel.from_pretrained)."""
+    config_file = os.path.join(str(name_or_path), "config.json")
+    if not os.path.isfile(config_file):
+        return
+    with open(config_file) as handle:
+        config = json.load(handle)
+    layers = config.get("num_hidden_layers", config.get("n_layers"))  # DistilBERT calls it n_layers
+    if config.get("model_type") != "compact-bert" and isinstance(layers, int):
+        check_layer_count(str(name_or_path), layers)
 
 
 class AutoCompactModel(_AutoCompact):

@@ -104,8 +104,16 @@ class CompactBertConfig(PreTrainedConfig):
     def has_uniform_widths(self) -> bool:
         return len(set(self.num_heads_per_layer)) <= 1 and len(set(self.intermediate_size_per_layer)) <= 1
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """transformers' from_dict, after refusing a config.json that is not a compact one (a stock transformers or
+        Optimum folder) and checking the derived fields a hand-edited config.json may carry."""
+        return super().from_dict(_checked_dict(config_dict), **kwargs)
+
     def validate_compact_widths(self):
         heads, ffn = self.num_heads_per_layer, self.intermediate_size_per_layer
+        if not heads:
+            raise CompactConfigError("num_heads_per_layer is empty: a CompactBert needs at least one layer.")
         if len(heads) != len(ffn):
             raise CompactConfigError(
                 f"num_heads_per_layer has {len(heads)} entries but intermediate_size_per_layer has {len(ffn)}: "
@@ -148,3 +156,29 @@ class CompactBertConfig(PreTrainedConfig):
                                      f"has {layers} layers: give one per layer.")
         if plan["mode"] == "threshold" and len(plan.get("thresholds") or []) != layers:
             raise CompactConfigError(f"threshold token pruning needs one threshold per layer ({layers}).")
+
+
+# what the stock configs call the numbers that a CompactBertConfig derives from its per-layer lists
+_DERIVED = {"num_hidden_layers": lambda d: len(d.get("num_heads_per_layer") or []),
+            "num_attention_heads": lambda d: max(d.get("num_heads_per_layer") or [0]),
+            "intermediate_size": lambda d: max(d.get("intermediate_size_per_layer") or [0])}
+
+
+def _checked_dict(config_dict: dict) -> dict:
+    """A copy of a compact config.json without the derived fields (which must agree with the per-layer lists)."""
+    model_type = config_dict.get("model_type")
+    if model_type not in (None, CompactBertConfig.model_type):
+        raise CompactConfigError(
+            f"config.json describes a {model_type!r} model, not a compact folder (e.g. a folder exported by Optimum or "
+            "a stock transformers checkpoint); make a compact folder first: compact export SRC OUT "
+            "(or load it with AutoCompactModel..., which converts stock checkpoints).")
+    config_dict = dict(config_dict)
+    for name, derive in _DERIVED.items():
+        if name in config_dict:
+            given, actual = config_dict.pop(name), derive(config_dict)
+            if given != actual:
+                raise CompactConfigError(
+                    f"config.json says {name}={given} but its per-layer lists give {actual}; a CompactBert takes its "
+                    "layers from num_heads_per_layer and intermediate_size_per_layer: remove "
+                    f"{name} or edit those lists (one entry per layer).")
+    return config_dict

@@ -18,16 +18,18 @@ Everything here is plain tensor code that `torch.export` and the ONNX exporter f
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 from .configuration import ACTIVATIONS, CLASSIFIER_HEADS, CompactBertConfig, CompactConfigError
+from .pretrained import CorruptWeightsError
 from .layers import (
     CompactBertAttention,
     CompactBertClassificationHead,
@@ -89,9 +91,39 @@ def saved_weight_shapes(folder: str) -> dict[str, tuple[int, ...]]:
     files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
     shapes = {}
     for name in files:
-        with safe_open(os.path.join(folder, name), framework="pt") as f:
-            shapes.update({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})
+        path = os.path.join(folder, name)
+        try:
+            with safe_open(path, framework="pt") as f:
+                shapes.update({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})
+        except (SafetensorError, OSError) as error:
+            raise CorruptWeightsError(
+                f"{path} is not a readable safetensors file ({error}); it is truncated or corrupted: copy it again "
+                "from where it came from, or re-save the model (save_pretrained / compact export).") from error
     return shapes
+
+
+_LAYER_KEY = re.compile(r"(?:^|\.)layers?\.(\d+)\.")  # compact: layers.N.; BERT, RoBERTa, DistilBERT: layer.N.
+
+
+def saved_layer_count(folder: str) -> int | None:
+    """How many encoder layers a folder's safetensors hold (None without safetensors files)."""
+    shapes = saved_weight_shapes(folder)
+    if not shapes:
+        return None
+    indices = [int(m.group(1)) for key in shapes if (m := _LAYER_KEY.search(key))]
+    return max(indices) + 1 if indices else 0
+
+
+def check_layer_count(folder: str, config_layers: int) -> None:
+    """Fail when config.json names another number of layers than the saved weights hold (transformers would fill
+    missing layers with random weights, or drop extra ones, and load without an error)."""
+    saved = saved_layer_count(folder)
+    if saved is not None and saved != config_layers:
+        raise CompactConfigError(
+            f"config.json in {folder} describes {config_layers} layers but its weights hold {saved}: a model loaded "
+            f"from it would have {'random' if config_layers > saved else 'dropped'} layers. Restore the config.json "
+            f"saved with these weights (for a compact folder: {saved} entries in num_heads_per_layer and "
+            "intermediate_size_per_layer; for a transformers one: num_hidden_layers).")
 
 
 def check_weights_match_config(model: nn.Module, folder: str) -> None:
@@ -131,6 +163,7 @@ class CompactBertPreTrainedModel(PreTrainedModel):
                 config = CompactBertConfig.from_pretrained(folder)
             with torch.device("meta"):
                 expected = cls(config)
+            check_layer_count(folder, config.num_hidden_layers)
             check_weights_match_config(expected, folder)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
@@ -345,6 +378,6 @@ __all__ = [
     "ACTIVATIONS", "CLASSIFIER_HEADS", "CompactBertAttention", "CompactBertClassificationHead", "CompactBertConfig",
     "CompactBertEmbeddings", "CompactBertForSequenceClassification", "CompactBertLayer", "CompactBertModel",
     "CompactBertOutput", "CompactBertPreTrainedModel", "CompactConfigError", "CompactSequenceClassifierOutput",
-    "TokenPruner", "attention_bias_from", "check_inputs", "check_weights_match_config", "mean_pool",
-    "saved_weight_shapes", "sequence_classification_loss",
+    "TokenPruner", "attention_bias_from", "check_inputs", "check_layer_count", "check_weights_match_config", "mean_pool",
+    "saved_layer_count", "saved_weight_shapes", "sequence_classification_loss",
 ]

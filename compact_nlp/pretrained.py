@@ -14,8 +14,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class CorruptWeightsError(RuntimeError):
-    pass
+class CorruptFileError(ValueError):
+    """A model file (safetensors, ONNX, ORT) that is truncated or not what its name says."""
+
+
+class CorruptWeightsError(CorruptFileError, RuntimeError):  # a RuntimeError before: callers catching that still do
+    """A weights file that is missing, altered or unreadable."""
+
+
+class NoSuchFolderError(FileNotFoundError, ValueError):
+    """A model source that names a local folder which does not exist."""
+
+
+class MissingDependencyError(ImportError, ValueError):
+    """An optional package a command needs, found missing before the command starts its work."""
+
+
+def require_package(module: str, requirement: str, needed_for: str) -> None:
+    """Fail now, with the pip command, when `module` is not installed (not after an hour of training)."""
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(f"{needed_for} needs {module}, which is not installed: "
+                                     f"pip install '{requirement}' (nothing was started).")
 
 
 @dataclass(frozen=True)
@@ -85,7 +104,21 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> str:
     name_or_path = str(name_or_path)
     if os.path.isdir(name_or_path):
         return name_or_path
+    if _names_a_local_path(name_or_path) and not os.path.exists(os.path.expanduser(name_or_path)):
+        raise NoSuchFolderError(f"{name_or_path}: no such folder; give a model folder (one with config.json) or a hub id "
+                                "such as sentence-transformers/all-MiniLM-L6-v2.")
     mirror = MIRRORS.get(name_or_path)
     if mirror is not None and mirror.is_installed():
         return str(mirror.path())
     return name_or_path
+
+
+def _names_a_local_path(name: str) -> bool:
+    """A hub id is `name` or `owner/name`; anything else (absolute, ./ ../ ~, deeper, or under an existing local
+    folder) can only mean a path on this machine."""
+    if name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or name.count("/") > 1:
+        return True
+    if name in MIRRORS:
+        return False
+    head = name.split("/", 1)[0]
+    return "/" in name and os.path.isdir(head)
