@@ -19,15 +19,17 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 
 from .convert import load_compact
 from .export import export_model
+from .export.inputs import MAX_BATCH_TOKENS, as_int64, check_feed, plan_chunks, run_chunks
 from .io import atomic_path, push_folder
 from .modeling import (
     CompactBertConfig,
     CompactBertForSequenceClassification,
     CompactBertModel,
     check_inputs,
+    check_layer_count,
     mean_pool,
 )
-from .pretrained import resolve_checkpoint
+from .pretrained import CorruptFileError, NoSuchFolderError, resolve_checkpoint
 
 ONNX_FILE, ORT_FILE = "model.onnx", "model.ort"
 
@@ -61,6 +63,8 @@ class ORTModel:
         self.config = config
         self.model_path = Path(model_path)
         self.input_names = [i.name for i in session.get_inputs()]
+        self.max_batch_tokens: int | None = MAX_BATCH_TOKENS  # None: run every call as one batch
+        self.one_row = dynamic_activations(self.model_path, config)  # run rows alone: batch-independent outputs
         self.output_names = [o.name for o in session.get_outputs()]
         if self.required_output not in self.output_names:
             other = next(c for c in ORTModel.__subclasses__() if c.required_output in self.output_names)
@@ -90,8 +94,7 @@ class ORTModel:
             folder = cls._export_to_temp(str(name_or_path), **hf_kwargs)
             file_name = ONNX_FILE
         config = CompactBertConfig.from_pretrained(folder)
-        session = ort.InferenceSession(str(folder / file_name), session_options(threads), providers=[provider])
-        return cls(session, config, folder / file_name)
+        return cls(load_session(folder / file_name, session_options(threads), provider), config, folder / file_name)
 
     @classmethod
     def _export_to_temp(cls, name_or_path: str, **hf_kwargs) -> Path:
@@ -140,14 +143,63 @@ class ORTModel:
     def run(self, input_ids, attention_mask=None, token_type_ids=None) -> tuple[list[np.ndarray], bool]:
         """Feed the session; returns numpy outputs and whether the caller passed torch tensors."""
         as_torch = isinstance(input_ids, torch.Tensor)
-        feed = {"input_ids": _int64(input_ids)}
-        check_inputs(feed["input_ids"], self.config)
-        feed["attention_mask"] = _int64(attention_mask) if attention_mask is not None else np.ones_like(feed["input_ids"])
+        ids = None if input_ids is None else as_int64("input_ids", input_ids)
+        check_inputs(ids, self.config)
+        feed = {"input_ids": ids,
+                "attention_mask": as_int64("attention_mask", attention_mask) if attention_mask is not None
+                else np.ones_like(ids)}
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = (
-                _int64(token_type_ids) if token_type_ids is not None else np.zeros_like(feed["input_ids"])
+                as_int64("token_type_ids", token_type_ids) if token_type_ids is not None else np.zeros_like(ids)
             )
-        return self.session.run(None, feed), as_torch
+        check_feed(feed, self.config.vocab_size, self.config.type_vocab_size)
+        chunks = plan_chunks(feed["attention_mask"], self.max_batch_tokens or ids.size, self.one_row)
+        if chunks is None:
+            return self.session.run(None, feed), as_torch
+        return run_chunks(lambda part: self.session.run(None, part), feed, chunks), as_torch
+
+
+def load_session(path: Path, options=None, provider: str = "CPUExecutionProvider"):
+    """An ONNX Runtime session for `path`; a truncated or foreign file is named with what to do about it."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; export the folder first (compact export SRC OUT).")
+    try:
+        return ort.InferenceSession(str(path), options, providers=[provider])
+    except Exception as error:  # onnxruntime raises its own classes (InvalidProtobuf, InvalidGraph, Fail, ...)
+        first = str(error).splitlines()[0][:300]
+        raise CorruptFileError(f"{path} cannot be loaded by ONNX Runtime ({type(error).__name__}: {first}); it is "
+                               "truncated, corrupted or not an ONNX/ORT model: export it again "
+                               "(compact export SRC OUT).") from error
+
+
+def check_folder(folder: str | os.PathLike) -> None:
+    """Read what a command will use from an exported folder before it starts: config.json, the safetensors headers
+    and every ONNX/ORT file (a corrupted file is named, not met as a traceback halfway through)."""
+    folder = Path(resolve_checkpoint(folder))
+    if not folder.is_dir():
+        raise NoSuchFolderError(f"{folder}: no such folder; give a folder written by compact export.")
+    config = CompactBertConfig.from_pretrained(folder)
+    if (folder / "model.safetensors").is_file():
+        check_layer_count(str(folder), config.num_hidden_layers)
+    for name in (ONNX_FILE, ORT_FILE):
+        if (folder / name).is_file():
+            load_session(folder / name)
+
+
+DYNAMIC_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLSTM"}
+
+
+def dynamic_activations(path: Path, config: CompactBertConfig) -> bool:
+    """Whether the graph quantizes activations with a scale measured per call (over the whole batch)."""
+    if path.suffix == ".onnx" and path.is_file():
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return any(node.op_type in DYNAMIC_OPS for node in graph.node)
+    sections = (config.quant or {}).values()
+    return any(isinstance(s, dict) and s.get("activations") == "dynamic" for s in sections)
 
 
 def _int64(x) -> np.ndarray:
