@@ -60,6 +60,46 @@ def save_pretrained_atomic(obj, save_directory: str | os.PathLike) -> list[str]:
     return names
 
 
+# what a killed or failed write leaves: atomic_path's temp files, save_pretrained_atomic's and convert_to_ort's scratch
+SCRATCH_PATTERNS = (".*.tmp", ".saving-*", ".ort-convert-*")
+
+
+def remove_scratch(folder: str | os.PathLike) -> list[str]:
+    """Remove the scratch files and folders that killed or failed writes left in `folder` (not its subfolders);
+    returns their names. Only compact's own scratch names are touched."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for child in sorted(folder.iterdir()):
+        if any(fnmatch(child.name, pattern) for pattern in SCRATCH_PATTERNS):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+            removed.append(child.name)
+    return removed
+
+
+class OutputOverlapsInputError(ValueError):
+    """An output folder that is, contains or lies inside one of the command's inputs."""
+
+
+def refuse_overwrite(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output folder that would overwrite (or, emptied, delete) an input: the same path, a folder inside
+    an input folder, or a folder that contains an input. `inputs` maps a name for the message to a path (hub ids are skipped)."""
+    target = Path(out).expanduser().resolve()
+    for name, source in inputs.items():
+        if source is None or not Path(source).expanduser().exists():
+            continue
+        source = Path(source).expanduser().resolve()
+        inside_input = source.is_dir() and source in target.parents  # writing into a model folder changes it
+        if target == source or inside_input or target in source.parents:
+            raise OutputOverlapsInputError(
+                f"the output {out} would overwrite the {name} {source}: writing it there would replace the files "
+                "the command reads (and then compare the result with itself). Give a new output folder.")
+
+
 # never uploaded: training state, scratch files
 IGNORED = ("checkpoints/*", "checkpoint-*/*", ".*", "*/.*", "*.tmp", "bench.json", "bench.md")
 

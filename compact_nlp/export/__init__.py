@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import torch
 
-from ..io import save_pretrained_atomic, write_json
+from ..io import remove_scratch, save_pretrained_atomic, write_json
 from .mobile import TARGET_PLATFORMS, convert_to_ort, mobile_usability
-from .onnx import DEFAULT_ATOL, DEFAULT_OPSET, ExportParityError, check_parity, export_onnx
+from .onnx import (DEFAULT_ATOL, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportParityError, check_opset, check_parity,
+                   export_onnx)
 
 __all__ = [
     "export_model", "export_onnx", "convert_to_ort", "mobile_usability", "check_parity", "ExportParityError",
-    "TARGET_PLATFORMS",
+    "TARGET_PLATFORMS", "MIN_OPSET", "MAX_OPSET", "DEFAULT_OPSET",
 ]
 
 REPORT_FILE = "export_report.json"
+# what an export derives from the model; removed before a new export writes its own (the report last: its presence
+# says the export finished)
+DERIVED = (REPORT_FILE, "model.ort", "required_operators.config", "model.onnx")
 
 
 def _mb(path: Path) -> float | None:
@@ -39,9 +44,26 @@ def export_model(model, out_dir: str | os.PathLike, tokenizer_source=None, mobil
     tokenizer_source: a tokenizer object, or a name/path AutoTokenizer loads; None to skip the tokenizer.
     fuse_attention: attention as one MultiHeadAttention node per layer (export/attention.py); False for NNAPI/CoreML.
     """
+    check_opset(opset)
+    if target_platform not in TARGET_PLATFORMS:
+        raise ValueError(f"target_platform {target_platform!r} is not one of {TARGET_PLATFORMS} (arm = phones).")
+    out = Path(out_dir)
+    fresh = not out.exists() or all(p.name.startswith(".") for p in out.iterdir())  # nothing of the user's there
+    remove_scratch(out)
+    for name in DERIVED:  # they describe an earlier model.onnx; a kill or failure below must not leave them beside
+        (out / name).unlink(missing_ok=True)  # a new one (a stale model.ort would serve another model)
+    try:
+        return _export(model, out, tokenizer_source, mobile, target_platform, opset, atol, fuse_attention)
+    except BaseException:
+        if fresh:  # a failed export into a new folder leaves no half folder (weights without model.onnx)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _export(model, out: Path, tokenizer_source, mobile: bool, target_platform: str, opset: int, atol: float,
+            fuse_attention: bool) -> dict:
     import onnxruntime as ort
 
-    out = Path(out_dir)
     model = model.eval()
     save_pretrained_atomic(model, out)
     if tokenizer_source is not None:

@@ -57,6 +57,7 @@ def convert_to_ort(onnx_path: str | os.PathLike, target_platform: str = "arm", f
         if not ort_file.exists() or config_file is None:
             raise RuntimeError(f"onnxruntime's converter produced no .ort/.config for {onnx_path}: {os.listdir(scratch)}")
         ort_path, ops_path = out_dir / f"{stem}.ort", out_dir / "required_operators.config"
+        _portable_operator_config(config_file, ort_path.name)
         for src, dst in ((ort_file, ort_path), (config_file, ops_path)):
             with atomic_path(dst) as tmp:
                 shutil.move(src, tmp)
@@ -65,6 +66,13 @@ def convert_to_ort(onnx_path: str | os.PathLike, target_platform: str = "arm", f
         "required_operators_file": ops_path.name, "target_platform": target_platform,
         "optimization_style": "Fixed", "constant_folding": fold_constants,
     }
+
+
+def _portable_operator_config(path: Path, ort_name: str) -> None:
+    """The converter names the model it read by its absolute (scratch) path; a shipped file names it by file name."""
+    lines = path.read_text().splitlines()
+    lines = [f"# - {ort_name}" if line.startswith("# - ") else line for line in lines]
+    path.write_text("\n".join(lines) + "\n")  # still in the scratch folder: moved into place atomically after
 
 
 def _convert_without_folding(onnx_path: Path, ort_path: Path, target_platform: str) -> None:
@@ -97,9 +105,10 @@ def mobile_usability(onnx_path: str | os.PathLike) -> dict:
         try_mobile_eps = usability_checker.analyze_model(Path(onnx_path), skip_optimize=False, logger=logger)
     finally:
         logger.removeHandler(handler)
+    folder = str(Path(onnx_path).parent) + os.sep  # the log names the file; a shipped report names no machine path
     return {
         "nnapi_or_coreml_may_help": bool(try_mobile_eps),
         "verdict": "compare NNAPI (Android) and CoreML (iOS) against the CPU EP" if try_mobile_eps
         else "use the CPU execution provider",
-        "log": log.getvalue().splitlines(),
+        "log": log.getvalue().replace(folder, "").splitlines(),
     }

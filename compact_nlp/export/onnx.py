@@ -23,6 +23,7 @@ from ..modeling import CompactBertForSequenceClassification, CompactBertModel
 from .attention import fuse_attention as fuse_attention_graph  # export_onnx's flag has the function's name
 
 DEFAULT_OPSET = 20  # Gelu is one op from opset 20 (ONNX Runtime >= 1.17); --opset 17 still works
+MIN_OPSET, MAX_OPSET = 17, 22  # 17: one LayerNormalization op; 23 exports Attention that ORT 1.32's CPU EP rejects
 DEFAULT_ATOL = 1e-4
 
 
@@ -111,6 +112,14 @@ def check_parity(model, session, atol: float = DEFAULT_ATOL, cases=None, seed: i
     return report
 
 
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporter and ONNX Runtime do not both run, before anything is written."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset {opset} is not supported: compact exports opsets {MIN_OPSET}..{MAX_OPSET} "
+                         f"(default {DEFAULT_OPSET}; {MIN_OPSET}+ has LayerNormalization as one op, "
+                         f"above {MAX_OPSET} ONNX Runtime cannot run the exported attention).")
+
+
 def _fuse_attention_in_file(path: Path) -> None:
     import onnx
 
@@ -125,8 +134,7 @@ def export_onnx(model, path: str | os.PathLike, opset: int = DEFAULT_OPSET, atol
 
     fuse_attention: write each layer's attention as one MultiHeadAttention node (export/attention.py): faster on
     ONNX Runtime's CPU execution provider; False for graphs meant for NNAPI or CoreML, which do not run it."""
-    if opset < 17:
-        raise ValueError(f"opset {opset} is too old: compact exports opset >= 17 (LayerNormalization is a single op).")
+    check_opset(opset)
     was_training = model.training
     # eval() on the wrapper too: torch.onnx.export restores the *wrapper's* mode afterwards, and a new module is in
     # train mode, which would leave the caller's model with dropout switched on.
