@@ -27,9 +27,9 @@ from huggingface_hub.errors import StrictDataclassError  # how transformers 5 re
 from .commands import (TASKS, cmd_bench, cmd_convert, cmd_demo, cmd_embed, cmd_export, cmd_push, cmd_run,
                        cmd_search)
 from .convert import UnsupportedArchitectureError
-from .data.options import add_data_options
+from .data.options import add_data_options, at_least, in_range, positive_float
 from .registry import techniques
-from .export import ExportParityError
+from .export import MAX_OPSET, MIN_OPSET, ExportParityError
 from .modeling import CompactConfigError
 from .pretrained import CorruptWeightsError
 
@@ -61,8 +61,11 @@ def _export_command(sub) -> None:
     export.add_argument("--mobile", action="store_true", help="also write model.ort + required_operators.config")
     export.add_argument("--target-platform", choices=("arm", "amd64"), default="arm",
                         help="platform the .ort file is optimized for (arm = phones)")
-    export.add_argument("--opset", type=int, default=20, help="ONNX opset (>= 17; 20 has a native Gelu op)")
-    export.add_argument("--atol", type=float, default=1e-4, help="largest allowed |ORT - PyTorch| at export")
+    export.add_argument("--opset", type=in_range(MIN_OPSET, MAX_OPSET), default=20,
+                        help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}; 20 has a native Gelu op)")
+    export.add_argument("--atol", type=positive_float, default=1e-4, help="largest allowed |ORT - PyTorch| at export")
+    export.add_argument("--restart", action="store_true",
+                        help="OUT holds an export with other settings: discard it and export again")
     export.add_argument("--no-fuse-attention", action="store_true",
                         help="keep attention as plain ONNX ops (for NNAPI/CoreML, which do not run the "
                              "MultiHeadAttention contrib op that the CPU execution provider runs faster)")
@@ -74,18 +77,18 @@ def _bench_command(sub) -> None:
                                          "(--task) every way to ship a fine-tuned model side by side with the peers")
     bench.add_argument("dir", nargs="?", help="a folder written by `compact export`")
     bench.add_argument("--glue-dir", default=None, help="glue_data folder (dev texts and labels)")
-    bench.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    bench.add_argument("--lengths", type=int, nargs="+", default=None,
+    bench.add_argument("--threads", type=at_least(1), nargs="+", default=[1, 2])
+    bench.add_argument("--lengths", type=at_least(1), nargs="+", default=None,
                        help="real-token input lengths (default 16 64 128; with --task 128 256 512)")
-    bench.add_argument("--rounds", type=int, default=3)
-    bench.add_argument("--calls", type=int, default=None, help="calls per round (default 10; with --task 5)")
+    bench.add_argument("--rounds", type=at_least(1), default=3)
+    bench.add_argument("--calls", type=at_least(1), default=None, help="calls per round (default 10; with --task 5)")
     bench.add_argument("--task", default=None, help="compare: the GLUE task whose dev set scores and times the rows")
     add_data_options(bench)
     bench.add_argument("--fp32", default=None, help="compare: the fine-tuned fp32 folder ({seed} for each seed)")
     bench.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                        help="compare: a compact folder or file to add as a row ({seed} for each seed; repeatable)")
     bench.add_argument("--seeds", type=int, nargs="+", default=[1], help="compare: seeds to average the dev metric")
-    bench.add_argument("--examples", type=int, default=200, help="compare: dev inputs timed at their real lengths")
+    bench.add_argument("--examples", type=at_least(1), default=200, help="compare: dev inputs timed at their real lengths")
     bench.add_argument("--optimum-python", default=None, metavar="PYTHON",
                        help="compare: the python of an environment with Optimum (it does not support transformers 5); "
                             "adds Optimum's own dynamic int8 as a peer row (docs/combined.md)")
@@ -106,6 +109,8 @@ def _run_command(sub) -> None:
                      help="merge a preset over the recipe: recipes/presets/NAME.yaml or a YAML path (repeatable)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe key after the presets, e.g. --set protocol.epochs=1 (repeatable)")
+    run.add_argument("--restart", action="store_true",
+                     help="OUT holds a run of another recipe, model or data: discard it and start over")
     run.set_defaults(func=cmd_run)
 
 
@@ -122,6 +127,8 @@ def _search_command(sub) -> None:
                         help="merge a preset over the recipe after recipes/presets/hat.yaml (repeatable)")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set hat.budgets=[0.5,0.33] --set hat.threads=2")
+    search.add_argument("--restart", action="store_true",
+                        help="OUT holds a search with other settings, model or data: discard it and start over")
     search.set_defaults(func=cmd_search)
 
 
@@ -133,9 +140,12 @@ def _embed_command(sub) -> None:
                              help="glue_data folder (else $COMPACT_GLUE_DIR, ../shared, the hub)")
         command.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
         command.add_argument("--out", default=f"out/{name}")
-        command.add_argument("--layers", type=int, default=4, help="the student's depth (spread over the original's)")
-        command.add_argument("--texts", type=int, default=40000, help="unlabelled training sentences")
-        command.add_argument("--epochs", type=float, default=1.0)
+        command.add_argument("--layers", type=at_least(1), default=4,
+                             help="the student's depth (spread over the original's)")
+        command.add_argument("--texts", type=at_least(1), default=40000, help="unlabelled training sentences")
+        command.add_argument("--epochs", type=positive_float, default=1.0)
+        command.add_argument("--restart", action="store_true",
+                             help="OUT holds a run with other settings: discard it and start over")
         if name == "embed":
             command.add_argument("--text", choices=("glue", "python-docs"), default="glue",
                                  help="glue: GLUE training text, STS-B dev fidelity; python-docs: offline, Python's "

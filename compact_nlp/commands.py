@@ -20,11 +20,13 @@ from .embeddings import markdown as embeddings_markdown
 from .export import export_model
 from .glue import GLUE_DIR_ENV, GlueDataError, default_glue_dir, load_glue
 from .hub import push_folder
-from .io import save_pretrained_atomic
-from .pretrained import resolve_checkpoint
+from .io import refuse_overwrite, save_pretrained_atomic
+from .pretrained import require_package, resolve_checkpoint
 from .recipe import DEFAULT_RECIPE, load_recipe
 from .registry import techniques
 from .run import load_data, run_recipe
+from .runtime import check_folder
+from .workdir import JOB_FILE, Job, claim_output, input_digest
 
 TASKS = ("auto", "feature-extraction", "text-classification")
 
@@ -52,8 +54,29 @@ def _load(src: str, task: str):
     return AUTO_CLASSES[_task_of(src, task)].from_pretrained(src)
 
 
+def _local(source) -> str | None:
+    """A source that is a path on this machine (a hub id or a GLUE name is not)."""
+    return str(source) if source is not None and Path(str(source)).expanduser().exists() else None
+
+
+def _claim(out: Path, command: str, arguments: dict, inputs: dict, restart: bool) -> None:
+    """OUT belongs to this job (compact_nlp.workdir): refused when it would overwrite an input, or when it holds
+    another job; resumed when it holds this one."""
+    refuse_overwrite(out, {name: _local(source) for name, source in inputs.items()})
+    if out.is_dir() and [p.name for p in out.iterdir()] == [JOB_FILE]:  # an earlier job that wrote nothing (it
+        (out / JOB_FILE).unlink()  # failed on its input): nothing to resume, nothing of another job's to keep
+    digests = {str(source): input_digest(source) for source in set(inputs.values()) if source}  # each folder once
+    job = Job(command, arguments, {name: digests[str(source)] for name, source in inputs.items() if source})
+    if claim_output(out, job, restart=restart):
+        print(f"{out}: resuming the same {command} job (--restart to start over)")
+
+
 def cmd_export(args) -> int:
-    model = _load(args.src, args.task)
+    refuse_overwrite(args.out, {"src": _local(args.src)})
+    model = _load(args.src, args.task)  # read and checked before OUT is touched
+    _claim(Path(args.out), "export", {"task": args.task, "mobile": args.mobile, "target_platform": args.target_platform,
+                                      "opset": args.opset, "atol": args.atol, "fuse": not args.no_fuse_attention},
+           {"src": args.src}, getattr(args, "restart", False))
     report = export_model(model, args.out, tokenizer_source=resolve_checkpoint(args.src), mobile=args.mobile,
                           target_platform=args.target_platform, opset=args.opset, atol=args.atol,
                           fuse_attention=not args.no_fuse_attention)
@@ -74,6 +97,7 @@ def cmd_bench(args) -> int:
     if not args.dir:
         raise ValueError("compact bench needs a folder (compact bench DIR) or a comparison "
                          "(compact bench --task sst2 --fp32 DIR [--variant NAME=PATH ...], or --train FILE ...).")
+    check_folder(args.dir)  # a corrupted file is named before any timing starts
     results = bench_folder(args.dir, glue_dir=args.glue_dir, threads=args.threads, lengths=args.lengths or (16, 64, 128),
                            rounds=args.rounds, calls=args.calls or 10)
     print(results["markdown"])
@@ -102,6 +126,7 @@ def _compare(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    refuse_overwrite(args.out, {"model": _local(args.src)})
     model = _load(args.src, args.task)
     target = to_hf_model(model) if args.to == "hf" else model
     save_pretrained_atomic(target, args.out)
@@ -119,6 +144,8 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe or DEFAULT_RECIPE, overrides, presets=args.preset, data=section)
     data = load_data(recipe, args.glue_dir)  # read and checked before anything trains or is written
     out = Path(args.out or Path("out") / (data.spec.name if section else Path(args.recipe).stem))
+    _claim(out, "run", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
+           getattr(args, "restart", False))
     for note in data.notes:
         print(f"data: {note}")
     if is_combined(recipe):  # a standalone technique, then the others, one model
@@ -165,7 +192,18 @@ def cmd_search(args) -> int:
                          presets=[*defaults, *args.preset], data=data_section(args))
     data = load_data(recipe, args.glue_dir)
     name = data.spec.name if recipe.data else Path(args.recipe).stem
-    return _standalone(recipe, Path(args.out or Path("out") / f"{name}-search"), args.glue_dir, data)
+    out = Path(args.out or Path("out") / f"{name}-search")
+    _claim(out, "search", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
+           getattr(args, "restart", False))
+    return _standalone(recipe, out, args.glue_dir, data)
+
+
+def _recipe_inputs(recipe) -> dict:
+    """The files a recipe reads: its model and teacher, and its data files (a hub id or GLUE name stands for
+    itself)."""
+    data = recipe.to_dict().get("data") or {}
+    return {"model": recipe.model, "teacher": recipe.teacher,
+            **{f"data.{split}": data.get(split) for split in ("train", "validation", "test")}}
 
 
 def cmd_push(args) -> int:
@@ -178,7 +216,13 @@ def cmd_push(args) -> int:
 
 
 def cmd_embed(args) -> int:
+    require_package("sentence_transformers", "sentence-transformers>=3", "compact embed (it ships a "
+                    "SentenceTransformer folder and checks it loads)")
     text = args.train or getattr(args, "text", "glue")
+    _claim(Path(args.out), "embed", {"model": args.model, "layers": args.layers, "texts": args.texts,
+                                     "epochs": args.epochs, "text": text, "text_column": getattr(args, "text_column", None),
+                                     "glue_dir": args.glue_dir}, {"model": args.model, "train": args.train},
+           getattr(args, "restart", False))
     report = compress_embeddings(args.out, model=args.model, glue_dir=args.glue_dir, layers=args.layers,
                                  texts=args.texts, epochs=args.epochs, text=text,
                                  text_column=getattr(args, "text_column", None))
@@ -207,4 +251,4 @@ def cmd_demo(args) -> int:
               f"glue_data layout.\n")
     return cmd_embed(argparse.Namespace(out=str(Path(args.out) / "embed"), model=args.model, glue_dir=glue_dir,
                                         layers=args.layers, texts=args.texts, epochs=args.epochs, text=text,
-                                        train=None, text_column=None))
+                                        train=None, text_column=None, restart=getattr(args, "restart", False)))

@@ -43,7 +43,7 @@ from ..distill import DistillationConfig
 from ..export.card import write_model_card
 from ..io import save_pretrained_atomic, write_json
 from ..metrics import compute_metrics
-from ..pretrained import resolve_checkpoint
+from ..pretrained import require_package, resolve_checkpoint
 from ..protocol import protocol_splits, seen_heldout, tokenize, training_arguments, transfer_set, with_transfer
 from ..quant.config import Int8Config
 from ..quant.recipes import exporter as quant_exporter
@@ -348,6 +348,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, dat
     """HAT on the fine-tuned model in `model_dir` with the recipe's protocol and `hat:` section, on `data` (see the
     module docstring for the stages). Returns (and writes to OUT/search_results.json) every stage's numbers."""
     config = HatConfig.from_dict(recipe.hat or {})
+    require_package("matplotlib", "matplotlib>=3.7", "compact search (it draws each budget's Pareto plot)")
     seed = recipe.protocol.seeds[0]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 from ..data import task_texts
-from ..data.options import add_data_options, task_data_from_options
+from ..data.options import add_data_options, at_least, task_data_from_options
+from ..io import refuse_overwrite, remove_scratch
+from ..runtime import check_folder
+from ..workdir import Job, claim_output, input_digest
 from .config import Int8Config
 from .onnx_int8 import quantize_folder
 
@@ -22,14 +25,16 @@ def add_quantize_command(sub) -> None:
     quantize.add_argument("--activation-type", choices=("uint8", "int8"), default=None, help="static only")
     quantize.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None,
                           help="static only")
-    quantize.add_argument("--calibration-examples", type=int, default=256)
+    quantize.add_argument("--calibration-examples", type=at_least(1), default=256)
     quantize.add_argument("--embedding-bits", type=int, choices=(8, 4, 2), default=8,
                           help="word-embedding width (one scale per row; 4 and 2 are packed)")
     quantize.add_argument("--trim-vocabulary", action="store_true",
                           help="keep only the wordpieces the task's training text uses")
-    quantize.add_argument("--max-length", type=int, default=128)
+    quantize.add_argument("--max-length", type=at_least(2), default=128)
     quantize.add_argument("--no-mobile", action="store_true", help="skip model.ort")
     quantize.add_argument("--target-platform", choices=("arm", "amd64"), default="arm")
+    quantize.add_argument("--restart", action="store_true",
+                          help="OUT holds a quantization with other settings or inputs: discard it and start over")
     quantize.set_defaults(func=cmd_quantize)
 
 
@@ -37,7 +42,10 @@ def cmd_quantize(args) -> int:
     config = Int8Config(weights=args.weights, activations=args.activations, activation_type=args.activation_type,
                         calibration=args.calibration, calibration_examples=args.calibration_examples,
                         trim_vocabulary=args.trim_vocabulary, embedding_bits=args.embedding_bits)
+    refuse_overwrite(args.out, {"fp32 folder": args.dir, "training data": args.train})
+    check_folder(args.dir)  # config, weights and graphs read before any work (a corrupted file is named)
     data = task_data_from_options(args, args.task, args.glue_dir)
+    _claim(args, config)
     # calibration: a seeded sample of training text, never validation
     calibration = task_texts(data.train.shuffle(seed=0), data.spec, config.calibration_examples)
     report = quantize_folder(args.dir, args.out, config, texts=calibration, max_length=args.max_length,
@@ -49,3 +57,14 @@ def cmd_quantize(args) -> int:
           + f"; agreement with fp32 on {report['agreement']['examples']} training examples: "
           f"argmax {report['agreement'].get('argmax_agreement')}, max abs diff {report['agreement']['max_abs_diff']:.3g}")
     return 0
+
+
+def _claim(args, config: Int8Config) -> None:
+    """OUT belongs to this quantization (compact_nlp.workdir); scratch files of a killed run are removed."""
+    settings = {**config.to_dict(), "task": args.task, "max_length": args.max_length, "mobile": not args.no_mobile,
+                "target_platform": args.target_platform, "glue_dir": args.glue_dir}
+    inputs = {"dir": input_digest(args.dir), **{name: input_digest(getattr(args, name))
+                                                for name in ("train", "validation", "test") if getattr(args, name)}}
+    if claim_output(args.out, Job("quantize", settings, inputs), restart=args.restart):
+        print(f"{args.out}: resuming the same quantize job (--restart to start over)")
+    remove_scratch(args.out)

@@ -8,7 +8,7 @@ import argparse
 from .load import task_data_from_options
 from .task import PROBLEM_TYPES
 
-__all__ = ["add_data_options", "task_data_from_options"]
+__all__ = ["add_data_options", "task_data_from_options", "at_least", "in_range", "positive_float"]
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -26,3 +26,44 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--problem-type", default=None, choices=PROBLEM_TYPES,
                        help="default: inferred (text or integer labels: classification; fractions: regression; "
                             "lists: multi-label)")
+
+
+# argparse types with ranges: a number no run can use is refused when the command is parsed (exit 2, one line),
+# not after training, and not silently turned into meaningless output
+
+
+def at_least(minimum: int):
+    """An int >= minimum (threads, lengths, calls, rounds, seeds' count, examples ...)."""
+    def parse(text: str) -> int:
+        value = _number(text, int, "an integer")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give an integer >= {minimum}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def in_range(low: int, high: int):
+    """An int in [low, high] (e.g. the ONNX opset)."""
+    def parse(text: str) -> int:
+        value = _number(text, int, "an integer")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not supported: give an integer from {low} to {high}")
+        return value
+    parse.__name__ = f"integer in {low}..{high}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (epochs, tolerances)."""
+    value = _number(text, float, "a number")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
+    return value
+
+
+def _number(text: str, kind: type, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
