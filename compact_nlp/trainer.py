@@ -1,8 +1,8 @@
 """CompactTrainer: transformers' Trainer plus distillation and technique hooks, and nothing else.
 
 What killed ORTTrainer, OVTrainer and INCTrainer was copying the training loop. This class adds logic only where
-Trainer expects subclasses to: `compute_loss`, `create_optimizer`, `log`, `train` (to restore the distillation
-projections on resume) and `TrainerCallback`s. It therefore keeps working under `accelerate launch`, with gradient
+Trainer expects subclasses to: `compute_loss`, `create_optimizer`, `log`, `save_model` and `train` (to save and
+restore the distillation projections on resume) and `TrainerCallback`s. It therefore keeps working under `accelerate launch`, with gradient
 accumulation, and when resuming from checkpoints.
 
 The technique hook interface is `CompactHook` (compact_nlp.hooks, re-exported here): a `TrainerCallback` whose
@@ -16,7 +16,9 @@ trainer never imports a technique.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .config_section import ConfigSection
 from .distill import DistillationConfig, Distiller
@@ -235,9 +237,18 @@ class CompactTrainer(Trainer):
         return optimizer
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
-        if resume_from_checkpoint and self.distiller is not None and any(True for _ in self.distiller.parameters()):
-            folder = (get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True
-                      else resume_from_checkpoint)
+        """Trainer.train; resume_from_checkpoint=True takes the newest *complete* checkpoint (a kill or a full disk
+        during a save leaves an incomplete one: it is removed and named, and the run resumes from the one before,
+        or starts over when there is none)."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = newest_complete_checkpoint(self.args.output_dir, self.args.save_only_model)
+        elif resume_from_checkpoint:
+            problem = incomplete(Path(resume_from_checkpoint), self.args.save_only_model)
+            if problem:
+                raise IncompleteCheckpointError(f"{resume_from_checkpoint} is an incomplete checkpoint ({problem}); "
+                                                "resume from an earlier one, or pass resume_from_checkpoint=True.")
+        if resume_from_checkpoint and self._has_projections():
+            folder = resume_from_checkpoint
             path = Path(folder) / DISTILLER_FILE
             if not path.is_file():
                 raise FileNotFoundError(f"{path} is missing: the checkpoint was not written by a CompactTrainer with "
@@ -245,10 +256,60 @@ class CompactTrainer(Trainer):
             self.distiller.load_state_dict(load_file(path))
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer.save_model; in a checkpoint, the distillation projections are saved with the weights, before
+        Trainer writes trainer_state.json: a checkpoint with a readable trainer_state.json is complete."""
+        super().save_model(output_dir, _internal_call)
+        folder = Path(output_dir or self.args.output_dir)
+        if _internal_call and folder.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and self.args.should_save \
+                and self.distiller is not None:
+            with atomic_path(folder / DISTILLER_FILE) as tmp:
+                save_file({k: v.contiguous() for k, v in self.distiller.state_dict().items()}, str(tmp))
+
+    def _has_projections(self) -> bool:
+        return self.distiller is not None and any(True for _ in self.distiller.parameters())
+
+
+class IncompleteCheckpointError(ValueError):
+    """A checkpoint folder that a killed or failed save left without all of its files."""
+
+
+def incomplete(folder: Path, save_only_model: bool = False) -> str | None:
+    """What a checkpoint folder lacks (None when complete). Trainer writes the weights (with CompactTrainer's
+    projections), the optimizer, the RNG state, and trainer_state.json last."""
+    state = folder / "trainer_state.json"
+    try:
+        json.loads(state.read_text())["global_step"]
+    except (OSError, ValueError, KeyError):
+        return "no readable trainer_state.json"
+    weights = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "adapter_model.safetensors")
+    files = [] if save_only_model else ["optimizer.pt"]
+    missing = [name for name in files if not (folder / name).is_file()]
+    if not any((folder / name).is_file() for name in weights):
+        missing.insert(0, "model weights")
+    return f"no {', '.join(missing)}" if missing else None
+
+
+def newest_complete_checkpoint(output_dir: str | os.PathLike, save_only_model: bool = False) -> str | None:
+    """The newest complete checkpoint-N in `output_dir` (None if there is none); newer incomplete ones are removed,
+    each named in a printed line (they cannot be resumed, and Trainer's rotation would count them)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    steps = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                   if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+    for _, folder in reversed(steps):
+        problem = incomplete(folder, save_only_model)
+        if problem is None:
+            return str(folder)
+        print(f"skipping {folder} ({problem}: its save was interrupted), and removing it")
+        shutil.rmtree(folder, ignore_errors=True)
+    return None
+
 
 class _DistillerCallback(TrainerCallback):
     """Train the distiller's projections like model parameters: gradients averaged across processes and zeroed
-    after each optimizer step, weights saved with every checkpoint."""
+    after each optimizer step (CompactTrainer.save_model saves them with every checkpoint)."""
 
     def __init__(self, trainer: CompactTrainer):
         self.trainer = trainer
@@ -264,12 +325,6 @@ class _DistillerCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):
         # Trainer zeroes the model's gradients after each step; the projections are not in the model
         self.trainer.distiller.zero_grad(set_to_none=True)
-
-    def on_save(self, args, state, control, **kwargs):
-        if args.should_save:
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            with atomic_path(folder / DISTILLER_FILE) as tmp:
-                save_file({k: v.contiguous() for k, v in self.trainer.distiller.state_dict().items()}, str(tmp))
 
 
 __all__ = ["CompactConfig", "CompactHook", "CompactTrainer", "DistillationConfig"]
