@@ -48,7 +48,9 @@ def export_model(model, out_dir: str | os.PathLike, tokenizer_source=None, mobil
     if target_platform not in TARGET_PLATFORMS:
         raise ValueError(f"target_platform {target_platform!r} is not one of {TARGET_PLATFORMS} (arm = phones).")
     out = Path(out_dir)
-    fresh = not out.exists() or all(p.name.startswith(".") for p in out.iterdir())  # nothing of the user's there
+    existed = out.exists()
+    before = {p.name for p in out.iterdir()} if existed else set()
+    fresh = all(name.startswith(".") for name in before)  # nothing of the user's there
     remove_scratch(out)
     for name in DERIVED:  # they describe an earlier model.onnx; a kill or failure below must not leave them beside
         (out / name).unlink(missing_ok=True)  # a new one (a stale model.ort would serve another model)
@@ -56,8 +58,17 @@ def export_model(model, out_dir: str | os.PathLike, tokenizer_source=None, mobil
         return _export(model, out, tokenizer_source, mobile, target_platform, opset, atol, fuse_attention)
     except BaseException:
         if fresh:  # a failed export into a new folder leaves no half folder (weights without model.onnx)
-            shutil.rmtree(out, ignore_errors=True)
+            _remove_new(out, existed, before)
         raise
+
+
+def _remove_new(out: Path, existed: bool, before: set[str]) -> None:
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for path in out.iterdir():  # e.g. a TemporaryDirectory of the caller: keep the folder, remove what we wrote
+        if path.name not in before:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _export(model, out: Path, tokenizer_source, mobile: bool, target_platform: str, opset: int, atol: float,

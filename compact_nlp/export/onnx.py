@@ -114,10 +114,12 @@ def check_parity(model, session, atol: float = DEFAULT_ATOL, cases=None, seed: i
 
 def check_opset(opset: int) -> None:
     """Refuse an opset the exporter and ONNX Runtime do not both run, before anything is written."""
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"opset {opset} is not supported: compact exports opsets {MIN_OPSET}..{MAX_OPSET} "
-                         f"(default {DEFAULT_OPSET}; {MIN_OPSET}+ has LayerNormalization as one op, "
-                         f"above {MAX_OPSET} ONNX Runtime cannot run the exported attention).")
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is too old: compact exports opsets {MIN_OPSET}..{MAX_OPSET} (from "
+                         f"{MIN_OPSET} LayerNormalization is a single op); default {DEFAULT_OPSET}.")
+    if opset > MAX_OPSET:
+        raise ValueError(f"opset {opset} is too new: compact exports opsets {MIN_OPSET}..{MAX_OPSET} (above "
+                         f"{MAX_OPSET}, ONNX Runtime cannot run the exported attention); default {DEFAULT_OPSET}.")
 
 
 def _fuse_attention_in_file(path: Path) -> None:
