@@ -59,16 +59,26 @@ def _local(source) -> str | None:
     return str(source) if source is not None and Path(str(source)).expanduser().exists() else None
 
 
-def _claim(out: Path, command: str, arguments: dict, inputs: dict, restart: bool) -> None:
+def _claim(out: Path, command: str, arguments: dict, inputs: dict, restart: bool) -> bool:
     """OUT belongs to this job (compact_nlp.workdir): refused when it would overwrite an input, or when it holds
-    another job; resumed when it holds this one."""
+    another job; resumed when it holds this one. Returns whether the claim created OUT."""
     refuse_overwrite(out, {name: _local(source) for name, source in inputs.items()})
     if out.is_dir() and [p.name for p in out.iterdir()] == [JOB_FILE]:  # an earlier job that wrote nothing (it
         (out / JOB_FILE).unlink()  # failed on its input): nothing to resume, nothing of another job's to keep
     digests = {str(source): input_digest(source) for source in set(inputs.values()) if source}  # each folder once
     job = Job(command, arguments, {name: digests[str(source)] for name, source in inputs.items() if source})
+    created = not out.exists()
     if claim_output(out, job, restart=restart):
         print(f"{out}: resuming the same {command} job (--restart to start over)")
+    return created
+
+
+def _release(out: Path, created: bool) -> None:
+    """After a job failed before writing anything: no trace of it (its job file, and OUT if the claim made it)."""
+    if out.is_dir() and [p.name for p in out.iterdir()] == [JOB_FILE]:
+        (out / JOB_FILE).unlink()
+        if created:
+            out.rmdir()
 
 
 def cmd_export(args) -> int:
@@ -219,13 +229,17 @@ def cmd_embed(args) -> int:
     require_package("sentence_transformers", "sentence-transformers>=3", "compact embed (it ships a "
                     "SentenceTransformer folder and checks it loads)")
     text = args.train or getattr(args, "text", "glue")
-    _claim(Path(args.out), "embed", {"model": args.model, "layers": args.layers, "texts": args.texts,
-                                     "epochs": args.epochs, "text": text, "text_column": getattr(args, "text_column", None),
-                                     "glue_dir": args.glue_dir}, {"model": args.model, "train": args.train},
-           getattr(args, "restart", False))
-    report = compress_embeddings(args.out, model=args.model, glue_dir=args.glue_dir, layers=args.layers,
-                                 texts=args.texts, epochs=args.epochs, text=text,
-                                 text_column=getattr(args, "text_column", None))
+    created = _claim(Path(args.out), "embed", {"model": args.model, "layers": args.layers, "texts": args.texts,
+                                               "epochs": args.epochs, "text": text, "glue_dir": args.glue_dir,
+                                               "text_column": getattr(args, "text_column", None)},
+                     {"model": args.model, "train": args.train}, getattr(args, "restart", False))
+    try:  # the text is chosen and checked inside: a refusal there leaves no OUT behind
+        report = compress_embeddings(args.out, model=args.model, glue_dir=args.glue_dir, layers=args.layers,
+                                     texts=args.texts, epochs=args.epochs, text=text,
+                                     text_column=getattr(args, "text_column", None))
+    except BaseException:
+        _release(Path(args.out), created)
+        raise
     print(embeddings_markdown(report))
     print(f"model: {Path(args.out) / 'model'}  (SentenceTransformer(...) loads it; model.ort ships)")
     return 0
