@@ -7,6 +7,7 @@
     compact bench --task T --fp32 DIR [--variant NAME=PATH ...] [--seeds 1 2 3]    every way to ship it, vs the peers
     compact convert SRC OUT --to hf|compact                                        change layouts, weights unchanged
     compact run --train FILE [--text-column C] [--label-column C] [--out DIR]     your data end to end
+    compact compress MODEL OUT --data FILE --speedup 3 --max-drop 1               say the goal, get the model
     compact run RECIPE [--glue-dir DIR] [--out DIR] [--preset NAME] [--set k=v]   a recipe end to end
     compact search RECIPE --model DIR [--out DIR] [--set hat.budgets=[0.5]]      HAT search, extract, distil, export
     compact quantize DIR OUT (--task TASK | --train FILE) [--activations static]   int8 PTQ of an exported folder
@@ -24,6 +25,7 @@ import traceback
 
 from huggingface_hub.errors import StrictDataclassError  # how transformers 5 reports an invalid config
 
+from .compress.cli import add_compress_command
 from .commands import (TASKS, cmd_bench, cmd_convert, cmd_demo, cmd_embed, cmd_export, cmd_push, cmd_run,
                        cmd_search)
 from .convert import UnsupportedArchitectureError
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _export_command(sub)
     _bench_command(sub)
     _run_command(sub)
+    add_compress_command(sub)
     _search_command(sub)
     _embed_command(sub)
     _push_command(sub)

@@ -9,6 +9,7 @@ A technique owns one recipe section (`Technique.name`, e.g. `quant:`), and says 
     exporter(config, context)        -> exporter(model, folder) -> report, when it ships its own files
     card_line(result)                -> its sentence in the model card ("", when it did nothing)
     facts(model, config)             -> what results.json records about it
+    plan_options()                   -> the ways `compact compress` may use it (PlanOption), gentlest first
 
 A technique that produces a model on its own, before the others train (HAT's search), sets `standalone = True` and
 implements `run_standalone`; `compact run` runs it first and trains the others from what it returns.
@@ -67,6 +68,25 @@ class StandaloneResult:
     results_file: str | None = None
 
 
+@dataclass
+class PlanOption:
+    """One way a technique can take part in a `compact compress` plan (compact_nlp.compress): the recipe section it
+    trains with, and what the planner must know to order and check plans without naming the technique.
+
+    The planner measures each plan's latency and size on an untrained model of the plan's shape (weights do not
+    change either); `expected_drop` only orders plans that are predicted to meet the goal (the held-out split then
+    decides), and `escalation` is what to try next when the held-out drop is too large."""
+
+    label: str  # for reports, e.g. "int8 PTQ", "tokens kept 0.5"
+    section: dict  # the technique's recipe section
+    stage: dict = field(default_factory=dict)  # protocol/distillation overrides of the step that trains it
+    expected_drop: float = 0.0  # points of the main metric, a prior from measured runs (docs/results.md)
+    min_layers: int = 0  # a rule learned from earlier runs: the option needs at least this many layers
+    trains: bool = True  # False: post-training (no training step of its own)
+    train_factor: float = 1.0  # its training step runs this many times the planner's epochs (an escalation: 2.0)
+    escalation: PlanOption | None = None  # the costlier try at the same latency and size (e.g. QAT after PTQ)
+
+
 class Technique:
     """The base a technique subclasses; each method's default does nothing, so a technique implements its steps."""
 
@@ -95,6 +115,10 @@ class Technique:
 
     def facts(self, model, config) -> dict:
         return {}
+
+    def plan_options(self) -> list[PlanOption]:
+        """The ways `compact compress` may use this technique, gentlest first (none: compress leaves it out)."""
+        return []
 
     def add_commands(self, subparsers) -> None:
         """Add the technique's own `compact` subcommands (argparse subparsers; set `func` on each)."""

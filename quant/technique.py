@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..registry import ExportContext, Prepared, Technique, TrainContext, register
+from ..registry import ExportContext, PlanOption, Prepared, Technique, TrainContext, register
 from .cli import add_quantize_command
 from .config import BinaryConfig, Int8Config
 from .recipes import check_distillation, exporter, prepare, quant_config
@@ -49,6 +49,26 @@ class Quantization(Technique):
         if not self.keeps_start_model(config):
             return {}
         return {"qat": (config, False), "ptq": (replace(config, mode="ptq", fallback_to_ptq=False), True)}
+
+    def plan_options(self) -> list[PlanOption]:
+        """For `compact compress`: int8 first by PTQ (no training); if the held-out drop is too large, QAT, with PTQ
+        offered beside it so the held-out split decides between them (the rule earlier runs taught: neither wins
+        everywhere). Binary weights last, and only on models of 5 layers or more: on SST-2 binary cost 4.4 points at
+        3 layers and 2.5-2.9 at 5-6 (docs/combined.md)."""
+        qat = PlanOption("int8 QAT (held-out chooses QAT or PTQ)",
+                         {"int8": {"mode": "qat", "weights": "per_channel", "fallback_to_ptq": True}},
+                         {"protocol": {"epochs": 1, "learning_rate": 2.0e-5},
+                          "distillation": {"temperature": 1.0, "task_weight": 1.0, "logits_weight": 1.0,
+                                           "hidden_weight": 1.0}}, 0.3)
+        ptq = PlanOption("int8 PTQ", {"int8": {"mode": "ptq", "weights": "per_channel"}}, {}, 0.5, trains=False,
+                         escalation=qat)
+        binary = PlanOption("binary weights (W1A8, 1-bit embeddings)",
+                            {"binary": {"weights": "per_channel", "activation_bits": 8, "embedding_bits": 1}},
+                            {"protocol": {"epochs": 2, "learning_rate": 2.0e-4, "weight_decay": 0.0},
+                             "distillation": {"temperature": 1.0, "task_weight": 1.0, "logits_weight": 1.0,
+                                              "hidden_weight": 1.0, "attention_weight": 1.0,
+                                              "attention_loss": "relation"}}, 2.7, min_layers=5)
+        return [ptq, binary]
 
     def add_commands(self, subparsers) -> None:
         add_quantize_command(subparsers)

@@ -1,0 +1,131 @@
+"""`compact_nlp.compress()`: the Python form of `compact compress` (the phases: compact_nlp.compress.job)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..data import TaskData, load_task_data
+from ..export.card import write_model_card
+from ..registry import card_lines
+from ..ship import measure_shipped, summarize
+from ..workdir import claim_output
+from .budget import Clock, attempt_seconds, choose_training
+from .goal import GoalError, Limits, goal_from, parse_duration
+from .job import (Setup, _job, best_effort, check_inputs, fine_tune_teacher, is_fine_tuned, plans_to_try,
+                  selection_data, ship_folder, try_plans)
+from .planner import closest, distance, target_of
+from .prepare import measure_phase, selection_max_length
+from .report import CompressResult, write_report
+from .steps import Context
+
+
+def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathLike, *, speedup: float | None = None,
+             latency_ms: float | None = None, size_mb: float | None = None, max_drop: float = 1.0,
+             task: str | None = None, time_budget: str | float | None = None, threads: int = 1, seeds: int = 1,
+             dry_run: bool = False, accept_best: bool = False, restart: bool = False, log=print) -> CompressResult:
+    """Compress `model` on `data` (a TaskData, or a file that compact_nlp.data.load_task_data reads) to one target
+    (`speedup` over the fastest int8 peer measured here, `latency_ms` at batch 1, or `size_mb`) within `max_drop`
+    points, into `out`; returns what was planned, tried and shipped (also in OUT/report.json). Run again with the
+    same arguments to resume; other arguments on the same OUT are refused unless `restart`."""
+    goal = goal_from(speedup, latency_ms, size_mb, max_drop)
+    limits = Limits(parse_duration(time_budget), threads, seeds)
+    data = data if isinstance(data, TaskData) else load_task_data(data)
+    source = check_inputs(model, data, task)
+    out = Path(out)
+    resumed = claim_output(out, _job(model, data, goal, limits, task), restart)
+    log(("resuming" if resumed else "starting") + f" compress into {out}: {goal.describe()}")
+    clock = Clock(out / "clock.json", limits.time_budget_s)
+    selection, note = selection_data(data)
+    setup = Setup(source, data, selection, goal, limits, out, selection_max_length(source, selection), [note])
+    baseline, plans, predictor = measure_phase(source, selection, setup.max_length, limits.threads, out, log)
+    target = target_of(goal, baseline.fastest_peer, baseline.fastest_peer_ms)
+    rows, cost = len(selection.train), baseline.train_seconds_per_example
+    ordered = plans_to_try(plans, target, predictor, lambda plan: attempt_seconds(plan, rows, 3, cost))
+    if not ordered:
+        near = closest(plans, target)
+        setup.notes.append(f"no plan is predicted to meet the target; the nearest is {near.label} "
+                           f"({near.predicted_ms:.2f} ms, {near.predicted_size_mb:.2f} MB)")
+        ordered = [near] if accept_best else []
+    needs_teacher = not is_fine_tuned(source, data)
+    training = choose_training(rows, cost, clock.left(), needs_teacher, ordered[0] if ordered else None)
+    setup.notes += [n for n in (training.note,) if n]
+    if needs_teacher:
+        setup.notes.append(f"{model} has no head for this task: compact fine-tunes it first ({training.teacher_epochs}"
+                           " epochs) and distils from it; the drop is counted from that fine-tuned model")
+    minutes = {p.label: attempt_seconds(p, training.train_subset or rows, training.epochs, cost) / 60 for p in ordered}
+    result = CompressResult(goal.to_dict(), target.to_dict(), "planned", str(out), baseline.to_dict(),
+                            training.to_dict(), {}, [{**p.to_dict(), "proxy_measured": predictor.is_measured(p)}
+                                                     for p in ordered], notes=setup.notes)
+    if dry_run or not ordered:
+        result.status = "planned" if dry_run else "unmet"
+        result.distance = "" if dry_run else "no plan is predicted to reach the target on this machine"
+        write_report(result, out, minutes)
+        return result
+    return _train_and_ship(setup, result, ordered, target, baseline, training, clock, needs_teacher, minutes,
+                           accept_best, log)
+
+
+def _train_and_ship(setup: Setup, result: CompressResult, ordered, target, baseline, training, clock, needs_teacher,
+                    minutes, accept_best, log) -> CompressResult:
+    if needs_teacher:
+        log(f"fine-tuning the teacher ({training.teacher_epochs} epochs)")
+        teacher, score = fine_tune_teacher(setup, training)
+    else:
+        teacher, score = setup.model, None
+    clock.save()
+    context = Context(setup.selection, teacher, setup.max_length, training.epochs, training.train_subset)
+    tried, chosen = try_plans(setup, context, ordered, target, baseline.reference_ms, clock, training,
+                              baseline.train_seconds_per_example, log)
+    result.teacher = {"folder": teacher, "fine_tuned_here": needs_teacher,
+                      "heldout_score": score if score is not None else (tried[0].teacher_score if tried else None)}
+    result.attempts = [a.to_dict() for a in tried]
+    if chosen:
+        result.status = "met"
+    elif tried and accept_best:
+        result.status, chosen = "accepted-best", best_effort(tried, target)
+    else:
+        result.status = "unmet"
+    result.distance = "" if result.met else (distance(tried, setup.goal, target) if tried else
+                                             "the time budget ran out before any attempt")
+    if chosen:
+        result.chosen = [a.to_dict() for a in chosen]
+        result.final = _final(setup, chosen, teacher, baseline)
+    result.wall_seconds = round(clock.elapsed, 1)
+    clock.save()
+    write_report(result, setup.out, minutes)
+    return result
+
+
+def _final(setup: Setup, chosen: list, teacher: str, baseline) -> dict:
+    """Read the user's validation split once: the chosen model of each seed and the teacher, side by side; OUT/model
+    is the first seed's folder, with its card. The speedup over the peer chains two side-by-side ratios: the peer's
+    to the fp32 reference (held-out rows, at the start) and the teacher's (the reference's shape) to the shipped
+    model's (validation rows, now)."""
+    spec, per_seed = setup.data.spec, []
+    for attempt in chosen:
+        saved = json.loads(Path(attempt.result_file).read_text())
+        step = saved["result"]
+        report = {"size_mb": step["size_mb"], "parity": step["export_parity"], "parameters": step["parameters"],
+                  "layers": step["layers"], "parity_label": step.get("parity_label")}
+        measured = measure_shipped(attempt.folder, report, spec, setup.data.dev(), setup.max_length, original=teacher)
+        per_seed.append({**step, **measured, "seed": attempt.seed})
+    ship_folder(chosen[0].folder, setup.out / "model")
+    summary = summarize(per_seed)
+    results = {"recipe": json.loads(Path(chosen[0].result_file).read_text())["recipe"], "summary": summary,
+               "per_seed": per_seed, "stages": [a.plan["label"] for a in chosen[:1]]}  # OUT/report.json has each step
+    write_model_card(setup.out / "model", results, technique_lines=card_lines(per_seed[0]))
+    main = f"{spec.dev_splits[0]}/{spec.main_metric}"
+    original = summary.get("original", {})
+    speedup = original.get("latency_ms_batch1_median", 0) / summary["latency_ms_batch1_median"]
+    return {"metric": main, "score_mean": summary[main]["mean"], "score_sd": summary[main]["sd"],
+            "teacher_score": original.get(main), "drop": round(original.get(main, 0) - summary[main]["mean"], 2),
+            "ms": summary["latency_ms_batch1_median"], "teacher_ms": original.get("latency_ms_batch1_median"),
+            "speedup_vs_teacher": round(speedup, 2), "peer": baseline.fastest_peer,
+            "speedup_vs_peer": round(speedup * baseline.fastest_peer_ms / baseline.reference_ms, 2),
+            "size_mb": per_seed[0]["size_mb"][per_seed[0]["artifact"]], "teacher_size_mb": original.get("size_mb"),
+            "seeds": summary["seeds"]}
+
+
+__all__ = ["CompressResult", "GoalError", "compress"]

@@ -1,0 +1,113 @@
+"""Time: how long each stage of a compress is expected to take on this machine (from the measured cost of one
+training example), the training length a time budget affords, and the clock that survives a resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..io import write_json
+from .goal import GoalError
+from .plans import Plan
+from .steps import steps_of
+
+TEACHER_EPOCHS = 3.0  # the baseline protocol's (docs/protocol.md)
+STUDENT_EPOCHS = 3.0
+MIN_ROWS = 500  # below this a training step is not worth running; the budget must afford it
+STEP_OVERHEAD_S = 90.0  # export, .ort conversion, held-out scoring and timing of one step
+DISTILLATION_COST = 0.35  # the teacher's forward pass, as a share of the full model's training step
+FIRST_ATTEMPT_SHARE = 0.5  # the first attempt may use this share of what is left, so that escalations fit
+
+
+@dataclass
+class TrainingPlan:
+    """The training length the planner chose: epochs of a student step, rows per step (None: all), the teacher's
+    epochs (0 when the given model is already fine-tuned on the task), and why."""
+
+    epochs: float
+    train_subset: int | None
+    teacher_epochs: float
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_seconds(rows: int, epochs: float, seconds_per_example: float, share_of_layers: float,
+                 distilled: bool = True) -> float:
+    return rows * 0.9 * epochs * seconds_per_example * (share_of_layers + (DISTILLATION_COST if distilled else 0)) \
+        + STEP_OVERHEAD_S
+
+
+def attempt_seconds(plan: Plan, rows: int, epochs: float, seconds_per_example: float) -> float:
+    """Expected wall time of one attempt of `plan` (one seed)."""
+    total = 0.0
+    for step in steps_of(plan):
+        if not step.trains:
+            total += STEP_OVERHEAD_S
+            continue
+        step_epochs = step.stage.get("protocol", {}).get("epochs", epochs) * step.epochs_factor
+        total += step_seconds(rows, step_epochs, seconds_per_example, plan.layers / plan.original_layers)
+    return total
+
+
+def choose_training(rows: int, seconds_per_example: float, budget_s: float | None, needs_teacher: bool,
+                    first: Plan | None) -> TrainingPlan:
+    """The longest training the budget affords, up to the protocol's: the teacher (when it must be fine-tuned) and
+    the first attempt each fit in half of what is left; fewer epochs first, then fewer rows. Raises GoalError when
+    the budget does not cover even the baseline on MIN_ROWS rows."""
+    teacher_epochs = TEACHER_EPOCHS if needs_teacher else 0.0
+    if budget_s is None:
+        return TrainingPlan(STUDENT_EPOCHS, None, teacher_epochs)
+    minimum = (step_seconds(min(rows, MIN_ROWS), 1, seconds_per_example, 1.0, False) if needs_teacher else 0) + \
+        (attempt_seconds(first, min(rows, MIN_ROWS), 1, seconds_per_example) if first else 0)
+    if budget_s < minimum:
+        raise GoalError(f"--time-budget {budget_s / 60:.0f} min is too short: fine-tuning the baseline and one "
+                        f"attempt on {min(rows, MIN_ROWS)} rows takes about {minimum / 60:.0f} min here; give at "
+                        f"least {minimum / 60 * 1.5:.0f} min.")
+    notes, subset = [], None
+    if needs_teacher:
+        per_epoch = step_seconds(rows, 1, seconds_per_example, 1.0, False) - STEP_OVERHEAD_S
+        teacher_epochs = max(1.0, min(TEACHER_EPOCHS, (0.4 * budget_s - STEP_OVERHEAD_S) / per_epoch))
+        budget_s -= per_epoch * teacher_epochs + STEP_OVERHEAD_S
+    epochs = STUDENT_EPOCHS
+    if first is not None:
+        while epochs > 1 and attempt_seconds(first, rows, epochs, seconds_per_example) > FIRST_ATTEMPT_SHARE * budget_s:
+            epochs -= 1
+        if attempt_seconds(first, rows, epochs, seconds_per_example) > FIRST_ATTEMPT_SHARE * budget_s:
+            fits = rows
+            while fits > MIN_ROWS and attempt_seconds(first, fits, 1, seconds_per_example) > FIRST_ATTEMPT_SHARE * \
+                    budget_s:
+                fits = int(fits * 0.8)
+            subset = max(MIN_ROWS, fits)
+            notes.append(f"the time budget affords {subset} of {rows} training rows per step")
+    if epochs < STUDENT_EPOCHS:
+        notes.append(f"the time budget affords {epochs:g} epochs per student step (the protocol's: "
+                     f"{STUDENT_EPOCHS:g})")
+    if needs_teacher and teacher_epochs < TEACHER_EPOCHS:
+        notes.append(f"the teacher is fine-tuned {teacher_epochs:.2g} epochs (the protocol's: {TEACHER_EPOCHS:g})")
+    return TrainingPlan(epochs, subset, round(teacher_epochs, 2), "; ".join(notes))
+
+
+class Clock:
+    """Wall time spent on one OUT folder across runs (a resumed run continues the earlier run's clock)."""
+
+    def __init__(self, path: Path, budget_s: float | None):
+        self.path, self.budget_s = path, budget_s
+        self.before = json.loads(path.read_text())["elapsed_s"] if path.is_file() else 0.0
+        self.started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return self.before + time.monotonic() - self.started
+
+    def left(self) -> float | None:
+        return None if self.budget_s is None else self.budget_s - self.elapsed
+
+    def affords(self, seconds: float) -> bool:
+        return self.budget_s is None or seconds <= self.left()
+
+    def save(self) -> None:
+        write_json(self.path, {"elapsed_s": round(self.elapsed, 1), "budget_s": self.budget_s})

@@ -1,0 +1,81 @@
+"""The `compact compress` subcommand: its arguments, checked by argparse where they are types (a number, a range),
+and by compact_nlp.compress.goal where they are goals."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data.options import add_data_options, task_data_from_options
+from .api import compress
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more points")
+    return value
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def add_compress_command(sub) -> None:
+    command = sub.add_parser(
+        "compress", help="say the goal, get the model: --speedup/--latency-ms/--size-mb within --max-drop points",
+        description="Compress MODEL on your data to one target within --max-drop points of the fine-tuned model: "
+                    "plans (depth, token pruning, int8, binary: what the technique registry offers) are predicted "
+                    "on this machine, tried on a held-out split carved from your training data, escalated while the "
+                    "drop is too large; OUT gets model/ (model.onnx, model.ort, card) and report.{md,json,png}. "
+                    "Exit code 3 when the goal is not reached (nothing ships unless --accept-best).")
+    command.add_argument("model", help="hub id, transformers checkpoint or compact folder; fine-tuned on your task "
+                                       "or not (then compact fine-tunes it first and says so)")
+    command.add_argument("out", help="output folder (resumable: the same command continues it)")
+    add_data_options(command)
+    command.add_argument("--data", dest="train", metavar="FILE", help="the same as --train")
+    target = command.add_mutually_exclusive_group(required=True)
+    target.add_argument("--speedup", type=positive_float, help="times faster than the fastest int8 peer measured here")
+    target.add_argument("--latency-ms", type=positive_float, help="ms at batch 1 on your text's real lengths")
+    target.add_argument("--size-mb", type=positive_float, help="MB of the shipped model.ort")
+    command.add_argument("--max-drop", type=non_negative_float, required=True,
+                         help="points of the task's main metric the model may lose (e.g. 1)")
+    command.add_argument("--task", choices=("classification", "regression", "pairs"), default=None,
+                         help="say what the data is (checked against it); default: inferred")
+    command.add_argument("--time-budget", default=None, help="wall-clock limit, e.g. 2h, 90m (default: none)")
+    command.add_argument("--threads", type=positive_int, default=1, help="threads latency is measured with")
+    command.add_argument("--seeds", type=positive_int, default=1,
+                         help="seeds the chosen plan trains with; the held-out drop is their mean")
+    command.add_argument("--dry-run", action="store_true", help="measure and print the plan; train nothing")
+    command.add_argument("--accept-best", action="store_true",
+                         help="when the goal is not reached, ship the best attempt anyway (exit 0)")
+    command.add_argument("--restart", action="store_true", help="discard what an earlier, different job left in OUT")
+    command.set_defaults(func=cmd_compress)
+
+
+def cmd_compress(args) -> int:
+    if not args.train:
+        raise ValueError("compact compress needs your data: --data FILE (CSV, TSV, JSON, JSONL, Parquet, a saved "
+                         "dataset folder or a hub id).")
+    data = task_data_from_options(args, None, None)
+    result = compress(args.model, data, args.out, speedup=args.speedup, latency_ms=args.latency_ms,
+                      size_mb=args.size_mb, max_drop=args.max_drop, task=args.task, time_budget=args.time_budget,
+                      threads=args.threads, seeds=args.seeds, dry_run=args.dry_run, accept_best=args.accept_best,
+                      restart=args.restart)
+    with open(f"{args.out}/report.md") as report:
+        print(report.read())
+    return result.exit_code

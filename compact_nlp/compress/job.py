@@ -1,0 +1,213 @@
+"""`compact compress`: the goal in, a model out. The phases, each resumable in OUT/:
+
+    1. check the goal, the model and the data (one-line errors before anything trains), claim OUT for this job;
+    2. carve the planner's held-out rows from the training data (seeded, fixed for every seed);
+    3. measure (OUT/plan/): the reference, the int8 peers, every plan's predicted latency and size, training cost;
+    4. choose the training length the time budget affords; `--dry-run` stops here with the plan;
+    5. fine-tune the teacher on the user's data when the model is not fine-tuned on it (OUT/teacher/);
+    6. try the plans predicted to meet the goal, each with its escalations (OUT/attempts/), until one holds on the
+       held-out rows on the mean of the seeds, or the time budget is spent;
+    7. read the user's validation split once, for the chosen model, and write OUT/model (+ card) and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+from transformers import AutoConfig
+
+from ..convert import SUPPORTED_MODEL_TYPES, UnsupportedArchitectureError
+from ..data import TaskData, task_texts
+from ..glue import carve_heldout
+from ..io import write_json
+from ..pretrained import resolve_checkpoint
+from ..recipe import load_recipe
+from ..run import run_recipe
+from ..workdir import Job, claim_output, input_digest
+from .budget import Clock, TrainingPlan, attempt_seconds, choose_training
+from .goal import TASKS, Goal, GoalError, Limits
+from .planner import Attempt, Target, best, closest, meets_target, order, target_of
+from .plans import Plan, escalations
+from .prepare import measure_phase, selection_max_length
+from .steps import Context, run_attempt
+
+SELECTION_FRACTION, SELECTION_MAX_ROWS, SPLIT_SEED = 0.1, 2000, 1
+
+
+@dataclass
+class Setup:
+    """What the phases share: the checked inputs and the folders."""
+
+    model: str
+    data: TaskData  # the user's data (its validation/test splits are read once, at the end)
+    selection: TaskData  # train: the rows steps train on; validation: the planner's held-out rows
+    goal: Goal
+    limits: Limits
+    out: Path
+    max_length: int
+    notes: list[str] = field(default_factory=list)
+
+
+def check_inputs(model: str, data: TaskData, task: str | None) -> str:
+    """The model's family and the task kind, checked before anything trains; returns the model's source."""
+    source = resolve_checkpoint(model)
+    if not os.path.isdir(source) and os.path.sep in str(model) and not str(model).count("/") == 1:
+        raise GoalError(f"no such folder: {model}; give a model folder or a hub id (e.g. "
+                        "sentence-transformers/all-MiniLM-L6-v2).")
+    model_type = AutoConfig.from_pretrained(source).model_type
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedArchitectureError(
+            f"compact compress cannot compress a {model_type!r} model; supported families: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (MiniLM and other BERT-layout checkpoints load as 'bert').")
+    spec = data.spec
+    if task is not None:
+        if task not in TASKS:
+            raise GoalError(f"--task must be one of {', '.join(TASKS)} (or embeddings), got {task!r}.")
+        wrong = ((task == "regression") != spec.is_regression) or (task == "pairs" and len(spec.text_columns) != 2)
+        if wrong:
+            raise GoalError(f"--task {task} does not match the data: {len(spec.text_columns)} text column(s), "
+                            f"{spec.problem_type}; drop --task or give --text-column/--problem-type.")
+    return source
+
+
+def selection_data(data: TaskData) -> tuple[TaskData, str]:
+    """The rows the steps train on and the planner's held-out rows, carved from the user's training split."""
+    size = min(SELECTION_MAX_ROWS, max(1, round(SELECTION_FRACTION * len(data.train))))
+    train, heldout = carve_heldout(data.train, size, SPLIT_SEED)
+    splits = datasets.DatasetDict(train=train, validation=heldout)
+    spec = data.spec
+    note = (f"the planner's held-out split: {len(heldout)} rows carved from the {len(data.train)} training rows "
+            f"(seed {SPLIT_SEED}); every choice is made on it, the validation split is read once at the end")
+    return TaskData(spec, splits, [*data.notes, note]), note
+
+
+def _job(model: str, data: TaskData, goal: Goal, limits: Limits, task: str | None) -> Job:
+    source = resolve_checkpoint(model)
+    inputs = {"model": input_digest(source) if os.path.isdir(source) else model, "data": input_digest(
+        data.spec.source if os.path.exists(str(data.spec.source)) else None) or data.spec.source,
+        "data_rows": str({name: len(split) for name, split in data.splits.items()})}
+    return Job("compress", {**goal.to_dict(), **limits.to_dict(), "task": task, "model": model}, inputs)
+
+
+def is_fine_tuned(source: str, data: TaskData) -> bool:
+    """Whether the model already has this task's head: a sequence-classification model with the task's labels."""
+    config = AutoConfig.from_pretrained(source)
+    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        return False
+    spec = data.spec
+    if spec.is_regression:
+        return config.num_labels == 1
+    return [config.id2label[i] for i in range(config.num_labels)] == list(spec.label_names)
+
+
+def fine_tune_teacher(setup: Setup, training: TrainingPlan) -> tuple[str, float]:
+    """Fine-tune the model on the training rows (the baseline protocol; the epochs the budget affords) into
+    OUT/teacher; returns the folder and its held-out score (points)."""
+    spec = setup.data.spec
+    protocol = {"heldout": 0.1, "epochs": training.teacher_epochs, "max_length": setup.max_length,
+                "seeds": [SPLIT_SEED], "train_subset": training.train_subset}
+    recipe = load_recipe("default", [f"model={setup.model}", f"protocol={json.dumps(protocol)}"],
+                         data={"train": spec.source, "name": spec.name})
+    results = run_recipe(recipe, setup.out / "teacher", data=setup.selection)
+    first = results["per_seed"][0]
+    return str(setup.out / "teacher" / f"seed-{SPLIT_SEED}" / "model"), 100 * first["dev"]["validation"][
+        spec.main_metric]
+
+
+def attempt_of(plan: Plan, run, seed: int, reference_ms: float, target: Target, main: str, seconds: float) -> Attempt:
+    """An attempt's held-out numbers; its latency is brought into the reference's timing frame through the teacher
+    it was timed beside (the teacher has the reference's shape)."""
+    result = run.result
+    teacher_ms = result["original"]["latency_ms_batch1"]["median"]
+    ms = result["latency_ms_batch1"]["median"] * reference_ms / teacher_ms
+    size = result["size_mb"][result["artifact"]] if isinstance(result["size_mb"], dict) else result["size_mb"]
+    return Attempt(plan.to_dict(), seed, run.model_dir, round(100 * result["dev"]["validation"][main], 2),
+                   round(100 * result["original"]["dev"]["validation"][main], 2), round(ms, 3), round(size, 3),
+                   round(target.peer_ms / ms, 2) if target.peer_ms else None, round(seconds, 1))
+
+
+def one_attempt(setup: Setup, context: Context, plan: Plan, seed: int, reference_ms: float, target: Target,
+                clock: Clock) -> Attempt:
+    """Run (or, when a killed run did it already, read back) one attempt; OUT/attempts/<plan>-seed-<s>.json holds it
+    with every step's results merged."""
+    saved = setup.out / "attempts" / f"{plan.slug}-seed-{seed}.json"
+    if saved.is_file():
+        return Attempt(**json.loads(saved.read_text())["attempt"])
+    started = clock.elapsed
+    run = run_attempt(context, plan, seed, setup.out / "steps")
+    attempt = attempt_of(plan, run, seed, reference_ms, target, setup.data.spec.main_metric, clock.elapsed - started)
+    attempt.result_file = str(saved)
+    write_json(saved, {"attempt": asdict(attempt), "recipe": run.recipe, "result": run.result})
+    clock.save()
+    return attempt
+
+
+def try_plans(setup: Setup, context: Context, plans: list[Plan], target: Target, reference_ms: float,
+              clock: Clock, training: TrainingPlan, seconds_per_example: float, log) -> tuple[list, list]:
+    """Phase 6: every attempt (held-out numbers, seed by seed) and the attempts of the plan that met the goal on the
+    mean of the seeds (empty when none did)."""
+    rows, main, tried = len(setup.selection.train), setup.data.spec.main_metric, []  # main: for the log
+    seeds = [SPLIT_SEED + i for i in range(setup.limits.seeds)]
+    for plan in plans:
+        for attempt_plan in escalations(plan):
+            expected = attempt_seconds(attempt_plan, training.train_subset or rows, training.epochs,
+                                       seconds_per_example)
+            if not clock.affords(expected):
+                log(f"skip {attempt_plan.label}: about {expected / 60:.0f} min, {clock.left() / 60:.0f} min left")
+                continue
+            runs = []
+            for seed in seeds:
+                log(f"attempt {attempt_plan.label} (seed {seed}; about {expected / 60:.0f} min, "
+                    f"{'no limit' if clock.left() is None else f'{clock.left() / 60:.0f} min left'})")
+                runs.append(one_attempt(setup, context, attempt_plan, seed, reference_ms, target, clock))
+                log(f"  held-out {main} {runs[-1].score:.2f} (teacher {runs[-1].teacher_score:.2f}, drop "
+                    f"{runs[-1].drop:.2f}); {runs[-1].ms:.2f} ms; {runs[-1].size_mb:.2f} MB")
+                if not meets_target(runs[-1], target) or runs[-1].drop > setup.goal.max_drop + 2.0:
+                    break  # another seed cannot bring the mean back
+            tried += runs
+            if not meets_target(runs[-1], target):
+                break  # the escalations keep the shape: none of them is faster or smaller
+            mean_drop = sum(a.drop for a in runs) / len(runs)
+            if len(runs) == len(seeds) and mean_drop <= setup.goal.max_drop:
+                return tried, runs
+    return tried, []
+
+
+VERIFIED_PLANS = 3  # the head of the order is measured on proxies of its own before anything trains
+
+
+def plans_to_try(plans: list[Plan], target: Target, predictor, seconds_of) -> list[Plan]:
+    """The plans predicted to meet the target in the order they are tried, the first VERIFIED_PLANS predicted from
+    proxies of their own shape (the rest from the basis: compact_nlp.compress.measure.factor_predictions)."""
+    for _ in range(4):
+        ordered = order(plans, target, seconds_of)
+        unmeasured = [plan for plan in ordered[:VERIFIED_PLANS] if not predictor.is_measured(plan)]
+        if not unmeasured:
+            break
+        predictor.measure(unmeasured)
+        predictor.predict(plans)
+    return order(plans, target, seconds_of)
+
+
+def best_effort(tried: list[Attempt], target: Target) -> list[Attempt]:
+    chosen = best(tried, target)
+    return [a for a in tried if a.plan["label"] == chosen.plan["label"]]
+
+
+def ship_folder(src: str, dst: Path) -> None:
+    """Copy the chosen model folder to OUT/model through a scratch folder (never half a model)."""
+    scratch = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(src, scratch, ignore=shutil.ignore_patterns("checkpoints", ".*"))
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(scratch, dst)
+
+
+__all__ = ["Setup", "check_inputs", "closest", "fine_tune_teacher", "is_fine_tuned", "order", "selection_data",
+           "selection_max_length", "target_of", "try_plans", "measure_phase", "task_texts"]

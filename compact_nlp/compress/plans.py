@@ -1,0 +1,113 @@
+"""The plans `compact compress` may run: a depth for the student (layers kept, spread over the original's) and at most
+one option of each registered technique that offers some (compact_nlp.registry.PlanOption). The planner never names
+a technique: it only combines what the registry offers, with the rules each option carries (`min_layers`).
+
+A plan's attempts are the plan itself, then its escalations at the same latency and size, cheapest first: each
+technique option's own escalation (e.g. QAT after PTQ), then the student distilled twice as long.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+
+from ..registry import PlanOption, techniques
+
+DEPTH_FRACTIONS = (1.0, 5 / 6, 2 / 3, 1 / 2, 1 / 3)  # the student depths tried, as fractions of the original's
+# Prior cost of depth, points per removed fraction of the layers: distilling MiniLM's 6 layers into 3 cost 2.4 points
+# on SST-2 (87.61 -> 85.23, docs/results.md "Distillation"). Like PlanOption.expected_drop it only orders plans.
+DEPTH_DROP = 4.8
+
+
+def student_layers(original: int, depth: int) -> list[int] | None:
+    """The `depth` layers a student keeps, spread evenly and ending at the last one (6 -> 3: [1, 3, 5]); None keeps
+    them all."""
+    if depth >= original:
+        return None
+    return [round((i + 1) * original / depth) - 1 for i in range(depth)]
+
+
+@dataclass
+class Plan:
+    """A depth and one option per technique (by technique name, registry order); `training` multiplies the
+    student step's epochs (an escalation)."""
+
+    original_layers: int
+    layers: int
+    options: dict[str, PlanOption] = field(default_factory=dict)
+    training: float = 1.0
+    predicted_ms: float | None = None  # measured on an untrained model of this shape, in the form that ships
+    predicted_size_mb: float | None = None
+    shape: str | None = None  # set on the plan all_plans made; its escalations inherit it (their shape is the same)
+
+    @property
+    def shape_key(self) -> str:
+        """What decides latency and size: the depth and each option's section (not how long it trains); an
+        escalation keeps the key of the plan it escalates."""
+        if self.shape is not None:
+            return self.shape
+        parts = [f"L{self.layers}"] + [f"{name}={option.section}" for name, option in self.options.items()]
+        return "|".join(parts)
+
+    @property
+    def label(self) -> str:
+        parts = [f"{self.layers} of {self.original_layers} layers" + ("" if self.training == 1 else
+                                                                     f", distilled {self.training:g}x")]
+        return ", ".join(parts + [option.label for option in self.options.values()])
+
+    @property
+    def slug(self) -> str:
+        text = self.label.lower()
+        return "".join(c if c.isalnum() or c == "." else "-" for c in text).strip("-").replace("--", "-")[:80]
+
+    @property
+    def expected_drop(self) -> float:
+        return DEPTH_DROP * (1 - self.layers / self.original_layers) + sum(
+            option.expected_drop for option in self.options.values())
+
+    @property
+    def changes_structure(self) -> bool:
+        """Whether the plan has a student step: fewer layers, or an option that trains before the last one."""
+        return self.layers < self.original_layers or any(o.trains for o in list(self.options.values())[:-1])
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "layers": self.layers, "training": self.training,
+                "options": {name: {"label": o.label, "section": o.section} for name, o in self.options.items()},
+                "predicted_ms": self.predicted_ms, "predicted_size_mb": self.predicted_size_mb,
+                "expected_drop": round(self.expected_drop, 2)}
+
+
+def depths(original: int) -> list[int]:
+    return sorted({max(1, round(original * f)) for f in DEPTH_FRACTIONS}, reverse=True)
+
+
+def all_plans(original_layers: int) -> list[Plan]:
+    """Every depth x every combination of at most one option per technique, less those an option's rule forbids and
+    the original itself."""
+    offered = [(t.name, [None, *t.plan_options()]) for t in techniques() if t.plan_options()]
+    plans = []
+    for depth in depths(original_layers):
+        for choice in itertools.product(*[options for _, options in offered]):
+            chosen = {name: option for (name, _), option in zip(offered, choice) if option is not None}
+            if (depth < original_layers or chosen) and all(depth >= o.min_layers for o in chosen.values()):
+                plan = Plan(original_layers, depth, chosen)
+                plans.append(replace(plan, shape=plan.shape_key))
+    return plans
+
+
+def escalations(plan: Plan) -> list[Plan]:
+    """The plan, then each costlier try at the same shape: every option's escalation in turn (kept once taken), then
+    a student step twice as long when the plan has one."""
+    tries, current = [plan], plan
+    for name, option in plan.options.items():
+        step = option.escalation
+        while step is not None:
+            current = replace(current, options={**current.options, name: step})
+            tries.append(current)
+            step = step.escalation
+    if plan.changes_structure:
+        tries.append(replace(current, training=2.0 * current.training))
+    return tries
+
+
+__all__ = ["Plan", "all_plans", "depths", "escalations", "student_layers"]

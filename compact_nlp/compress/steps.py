@@ -1,0 +1,182 @@
+"""Running one attempt of a plan: its steps, each a plain `compact run` (compact_nlp.run) distilled from the teacher,
+or, for a post-training option with nothing trained before it, the technique's export of the teacher as it is.
+
+Every step trains on the compress run's training rows and is measured on the planner's held-out rows (which the
+step sees as its "validation" split: `compact run` carves its own epoch-selection split from the training rows),
+so the user's validation and test splits are never read here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from ..auto import AutoCompactModelForSequenceClassification
+from ..data import TaskData, task_texts
+from ..io import write_json
+from ..protocol import tokenize
+from ..recipe import load_recipe
+from ..registry import ExportContext, TrainContext, technique
+from ..run import RESULTS_FILE, run_recipe
+from ..ship import export_for_shipping, measure_shipped
+from .plans import Plan, student_layers
+
+# the student step (fewer layers), distilled from the teacher's logits and hidden states at a learning rate a
+# shallower student needs (docs/results.md "Distillation": SST-2 and MRPC students trained at 1e-4)
+STUDENT_STAGE = {"protocol": {"learning_rate": 1.0e-4},
+                 "distillation": {"temperature": 1.0, "task_weight": 1.0, "logits_weight": 1.0, "hidden_weight": 1.0}}
+
+
+@dataclass
+class Step:
+    """One step of an attempt: the technique sections it trains with, the layers it keeps, its settings."""
+
+    sections: dict = field(default_factory=dict)  # technique name -> recipe section
+    layers: list[int] | None = None  # student_layers
+    stage: dict = field(default_factory=dict)  # protocol / distillation overrides
+    epochs_factor: float = 1.0
+    trains: bool = True
+
+
+def steps_of(plan: Plan) -> list[Step]:
+    """The plan's steps, in registry order: the student step (when it has fewer layers) takes the first option that
+    trains; every other option is a step of its own (a post-training one trains nothing), so that attempts which share
+    their first steps share them on disk too (run_attempt)."""
+    steps = []
+    if plan.layers < plan.original_layers:
+        steps.append(Step(layers=student_layers(plan.original_layers, plan.layers), stage=STUDENT_STAGE,
+                          epochs_factor=plan.training))
+    for name, option in plan.options.items():
+        if option.trains and steps and steps[-1].layers and not steps[-1].sections:
+            steps[-1].sections[name] = option.section
+            steps[-1].stage = _merge(steps[-1].stage, option.stage)  # the option's settings win over the student's
+            steps[-1].epochs_factor *= option.train_factor
+        else:
+            factor = option.train_factor * (plan.training if not steps else 1.0)
+            steps.append(Step({name: option.section}, None, option.stage, factor, option.trains))
+    return steps
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = {key: dict(value) for key, value in base.items()}
+    for key, value in update.items():
+        merged[key] = {**merged.get(key, {}), **value} if key == "protocol" else dict(value)
+    return merged
+
+
+@dataclass
+class Context:
+    """What every attempt shares: the data as the steps see it, the teacher, the protocol the planner chose."""
+
+    data: TaskData  # train: the rows the steps train on; validation: the planner's held-out rows
+    teacher: str  # the fine-tuned model folder every step distils from
+    max_length: int
+    epochs: float  # of a step that trains, before its factor
+    train_subset: int | None  # rows per step when the time budget cannot afford them all (stated in the report)
+    target_platform: str = "arm"
+
+    def protocol(self, seed: int, stage: dict, factor: float) -> dict:
+        protocol = {"heldout": 0.1, "epochs": self.epochs, "max_length": self.max_length, "batch_size": 32,
+                    "learning_rate": 5.0e-5, "warmup": 0.1, "weight_decay": 0.01, "seeds": [seed],
+                    "train_subset": self.train_subset, **stage.get("protocol", {})}
+        protocol["epochs"] = round(protocol["epochs"] * factor, 3)
+        return protocol
+
+
+def step_recipe(context: Context, step: Step, model: str, seed: int):
+    """The `compact run` recipe of a step: the default recipe on the compress run's data, from `model`, distilled from
+    the teacher, with the step's sections and settings."""
+    overrides = [f"model={model}", f"teacher={context.teacher}",
+                 f"protocol={json.dumps(context.protocol(seed, step.stage, step.epochs_factor))}",
+                 f"distillation={json.dumps(step.stage.get('distillation', STUDENT_STAGE['distillation']))}",
+                 f"student_layers={json.dumps(step.layers)}",
+                 f"export={json.dumps({'mobile': True, 'target_platform': context.target_platform})}"]
+    overrides += [f"{name}={json.dumps(section)}" for name, section in step.sections.items()]
+    spec = context.data.spec
+    return load_recipe("default", overrides, data={"train": spec.source, "name": spec.name})
+
+
+def run_step(context: Context, step: Step, model: str, seed: int, out: Path) -> dict:
+    """Run one step from `model` into `out` (resumable: a finished step is read back); returns its results in
+    `compact run`'s layout (recipe, per_seed: held-out scores under "dev", latency beside the teacher's, size)."""
+    if (out / RESULTS_FILE).is_file():
+        return json.loads((out / RESULTS_FILE).read_text())
+    recipe = step_recipe(context, step, model, seed)
+    if step.trains:
+        return run_recipe(recipe, out, data=context.data)
+    results = {"recipe": recipe.to_dict(), "per_seed": [_post_training(context, step, model, seed, out)]}
+    write_json(out / RESULTS_FILE, results)
+    return results
+
+
+def _post_training(context: Context, step: Step, model_dir: str, seed: int, out: Path) -> dict:
+    """A post-training option applied to `model_dir` as it is: the technique prepares and exports it (calibrating
+    on training rows), and the export is measured on the held-out rows beside the teacher."""
+    (name, section), = step.sections.items()
+    spec, folder = context.data.spec, out / f"seed-{seed}" / "model"
+    chosen = technique(name)
+    config = chosen.config(section)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoCompactModelForSequenceClassification.from_pretrained(model_dir)
+    train = context.data.train
+    texts = task_texts(train, spec, getattr(config, "calibration_examples", 256))
+    features = tokenize(train.select(range(min(256, len(train)))), tokenizer, spec, context.max_length)
+    model = chosen.prepare(model, config, TrainContext(tokenizer, features, texts)).model
+    export = ExportContext(tokenizer, texts, None, context.max_length, True, context.target_platform, True)
+    report = export_for_shipping(model, tokenizer, folder, exporter=chosen.exporter(config, export))
+    shipped = measure_shipped(folder, report, spec, context.data.dev(), context.max_length,
+                              context.target_platform, original=context.teacher)
+    # the shipped model is the one it starts from, trained on these rows (it only calibrates on them here)
+    return {"task": spec.name, "data": spec.to_dict(), "seed": seed, "model": model_dir, "teacher": context.teacher,
+            "train_examples": len(train), "transfer_examples": 0, "train_steps": 0,
+            "heldout_examples": len(context.data.splits["validation"]), **shipped, **chosen.facts(model, config),
+            "train_seconds": 0.0}
+
+
+@dataclass
+class AttemptRun:
+    """What one attempt's steps produced: the folder that ships, and each step's results (`compact run` layout)."""
+
+    model_dir: str
+    steps: list
+
+    @property
+    def result(self) -> dict:
+        """The last step's seed result (what ships), with what the earlier steps recorded about the model (their
+        techniques' facts, for the card); the last step's own numbers win."""
+        merged: dict = {}
+        for step in self.steps:
+            merged.update(step["per_seed"][0])
+        return merged
+
+    @property
+    def recipe(self) -> dict:
+        return self.steps[-1]["recipe"]
+
+
+def step_key(context: Context, step: Step, model: str, seed: int) -> str:
+    """A step's folder name: what it starts from and everything that decides its result, so that two attempts that
+    begin with the same step (PTQ, then QAT, of one student) run it once."""
+    settings = {"model": model, "seed": seed, "step": asdict(step), "epochs": context.epochs,
+                "subset": context.train_subset, "max_length": context.max_length}
+    text = json.dumps(settings, sort_keys=True)
+    name = "-".join([*step.sections, "student" if step.layers else ""]).strip("-") or "step"
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def run_attempt(context: Context, plan: Plan, seed: int, steps_folder: Path) -> AttemptRun:
+    """Every step of `plan` for `seed`, each in its own folder under `steps_folder` (shared between attempts)."""
+    model = context.teacher
+    steps = []
+    for step in steps_of(plan):
+        where = steps_folder / step_key(context, step, model, seed)
+        steps.append(run_step(context, step, model, seed, where))
+        model = str(where / f"seed-{seed}" / "model")
+    return AttemptRun(model, steps)
+
+
+__all__ = ["AttemptRun", "Context", "STUDENT_STAGE", "Step", "run_attempt", "run_step", "steps_of"]

@@ -1,0 +1,174 @@
+"""`compact compress`: the planner's rules as code (which plans, in what order, escalations, the budget), bad input
+refused in one line before training, and (slow) a tiny compress on real SST-2 rows end to end: dry run, ship,
+resume, the refused changed-arguments case and the unreachable target."""
+
+import csv
+import json
+
+import pytest
+import transformers as tf
+
+from compact_nlp.cli import main
+from compact_nlp.compress.budget import choose_training
+from compact_nlp.compress.goal import Goal, GoalError, goal_from, parse_duration
+from compact_nlp.compress.planner import Attempt, Target, best, order, predicted_to_meet, target_of
+from compact_nlp.compress.plans import Plan, all_plans, escalations, student_layers
+from compact_nlp.compress.steps import steps_of
+from compact_nlp.registry import PlanOption
+from conftest import GLUE_DIR, requires_glue, tiny_hf_config
+
+
+def test_goals_are_checked_before_anything_runs():
+    assert goal_from(3, None, None, 1).describe() == "3x faster than the fastest int8 peer, at most 1 points worse"
+    for bad, message in (((None, None, None, 1), "exactly one target"), ((3, 5, None, 1), "exactly one target"),
+                         ((0.5, None, None, 1), "slower model"), ((None, -2, None, 1), "positive"),
+                         ((3, None, None, -1), "max-drop")):
+        with pytest.raises(GoalError, match=message):
+            goal_from(*bad)
+    assert parse_duration("1h30m") == 5400 and parse_duration("90m") == 5400 and parse_duration("45s") == 45
+    assert parse_duration("600") == 600 and parse_duration(None) is None
+    with pytest.raises(GoalError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_plans_combine_what_the_registry_offers_under_each_options_rule():
+    plans = all_plans(6)
+    assert all(p.layers < 6 or p.options for p in plans), "the original itself is not a plan"
+    assert {p.layers for p in plans} == {6, 5, 4, 3, 2}
+    binary = [p for p in plans if any(o.min_layers for o in p.options.values())]
+    assert binary and min(p.layers for p in binary) == 5, "binary weights need depth (a rule from earlier runs)"
+    assert student_layers(6, 3) == [1, 3, 5] and student_layers(6, 6) is None
+
+
+def test_escalations_keep_the_shape_and_get_costlier():
+    plan = next(p for p in all_plans(6) if p.layers == 3 and len(p.options) == 2
+                and all(not o.min_layers for o in p.options.values()) and "PTQ" in p.label)
+    tries = escalations(plan)
+    assert [t.shape_key for t in tries] == [plan.shape_key] * len(tries), "an escalation never changes the shape"
+    assert "PTQ" in tries[0].label and "QAT" in tries[1].label and tries[-1].training == 2.0
+    # PTQ is a step of its own after the student, so QAT's attempt reuses the student step (same step settings)
+    first, second = steps_of(tries[0]), steps_of(tries[1])
+    assert first[0] == second[0] and first[1].trains is False and second[1].trains is True
+
+
+def test_order_tries_the_plans_predicted_to_meet_the_target_least_lossy_first():
+    gentle, harsh, slow = Plan(6, 4), Plan(6, 2), Plan(6, 5)
+    for plan, ms in ((gentle, 4.0), (harsh, 2.0), (slow, 9.0)):
+        plan.predicted_ms, plan.predicted_size_mb = ms, 10.0
+    target = target_of(Goal("speedup", 3, 1), "peer", 15.0)
+    assert target.ms == 5.0 and not predicted_to_meet(slow, target)
+    assert order([harsh, slow, gentle], target, lambda plan: 60.0) == [gentle, harsh]
+
+
+def test_best_effort_prefers_attempts_that_reach_the_target():
+    target = Target("speedup", ms=5.0, peer="peer", peer_ms=15.0)
+
+    def attempt(label, score, ms):
+        return Attempt({"label": label}, 1, label, score, 90.0, ms, 10.0, 15.0 / ms, 1.0)
+
+    fast_bad, fast_better, slow_good = attempt("a", 85.0, 4.0), attempt("b", 87.0, 4.5), attempt("c", 89.9, 7.0)
+    assert best([fast_bad, fast_better, slow_good], target) is fast_better
+    assert best([slow_good], target) is slow_good
+
+
+def test_the_time_budget_sets_the_training_and_refuses_a_budget_below_the_baseline():
+    plan = Plan(6, 3, {"t": PlanOption("x", {}, {})})
+    free = choose_training(10000, 0.01, None, True, plan)
+    assert free.epochs == 3 and free.train_subset is None and free.teacher_epochs == 3
+    tight = choose_training(60000, 0.01, 1800, True, plan)
+    assert tight.epochs < 3 or tight.train_subset is not None
+    assert tight.note, "a scaled-down run says so"
+    with pytest.raises(GoalError, match="too short.*takes about"):
+        choose_training(60000, 0.05, 30, True, plan)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--speedup", "fast", "--max-drop", "1"], "not a number"),
+    (["--speedup", "-3", "--max-drop", "1"], "not positive"),
+    (["--speedup", "3", "--max-drop", "-1"], "negative"),
+    (["--speedup", "3", "--latency-ms", "4", "--max-drop", "1"], "not allowed with"),
+])
+def test_bad_targets_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["compress", "m", str(tmp_path / "out"), "--data", "x.csv", *argv])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unsupported_architecture_is_refused_before_training(tmp_path, capsys):
+    folder = tmp_path / "gpt2"
+    tf.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(folder)
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,sentiment\n" + "".join(f"row {i},{'positive' if i % 2 else 'negative'}\n"
+                                                     for i in range(40)))
+    code = main(["compress", str(folder), str(tmp_path / "out"), "--data", str(data), "--label-column", "sentiment",
+                 "--speedup", "3", "--max-drop", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'gpt2'" in err and "supported families: bert" in err
+    assert not (tmp_path / "out").exists(), "nothing is written before the inputs are checked"
+
+
+@pytest.fixture
+def sst2_csv(tmp_path):
+    """600 real SST-2 training rows and 200 dev rows as a user's CSV (other column names, labels as words)."""
+    if GLUE_DIR is None:
+        pytest.skip("GLUE data not found")
+    words = ("negative", "positive")
+    for split, name, count in (("train.tsv", "reviews.csv", 600), ("dev.tsv", "reviews_dev.csv", 200)):
+        with open(GLUE_DIR / "SST-2" / split) as source, open(tmp_path / name, "w", newline="") as target:
+            rows = list(csv.reader(source, delimiter="\t", quoting=csv.QUOTE_NONE))[1:count + 1]
+            writer = csv.writer(target)
+            writer.writerow(["review", "sentiment"])
+            writer.writerows([text, words[int(label)]] for text, label in rows)
+    return tmp_path / "reviews.csv", tmp_path / "reviews_dev.csv"
+
+
+@pytest.fixture
+def tiny_model(tmp_path, tiny_tokenizer):
+    folder = tmp_path / "tiny-bert"
+    tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@requires_glue
+@pytest.mark.slow
+def test_a_tiny_compress_plans_ships_resumes_and_refuses_other_arguments(sst2_csv, tiny_model, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setenv("COMPACT_PEER_ENVS", str(tmp_path / "no-peers"))  # ORT dynamic int8 only: fast and certain
+    train, dev = sst2_csv
+    out = tmp_path / "out"
+    base = ["compress", str(tiny_model), str(out), "--data", str(train), "--validation", str(dev),
+            "--label-column", "sentiment", "--max-drop", "100", "--latency-ms", "1000"]
+    assert main([*base, "--dry-run"]) == 0
+    planned = json.loads((out / "report.json").read_text())
+    assert planned["status"] == "planned" and planned["plans"] and not (out / "model").exists()
+    assert planned["plans"][0]["predicted_ms"] > 0 and planned["baseline"]["fastest_peer"]
+
+    assert main(base) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "met" and report["teacher"]["fine_tuned_here"]
+    assert (out / "model" / "model.ort").is_file() and (out / "model" / "README.md").is_file()
+    assert (out / "candidates.png").is_file() and "## Attempts" in (out / "report.md").read_text()
+    assert report["final"]["metric"] == "validation/accuracy"
+    model = tf.AutoConfig.from_pretrained(out / "model")
+    assert set(model.id2label.values()) == {"negative", "positive"}, "the shipped model answers with the user's labels"
+
+    capsys.readouterr()
+    assert main(base) == 0, "the same command again resumes (everything is done: nothing retrains)"
+    assert json.loads((out / "report.json").read_text())["attempts"] == report["attempts"]
+    assert main([*base[:-2], "--latency-ms", "500"]) == 2
+    assert "different compress job" in capsys.readouterr().err and "--restart" in capsys.readouterr().err + "--restart"
+
+
+@requires_glue
+@pytest.mark.slow
+def test_an_unreachable_target_ships_nothing_and_exits_3(sst2_csv, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPACT_PEER_ENVS", str(tmp_path / "no-peers"))
+    train, _ = sst2_csv
+    out = tmp_path / "out"
+    code = main(["compress", str(tiny_model), str(out), "--data", str(train), "--label-column", "sentiment",
+                 "--latency-ms", "0.0001",
+                 "--max-drop", "1"])
+    report = json.loads((out / "report.json").read_text())
+    assert code == 3 and report["status"] == "unmet" and not (out / "model").exists()
+    assert "no plan is predicted" in report["distance"]
