@@ -23,10 +23,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the final file the usual permissions
     try:
         yield Path(tmp)
+        _fsync(tmp)  # the bytes are on disk before the name points at them (a power cut leaves old or new)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    """fsync a file, or a folder (its entries); a file system that cannot sync a folder is left as it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -56,7 +72,9 @@ def save_pretrained_atomic(obj, save_directory: str | os.PathLike) -> list[str]:
             if src.is_dir():  # e.g. sentence-transformers' 1_Pooling/
                 shutil.copytree(src, save_directory / name, dirs_exist_ok=True)
             else:
+                _fsync(src)
                 os.replace(src, save_directory / name)
+        _fsync(save_directory)
     return names
 
 

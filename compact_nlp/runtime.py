@@ -20,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 from .convert import load_compact
 from .export import export_model
 from .export.inputs import MAX_BATCH_TOKENS, as_int64, check_feed, plan_chunks, run_chunks
-from .io import atomic_path, push_folder
+from .io import atomic_path, push_folder, save_pretrained_atomic
 from .modeling import (
     CompactBertConfig,
     CompactBertForSequenceClassification,
@@ -107,7 +107,7 @@ class ORTModel:
         """Write config.json and the ONNX/ORT file to a folder (atomically, file by file)."""
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(save_directory)
+        save_pretrained_atomic(self.config, save_directory)
         with atomic_path(save_directory / self.model_path.name) as tmp:
             shutil.copyfile(self.model_path, tmp)
 
@@ -154,9 +154,8 @@ class ORTModel:
             )
         check_feed(feed, self.config.vocab_size, self.config.type_vocab_size)
         chunks = plan_chunks(feed["attention_mask"], self.max_batch_tokens or ids.size, self.one_row)
-        if chunks is None:
-            return self.session.run(None, feed), as_torch
-        return run_chunks(lambda part: self.session.run(None, part), feed, chunks), as_torch
+        merged = chunks and run_chunks(lambda part: self.session.run(None, part), feed, chunks)
+        return (merged or self.session.run(None, feed)), as_torch
 
 
 def load_session(path: Path, options=None, provider: str = "CPUExecutionProvider"):

@@ -96,9 +96,10 @@ def plan_chunks(mask: np.ndarray, max_tokens: int = MAX_BATCH_TOKENS, one_row: b
     return chunks
 
 
-def run_chunks(run, feed: dict[str, np.ndarray], chunks: list[Chunk]) -> list[np.ndarray]:
+def run_chunks(run, feed: dict[str, np.ndarray], chunks: list[Chunk]) -> list[np.ndarray] | None:
     """Run `run(feed) -> outputs` per chunk and put the rows back in order; a (B, T, ...) output is padded with
-    zeros after each row's chunk length (those positions are padding)."""
+    zeros after each row's chunk length (those positions are padding). None when an output's length follows
+    neither the chunk's length nor a fixed size (a token-pruned graph's states): the caller runs the batch whole."""
     batch, length = feed["input_ids"].shape
     parts = [(chunk, run({k: v[chunk.rows, :chunk.length] for k, v in feed.items()})) for chunk in chunks]
     merged = []
@@ -106,8 +107,7 @@ def run_chunks(run, feed: dict[str, np.ndarray], chunks: list[Chunk]) -> list[np
         per_token = first.ndim >= 2 and all(out[i].shape[1] == c.length for c, out in parts)
         shape = (batch, length, *first.shape[2:]) if per_token else (batch, *first.shape[1:])
         if not per_token and any(out[i].shape[1:] != first.shape[1:] for _, out in parts):
-            raise RuntimeInputError(f"output {i} has a length that depends on the input; run this model on "
-                                    "batches of one length (or pass max_batch_tokens=None).")
+            return None
         result = np.zeros(shape, dtype=first.dtype)
         for chunk, out in parts:
             if per_token:
