@@ -102,9 +102,11 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> str:
     """A local folder as is; a hub id with an installed offline mirror -> the verified mirror; else the hub id."""
     name_or_path = str(name_or_path)
+    if name_or_path.startswith("~"):
+        name_or_path = os.path.expanduser(name_or_path)
     if os.path.isdir(name_or_path):
         return name_or_path
-    if _names_a_local_path(name_or_path) and not os.path.exists(os.path.expanduser(name_or_path)):
+    if _names_a_local_path(name_or_path) and not os.path.exists(name_or_path):
         raise NoSuchFolderError(f"{name_or_path}: no such folder; give a model folder (one with config.json) or a hub id "
                                 "such as sentence-transformers/all-MiniLM-L6-v2.")
     mirror = MIRRORS.get(name_or_path)

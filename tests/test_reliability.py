@@ -178,18 +178,19 @@ def test_quantize_onto_its_input_is_refused_and_changes_nothing(copy_of, train_c
     assert digest(folder) == before
 
 
-def test_export_onto_its_source_is_refused(copy_of, capsys):
+def test_export_or_convert_onto_its_source_is_refused(copy_of, capsys):
     folder = copy_of()
     before = digest(folder)
     assert main(["export", str(folder), str(folder)]) == 2
     assert "would overwrite the src" in capsys.readouterr().err
+    assert main(["convert", str(folder), str(folder / "hf"), "--to", "hf"]) == 2
+    assert "would overwrite the model" in capsys.readouterr().err
     assert digest(folder) == before
 
 
 def test_an_output_folder_belongs_to_one_export(exported, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["export", str(exported), str(out)]) == 0
-    assert main(["export", str(exported), str(out)]) == 0  # the same job again: redone in place
     assert main(["export", str(exported), str(out), "--opset", "21"]) == 2
     assert "holds a different export job (argument opset: 20 -> 21)" in capsys.readouterr().err
     assert main(["export", str(exported), str(out), "--opset", "21", "--restart"]) == 0
@@ -311,3 +312,19 @@ def test_int8_answers_do_not_depend_on_the_batch(exported, tmp_path, tiny_tokeni
     alone = [model(**tiny_tokenizer([text], return_tensors="np")).logits[0] for text in TEXTS]
     together = model(**tiny_tokenizer(TEXTS, padding=True, return_tensors="np")).logits
     np.testing.assert_array_equal(np.stack(alone), together)
+
+
+@pytest.mark.slow
+def test_the_same_run_resumes_a_changed_one_is_refused_and_restart_starts_over(exported, train_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--train", str(train_csv), "--model", str(exported), "--out", str(out), "--set", "protocol.epochs=1"]
+    assert main(argv) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert main(argv) == 0
+    assert "resuming the same run job" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["summary"] == first["summary"]
+    changed = [*argv[:-1], "protocol.epochs=2"]
+    assert main(changed) == 2
+    assert "holds a different run job" in capsys.readouterr().err
+    assert main([*changed, "--restart"]) == 0
+    assert json.loads((out / "results.json").read_text())["recipe"]["protocol"]["epochs"] == 2

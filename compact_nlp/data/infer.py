@@ -17,6 +17,13 @@ LABEL_NAMES = ("label", "labels", "target", "class", "category", "score", "y")  
 ID_COLUMNS = ("idx", "id", "index", "Unnamed: 0")  # never text
 
 
+def _names(names) -> str:
+    """Names for a one-line message: as they are, or quoted when they hold a line break or other control
+    character (a header cell of a broken file)."""
+    shown = [str(n) if str(n).isprintable() and str(n).strip() else repr(n) for n in names]
+    return ", ".join(shown) or "no columns"
+
+
 def choose_columns(columns: list[str], text, label: str | None, where: str) -> tuple[tuple[str, ...], str]:
     """(text columns, label column) among `columns`: the given ones (checked), else inferred."""
     if label is not None:
@@ -24,7 +31,7 @@ def choose_columns(columns: list[str], text, label: str | None, where: str) -> t
     else:
         label = next((c for c in LABEL_NAMES if c in columns), None)
         if label is None:
-            raise DataError(f"{where}: no label column found among {', '.join(columns)}; name it with "
+            raise DataError(f"{where}: no label column found among {_names(columns)}; name it with "
                             "--label-column (recipe: data.label).")
     if text is not None:
         text = tuple(c.strip() for c in text.split(",")) if isinstance(text, str) else tuple(text)
@@ -41,14 +48,14 @@ def _check_present(wanted: list[str], columns: list[str], where: str, flag: str)
     missing = [c for c in wanted if c not in columns]
     if missing:
         raise DataError(f"{where}: no column {', '.join(map(repr, missing))} ({flag}); its columns are "
-                        f"{', '.join(columns)}.")
+                        f"{_names(columns)}.")
 
 
 def _infer_text(columns: list[str], label: str, where: str) -> tuple[str, ...]:
     candidates = tuple(c for c in columns if c != label and c not in ID_COLUMNS)
     if 1 <= len(candidates) <= 2:
         return candidates
-    raise DataError(f"{where}: cannot tell which of {', '.join(candidates) or 'no columns'} hold the text; name one "
+    raise DataError(f"{where}: cannot tell which of {_names(candidates)} hold the text; name one "
                     "(or two, for sentence pairs) with --text-column (recipe: data.text).")
 
 
@@ -120,7 +127,7 @@ def encode_labels(values: list, problem_type: str, names: tuple[str, ...] | None
     unseen = sorted({n for row in rows for n in row} - set(ids))
     if unseen:
         raise DataError(f"{where}: label(s) {', '.join(map(repr, unseen[:5]))} in {column!r} never occur in train "
-                        f"(train has {', '.join(names)}); fix them or add such rows to train.")
+                        f"(train has {_names(names)}); fix them or add such rows to train.")
     if problem_type == SINGLE_LABEL:
         return [ids[row[0]] for row in rows]
     return [[1.0 if name in row else 0.0 for name in names] for row in rows]
