@@ -1,7 +1,8 @@
 """Int8Config and BinaryConfig: what a quantized CompactBert is, stored in its config.json under `quant` (house style:
 validated, JSON round-trip, versioned).
 
-    Int8Config()                                           dynamic int8, per-channel weights, int8 embeddings
+    Int8Config()                                           dynamic int8, per-channel weights, int8 embeddings,
+                                                           SmoothQuant scale migration (alpha 0.8) on calibration text
     Int8Config(activations="static")                       QDQ, U8S8, min-max calibration on real task text
     Int8Config(mode="qat")                                 fake-quantized training (Q8BERT), then both exports
     BinaryConfig()                                         W1A8 (BinaryBERT / BiT): sign weights, int8 activations,
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from compact_nlp.config_section import ConfigSection
 
 INT8_CONFIG_VERSION = 1
+DEFAULT_SMOOTHING = 0.8  # Int8Config.smoothing's default for ptq dynamic per_tensor (bench/int8_variants.py)
 
 # modules whose weights may stay fp32; the anchors keep the classifier and position embeddings in full precision
 KEEPABLE = ("classifier", "pooler", "word_embeddings", "position_embeddings", "token_type_embeddings")
@@ -65,6 +67,11 @@ class Int8Config(ConfigSection):
     # ones), per_tensor elsewhere. bench/int8_variants.py measures them (docs/results.md, "Runtimes and peers").
     activation_granularity: str = "per_tensor"
     block_size: int = 32  # per_block / ffn_out_per_block: input features per scale (16, 32, 64, 128 or 256)
+    # dynamic only: SmoothQuant migration strength alpha in [0, 1) (quant/smooth.py): per-channel activation outliers
+    # of the MatMul inputs (except attention's output projection) are moved into the weights, measured on the
+    # calibration text; 0 turns it off. None: 0.8 for ptq dynamic per_tensor (chosen on SST-2 train text; mean
+    # embedding cosine 0.9928 -> 0.998 on all-MiniLM-L6-v2 at ~5% latency, bench/results/int8_variants.md), else 0.
+    smoothing: float | None = None
     embedding_bits: int = 8  # word embeddings: 8, or 4 / 2 packed into bytes (one symmetric scale per row)
     trim_vocabulary: bool = False  # keep only the wordpieces the task's training text uses (tokenizer rewritten too)
     ema_decay: float = 0.99  # qat only: activation ranges are an EMA of batch min/max (Q8BERT)
@@ -80,6 +87,7 @@ class Int8Config(ConfigSection):
         _choice("activation_granularity", self.activation_granularity,
                 ("per_tensor", "per_block", "ffn_out_per_block"))
         _choice("block_size", self.block_size, (16, 32, 64, 128, 256))
+        self._resolve_smoothing()
         if self.activation_granularity != "per_tensor" and self.activations != "dynamic":
             raise QuantConfigError(f"activation_granularity={self.activation_granularity!r} scales activations at run "
                                    "time, so it needs activations='dynamic'.")
@@ -108,6 +116,19 @@ class Int8Config(ConfigSection):
     @property
     def per_channel(self) -> bool:
         return self.weights == "per_channel"
+
+    def _resolve_smoothing(self) -> None:
+        if self.smoothing is None:
+            auto = self.mode == "ptq" and self.activations == "dynamic" and self.activation_granularity == "per_tensor"
+            self.smoothing = DEFAULT_SMOOTHING if auto else 0.0
+        if isinstance(self.smoothing, bool) or not isinstance(self.smoothing, (int, float)) \
+                or not 0 <= self.smoothing < 1:
+            raise QuantConfigError(f"smoothing is SmoothQuant's migration strength alpha in [0, 1) (0: off), got "
+                                   f"{self.smoothing!r}.")
+        self.smoothing = float(self.smoothing)
+        if self.smoothing and (self.activations != "dynamic" or self.mode != "ptq"):
+            raise QuantConfigError("smoothing is measured for post-training dynamic int8 only (mode='ptq', "
+                                   "activations='dynamic'); QAT trains its own ranges. Drop smoothing, or set it to 0.")
 
 
 BINARY_CONFIG_VERSION = 1
