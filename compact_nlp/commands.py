@@ -17,7 +17,7 @@ from .convert import to_hf_model
 from .data import TaskData, task_data_from_options
 from .embeddings import PYTHON_DOCS_HELD_OUT, compress_embeddings
 from .embeddings import markdown as embeddings_markdown
-from .export import export_model
+from .export import export_model, remove_previous_export
 from .glue import GLUE_DIR_ENV, GlueDataError, default_glue_dir, load_glue
 from .hub import push_folder
 from .io import refuse_overwrite, save_pretrained_atomic
@@ -139,6 +139,7 @@ def cmd_convert(args) -> int:
     refuse_overwrite(args.out, {"model": _local(args.src)})
     model = _load(args.src, args.task)
     target = to_hf_model(model) if args.to == "hf" else model
+    remove_previous_export(args.out)  # an earlier model's model.onnx/.ort must not stay beside these weights
     save_pretrained_atomic(target, args.out)
     save_pretrained_atomic(AutoTokenizer.from_pretrained(resolve_checkpoint(args.src)), args.out)
     print(f"wrote {args.to} layout ({type(target).__name__}) to {args.out}")

@@ -220,6 +220,14 @@ def test_an_export_removes_what_an_earlier_export_left(exported, tmp_path, tiny_
     assert (out / "model.onnx").is_file() and (out / "export_report.json").is_file()
 
 
+def test_a_convert_into_an_exported_folder_removes_its_graphs(exported, copy_of, tmp_path):
+    out = copy_of("out")
+    (out / "model.ort").write_bytes(b"an earlier model's .ort")
+    assert main(["convert", str(exported), str(out), "--to", "hf"]) == 0
+    assert not (out / "model.onnx").exists() and not (out / "model.ort").exists()
+    assert json.loads((out / "config.json").read_text())["model_type"] == "bert"
+
+
 def test_an_export_that_fails_leaves_no_half_folder(exported, tmp_path):
     model = AutoCompactModelForSequenceClassification.from_pretrained(exported)
     with pytest.raises(ValueError, match="opset 99 is too new: compact exports opsets 17..22"):

@@ -23,7 +23,7 @@ from .onnx import (DEFAULT_ATOL, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportPari
 
 __all__ = [
     "export_model", "export_onnx", "convert_to_ort", "mobile_usability", "check_parity", "ExportParityError",
-    "TARGET_PLATFORMS", "MIN_OPSET", "MAX_OPSET", "DEFAULT_OPSET",
+    "TARGET_PLATFORMS", "MIN_OPSET", "MAX_OPSET", "DEFAULT_OPSET", "remove_previous_export",
 ]
 
 REPORT_FILE = "export_report.json"
@@ -51,15 +51,22 @@ def export_model(model, out_dir: str | os.PathLike, tokenizer_source=None, mobil
     existed = out.exists()
     before = {p.name for p in out.iterdir()} if existed else set()
     fresh = all(name.startswith(".") for name in before)  # nothing of the user's there
-    remove_scratch(out)
-    for name in DERIVED:  # they describe an earlier model.onnx; a kill or failure below must not leave them beside
-        (out / name).unlink(missing_ok=True)  # a new one (a stale model.ort would serve another model)
+    remove_previous_export(out)
     try:
         return _export(model, out, tokenizer_source, mobile, target_platform, opset, atol, fuse_attention)
     except BaseException:
         if fresh:  # a failed export into a new folder leaves no half folder (weights without model.onnx)
             _remove_new(out, existed, before)
         raise
+
+
+def remove_previous_export(out: str | os.PathLike) -> None:
+    """Before new weights or a new graph are written to `out`: remove the files an earlier export derived from the
+    earlier model (a stale model.ort would serve another model than model.onnx) and the scratch of killed writes."""
+    out = Path(out)
+    remove_scratch(out)
+    for name in DERIVED:
+        (out / name).unlink(missing_ok=True)
 
 
 def _remove_new(out: Path, existed: bool, before: set[str]) -> None:
