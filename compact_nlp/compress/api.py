@@ -16,7 +16,8 @@ from .goal import GoalError, Limits, goal_from, parse_duration
 from .job import (Setup, _job, best_effort, check_inputs, fine_tune_teacher, is_fine_tuned, plans_to_try,
                   selection_data, ship_folder, try_plans)
 from .planner import closest, distance, target_of
-from .prepare import measure_phase, selection_max_length
+from .prepare import (cache_folder, keep_measurements, measure_phase, measurement_key, restore_measurements,
+                      selection_max_length)
 from .report import CompressResult, write_report
 from .steps import Context
 
@@ -34,15 +35,21 @@ def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathL
     data = data if isinstance(data, TaskData) else load_task_data(data)
     source = check_inputs(model, data, task)
     out = Path(out)
-    resumed = claim_output(out, _job(model, data, goal, limits, task), restart)
+    job = _job(model, data, goal, limits, task)
+    resumed = claim_output(out, job, restart)
     log(("resuming" if resumed else "starting") + f" compress into {out}: {goal.describe()}")
     clock = Clock(out / "clock.json", limits.time_budget_s)
     selection, note = selection_data(data)
     setup = Setup(source, data, selection, goal, limits, out, selection_max_length(source, selection), [note])
+    cache = cache_folder(measurement_key(job, limits.threads, setup.max_length))
+    if restore_measurements(out / "plan", cache):
+        setup.notes.append("the baseline and the plans' latency and size were measured by an earlier compress of the "
+                           f"same model and data on this machine ({cache}); only the goal differs")
     baseline, plans, predictor = measure_phase(source, selection, setup.max_length, limits.threads, out, log)
     target = target_of(goal, baseline.fastest_peer, baseline.fastest_peer_ms)
     rows, cost = len(selection.train), baseline.train_seconds_per_example
     ordered = plans_to_try(plans, target, predictor, lambda plan: attempt_seconds(plan, rows, 3, cost))
+    keep_measurements(out / "plan", cache)
     if not ordered:
         near = closest(plans, target)
         setup.notes.append(f"no plan is predicted to meet the target; the nearest is {near.label} "

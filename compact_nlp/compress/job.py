@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -86,11 +87,19 @@ def selection_data(data: TaskData) -> tuple[TaskData, str]:
     return TaskData(spec, splits, [*data.notes, note]), note
 
 
+def data_digest(data: TaskData) -> str:
+    """sha256 of every split's rows (text, labels) and the label names: the same data from another file name is the
+    same job, an edited file is another."""
+    digest = hashlib.sha256(json.dumps(data.spec.label_names).encode())
+    for name in sorted(data.splits):
+        digest.update(name.encode())
+        digest.update(json.dumps(data.splits[name][:], sort_keys=True, default=str).encode())
+    return "sha256:" + digest.hexdigest()
+
+
 def _job(model: str, data: TaskData, goal: Goal, limits: Limits, task: str | None) -> Job:
     source = resolve_checkpoint(model)
-    inputs = {"model": input_digest(source) if os.path.isdir(source) else model, "data": input_digest(
-        data.spec.source if os.path.exists(str(data.spec.source)) else None) or data.spec.source,
-        "data_rows": str({name: len(split) for name, split in data.splits.items()})}
+    inputs = {"model": input_digest(source) if os.path.isdir(source) else model, "data": data_digest(data)}
     return Job("compress", {**goal.to_dict(), **limits.to_dict(), "task": task, "model": model}, inputs)
 
 

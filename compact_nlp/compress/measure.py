@@ -44,7 +44,7 @@ class Baseline:
     reference_size_mb: float
     peers: list  # compact_nlp.peers.PeerResult, as dicts
     fastest_peer: str
-    fastest_peer_ms: float
+    fastest_peer_ms: float  # in the reference's timing frame (compact_nlp.compress.prepare)
     train_seconds_per_example: float
     mean_tokens: float
 

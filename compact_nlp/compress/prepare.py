@@ -3,8 +3,11 @@ kept for a resumed run): the reference, the peers, every plan's predicted latenc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,12 +16,13 @@ from transformers import AutoConfig, AutoTokenizer
 
 from ..data import TaskData, task_texts
 from ..io import write_json
-from ..peers import fastest, measure_int8_peers
+from ..peers import ORT_DYNAMIC, fastest, measure_int8_peers
 from .measure import (Baseline, ShapeRefused, basis, export_reference, factor_predictions, proxy_file, time_beside_reference,
                       train_seconds_per_example)
 from .plans import Plan, all_plans
 
 MEASURED_FILE, BASELINE_FILE = "measured.json", "baseline.json"
+PEER_GRAPH = "peer_ort_dynamic_int8.onnx"  # ORT's int8 peer beside the reference, to time it in the same frame
 PEER_EXAMPLES = 200
 
 
@@ -76,6 +80,46 @@ class Predictor:
         return plan.shape_key in self.measured
 
 
+def measurement_key(job, threads: int, max_length: int) -> str:
+    """What the measurements depend on: the model, the data (their digests in the compress job), threads, length."""
+    text = json.dumps({"inputs": job.inputs, "model": job.arguments.get("model"), "threads": threads,
+                       "max_length": max_length, "version": 1}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_folder(key: str) -> Path:
+    """Where measurements of one (model, data, threads, max length) are kept between compress runs: changing only the
+    goal reuses them. $COMPACT_CACHE, else ~/.cache/compact."""
+    root = Path(os.environ.get("COMPACT_CACHE") or Path.home() / ".cache" / "compact")
+    return root / "plans" / key
+
+
+def restore_measurements(folder: Path, cache: Path) -> bool:
+    """Seed OUT/plan from the cache (the baseline, the proxies' timings, the reference they were timed beside); True
+    when it did. A folder that has its own measurements keeps them."""
+    if (folder / BASELINE_FILE).is_file() or not (cache / BASELINE_FILE).is_file():
+        return False
+    scratch = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(cache, scratch)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(scratch, folder)
+    return True
+
+
+def keep_measurements(folder: Path, cache: Path) -> None:
+    """Copy OUT/plan's measurements (not the proxies: they are re-made on demand) to the cache."""
+    scratch = cache.with_name(cache.name + f".partial-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    for name in (BASELINE_FILE, MEASURED_FILE):
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, scratch / name)
+    shutil.copytree(folder / "reference", scratch / "reference")
+    shutil.rmtree(cache, ignore_errors=True)
+    os.replace(scratch, cache)
+
+
 def measure_phase(source: str, selection: TaskData, max_length: int, threads: int, out: Path,
                   log) -> tuple[Baseline, list[Plan], Predictor]:
     """The baseline, and every plan with its predicted latency and size (from the basis: compact_nlp.compress.measure);
@@ -94,12 +138,26 @@ def measure_phase(source: str, selection: TaskData, max_length: int, threads: in
                                    workdir=folder / "peers", max_length=max_length)
         peer = fastest(peers)
         predictor.measure(basis(original_layers, plans))
+        peer_ms = _in_frame(peer, peers, predictor, folder)
         cost = train_seconds_per_example(source, spec, selection.train, max_length)
         baseline = Baseline(predictor.frame_ms, round(reference.stat().st_size / 2**20, 3), [asdict(p) for p in peers],
-                            peer.name, peer.median_ms, cost, _mean_tokens(source, heldout, spec, max_length))
+                            peer.name, peer_ms, cost, _mean_tokens(source, heldout, spec, max_length))
         write_json(folder / BASELINE_FILE, baseline.to_dict())
     predictor.predict(plans)
     return baseline, plans, predictor
+
+
+def _in_frame(peer, peers: list, predictor: Predictor, folder: Path) -> float:
+    """The fastest peer's latency in the reference's timing frame. ORT's int8 peer graph is timed beside the
+    reference here; another peer is placed by its ratio to that ORT row in the peers' own run (their processes time
+    themselves, so that ratio is the one number not taken side by side with the reference)."""
+    ort_row = next(p for p in peers if p.name == ORT_DYNAMIC and p.available)
+    graph = folder / "reference" / PEER_GRAPH
+    shutil.copy2(folder / "peers" / "ort" / "peer_dynamic.onnx", graph)
+    timed, _ = time_beside_reference({ORT_DYNAMIC: graph}, predictor.reference, predictor.frame_ms,
+                                     predictor.selection.splits["validation"], predictor.selection.spec,
+                                     predictor.max_length)
+    return round(timed[ORT_DYNAMIC] * peer.median_ms / ort_row.median_ms, 3)
 
 
 def _mean_tokens(source: str, heldout, spec, max_length: int) -> float:
