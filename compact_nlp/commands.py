@@ -107,7 +107,14 @@ def cmd_bench(args) -> int:
     if not args.dir:
         raise ValueError("compact bench needs a folder (compact bench DIR) or a comparison "
                          "(compact bench --task sst2 --fp32 DIR [--variant NAME=PATH ...], or --train FILE ...).")
-    check_folder(args.dir)  # a corrupted file is named before any timing starts
+    if args.fp32 or args.variant:
+        raise ValueError("--fp32 and --variant describe a comparison, which needs --task TASK or --train FILE; "
+                         "compact bench DIR times one folder.")
+    config = check_folder(args.dir)  # a corrupted file is named before any timing starts
+    longest = config.max_sequence_length
+    if any(length > longest for length in args.lengths or ()):
+        raise ValueError(f"--lengths {max(args.lengths)}: this model's position embeddings cover {longest} tokens; "
+                         f"give lengths up to {longest}.")
     results = bench_folder(args.dir, glue_dir=args.glue_dir, threads=args.threads, lengths=args.lengths or (16, 64, 128),
                            rounds=args.rounds, calls=args.calls or 10)
     print(results["markdown"])
@@ -155,15 +162,23 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe or DEFAULT_RECIPE, overrides, presets=args.preset, data=section)
     data = load_data(recipe, args.glue_dir)  # read and checked before anything trains or is written
     out = Path(args.out or Path("out") / (data.spec.name if section else Path(args.recipe).stem))
-    _claim(out, "run", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
-           getattr(args, "restart", False))
+    created = _claim(out, "run", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
+                     getattr(args, "restart", False))
+    try:
+        return _run_claimed(recipe, out, args.glue_dir, data)
+    except BaseException:
+        _release(out, created)  # refused before anything was written (e.g. the model): no trace of the job
+        raise
+
+
+def _run_claimed(recipe, out: Path, glue_dir: str | None, data: TaskData) -> int:
     for note in data.notes:
         print(f"data: {note}")
     if is_combined(recipe):  # a standalone technique, then the others, one model
-        return _combined(recipe, out, args.glue_dir, data)
+        return _combined(recipe, out, glue_dir, data)
     if recipe.standalone_techniques():  # e.g. a hat section alone: the recipe's model is the one to search in
-        return _standalone(recipe, out, args.glue_dir, data)
-    results = run_recipe(recipe, out, glue_dir=args.glue_dir, data=data)
+        return _standalone(recipe, out, glue_dir, data)
+    results = run_recipe(recipe, out, glue_dir=glue_dir, data=data)
     summary = {k: v for k, v in results["summary"].items() if isinstance(v, dict) and "mean" in v}
     for name, stats in summary.items():
         print(f"{data.spec.name} {name}: {stats['mean']:.2f} +- {stats['sd']:.2f} over seeds "

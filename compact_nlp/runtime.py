@@ -173,9 +173,9 @@ def load_session(path: Path, options=None, provider: str = "CPUExecutionProvider
                                "(compact export SRC OUT).") from error
 
 
-def check_folder(folder: str | os.PathLike) -> None:
+def check_folder(folder: str | os.PathLike) -> CompactBertConfig:
     """Read what a command will use from an exported folder before it starts: config.json, the safetensors headers
-    and every ONNX/ORT file (a corrupted file is named, not met as a traceback halfway through)."""
+    and every ONNX/ORT file (a corrupted file is named, not met as a traceback halfway through); returns the config."""
     folder = Path(resolve_checkpoint(folder))
     if not folder.is_dir():
         raise NoSuchFolderError(f"{folder}: no such folder; give a folder written by compact export.")
@@ -185,6 +185,7 @@ def check_folder(folder: str | os.PathLike) -> None:
     for name in (ONNX_FILE, ORT_FILE):
         if (folder / name).is_file():
             load_session(folder / name)
+    return config
 
 
 DYNAMIC_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLSTM"}

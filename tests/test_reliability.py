@@ -336,3 +336,17 @@ def test_the_same_run_resumes_a_changed_one_is_refused_and_restart_starts_over(e
     assert "holds a different run job" in capsys.readouterr().err
     assert main([*changed, "--restart"]) == 0
     assert json.loads((out / "results.json").read_text())["recipe"]["protocol"]["epochs"] == 2
+
+
+def test_bench_refuses_what_it_would_time_as_nothing(exported, capsys):
+    assert main(["bench", str(exported), "--lengths", "1000"]) == 2
+    assert "position embeddings cover 64 tokens" in capsys.readouterr().err
+    assert main(["bench", str(exported), "--variant", "int8=x"]) == 2
+    assert "needs --task TASK or --train FILE" in capsys.readouterr().err
+
+
+def test_a_run_refused_on_its_model_leaves_no_output_folder(train_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--train", str(train_csv), "--model", str(tmp_path / "no-model"), "--out", str(out)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not out.exists()
