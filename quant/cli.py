@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ..data import task_texts
 from ..data.options import add_data_options, at_least, task_data_from_options
-from ..io import refuse_overwrite, remove_scratch
+from ..export import remove_previous_export
+from ..io import refuse_overwrite
 from ..runtime import check_folder
 from ..workdir import Job, claim_output, input_digest
 from .config import Int8Config
@@ -60,11 +61,11 @@ def cmd_quantize(args) -> int:
 
 
 def _claim(args, config: Int8Config) -> None:
-    """OUT belongs to this quantization (compact_nlp.workdir); scratch files of a killed run are removed."""
+    """OUT belongs to this quantization (compact_nlp.workdir); what a killed run left (scratch, graphs) is removed."""
     settings = {**config.to_dict(), "task": args.task, "max_length": args.max_length, "mobile": not args.no_mobile,
                 "target_platform": args.target_platform, "glue_dir": args.glue_dir}
     inputs = {"dir": input_digest(args.dir), **{name: input_digest(getattr(args, name))
                                                 for name in ("train", "validation", "test") if getattr(args, name)}}
     if claim_output(args.out, Job("quantize", settings, inputs), restart=args.restart):
         print(f"{args.out}: resuming the same quantize job (--restart to start over)")
-    remove_scratch(args.out)
+    remove_previous_export(args.out)  # a kill mid-way must not leave an earlier graph beside a new one
