@@ -9,8 +9,8 @@ The technique hook interface is `CompactHook` (compact_nlp.hooks, re-exported he
 `loss_terms`, `term_weights` and `param_groups` add loss terms, scale the trainer's own terms and add optimizer
 parameter groups.
 
-`save_compact` ships the trained model through compact_nlp.ship. A technique whose models export their own way (quant/)
-registers an exporter factory here with `register_ship_exporter`, under the config section that calls for it; the
+`save_compact` ships the trained model through compact_nlp.ship, with the export step of the registered technique whose
+section is on the model's config (compact_nlp.registry: the same `Technique.exporter` that `compact run` uses); the
 trainer never imports a technique.
 """
 
@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from .glue import task_texts
 from .hooks import CompactHook
 from .io import atomic_path, write_json
 from .modeling import sequence_classification_loss
+from .registry import ExportContext, techniques
 from .ship import ship, summarize
 
 DISTILLER_FILE = "distiller.safetensors"
@@ -64,18 +64,6 @@ def labelled_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> torch.T
     if not bool(keep.any()):
         return None
     return sequence_classification_loss(logits[keep], labels[keep], config)
-
-
-# Exporters of techniques whose models export their own way, by the config section that calls for one: a model whose
-# config has a non-empty `section` ships through `factory(section, tokenizer, texts, max_length, mobile,
-# target_platform, vocabulary_texts) -> exporter(model, folder) -> report` (compact_nlp.ship's `exporter`).
-# compact_nlp.quant registers "quant" on import; whatever put a quant section on a model imported it.
-SHIP_EXPORTERS: dict[str, Callable] = {}
-
-
-def register_ship_exporter(section: str, factory: Callable) -> None:
-    """Let models whose config has `section` ship through `factory`'s exporter (see SHIP_EXPORTERS)."""
-    SHIP_EXPORTERS[section] = factory
 
 
 class CompactTrainer(Trainer):
@@ -165,8 +153,8 @@ class CompactTrainer(Trainer):
 
         task: the GLUE task name (its metric); dev: the labelled raw dev split (a `datasets.Dataset` with the task's
         text columns), or a dict of them (MNLI: matched and mismatched). A model prepared for QAT ships its int8
-        exports (compact_nlp.quant.export_qat), a binary one its packed export (through the exporter compact_nlp.quant
-        registers, see SHIP_EXPORTERS); vocabulary_texts: the training text, if its config trims the vocabulary.
+        exports, a binary one its packed export (the quant technique's export step, found through the registry);
+        vocabulary_texts: the training text, if its config trims the vocabulary.
         Returns the results.
         """
         if self.processing_class is None:
@@ -184,16 +172,16 @@ class CompactTrainer(Trainer):
 
     def technique_exporter(self, dev, task: str, max_length: int, mobile: bool, target_platform: str,
                            vocabulary_texts: list | None):
-        """The registered exporter for the technique section on the model's config (None: the plain export)."""
-        config = self.model.config
-        for section, factory in SHIP_EXPORTERS.items():
-            if getattr(config, section, None):
-                texts = task_texts(dev, task, 64)  # only to check the export follows PyTorch
-                return factory(getattr(config, section), self.processing_class, texts, max_length, mobile,
-                               target_platform, vocabulary_texts)
-        if getattr(config, "quant", None):
-            raise RuntimeError("the model's config has a quant section but no quant exporter is registered: "
-                               "import compact_nlp.quant before save_compact.")
+        """The export step of the registered technique whose section is on the model's config (None: the plain
+        export)."""
+        texts = task_texts(dev, task, 64)  # only to check the export follows PyTorch
+        context = ExportContext(self.processing_class, texts, vocabulary_texts, max_length, mobile, target_platform,
+                                fuse_attention=True)
+        for technique in techniques():
+            section = getattr(self.model.config, technique.name, None)
+            exporter = technique.exporter(technique.config(section), context) if section else None
+            if exporter is not None:
+                return exporter
         return None
 
     def training_facts(self, task: str, max_length: int, target_platform: str = "arm",

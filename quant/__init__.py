@@ -20,22 +20,11 @@ and ORT Mobile.
 In a recipe: `quant: {int8: {...}}` or `quant: {binary: {...}}` (presets int8-ptq, int8-qat, binary).
 """
 
-from compact_nlp.trainer import register_ship_exporter
-
 from .binary import TwoStageDistillationHook, binary_hooks, export_binary, load_binary_checkpoint, prepare_binary
 from .config import BinaryConfig, Int8Config, QuantConfigError
 from .onnx_int8 import AlreadyQuantizedError, CalibrationError, quantize_folder
 from .qat import QuantizationHook, export_qat, prepare_qat
-from .recipes import exporter, quant_config
 
-
-def _ship_exporter(section: dict, tokenizer, texts: list, max_length: int, mobile: bool, target_platform: str,
-                   vocabulary_texts: list | None):
-    """CompactTrainer.save_compact's exporter for a model with a `quant` config section (QAT, binary, PTQ)."""
-    return exporter(quant_config(section), tokenizer, texts, max_length, mobile, target_platform, vocabulary_texts)
-
-
-register_ship_exporter("quant", _ship_exporter)
 
 __all__ = ["Int8Config", "BinaryConfig", "QuantConfigError", "prepare_binary", "binary_hooks", "export_binary",
            "load_binary_checkpoint", "TwoStageDistillationHook", "AlreadyQuantizedError", "CalibrationError", "quantize_folder",
