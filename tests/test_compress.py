@@ -4,6 +4,10 @@ resume, the refused changed-arguments case and the unreachable target."""
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import transformers as tf
@@ -172,3 +176,25 @@ def test_an_unreachable_target_ships_nothing_and_exits_3(sst2_csv, tiny_model, t
     report = json.loads((out / "report.json").read_text())
     assert code == 3 and report["status"] == "unmet" and not (out / "model").exists()
     assert "no plan is predicted" in report["distance"]
+
+
+@requires_glue
+@pytest.mark.slow
+def test_a_tiny_compress_runs_unchanged_under_accelerate_launch(sst2_csv, tiny_model, tmp_path):
+    """The issue's command line. accelerate 1.16 runs `--cpu` jobs through its simple launcher (one process whatever
+    --num_processes says; multi-process CPU needs a MULTI_CPU config and mpirun), so this checks that compress runs
+    unchanged under accelerate's launcher and environment, not data-parallel training (docs/compress.md)."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        pytest.skip("accelerate is not installed")
+    train, dev = sst2_csv
+    out = tmp_path / "out"
+    env = {**os.environ, "COMPACT_PEER_ENVS": str(tmp_path / "no-peers"), "COMPACT_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "2", "-m", "compact_nlp.cli",
+                           "compress", str(tiny_model), str(out), "--data", str(train), "--validation", str(dev),
+                           "--label-column", "sentiment", "--latency-ms", "1000", "--max-drop", "100"],
+                          env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "report.json").read_text())["status"] == "met"
+    assert (out / "model" / "model.ort").is_file()
