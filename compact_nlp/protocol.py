@@ -144,6 +144,17 @@ def truncated_rows(dataset, tokenizer, spec: TaskSpec, max_length: int) -> int:
     return sum(len(ids) > max_length for ids in lengths)
 
 
+def warn_truncated(truncated: dict[str, int], rows: dict[str, int], max_length: int) -> None:
+    """Say, before training, which splits have rows longer than `max_length` tokens: they are cut, silently
+    otherwise (the counts also go to results.json)."""
+    cut = {name: count for name, count in truncated.items() if count}
+    if cut:
+        shares = ", ".join(f"{name} {count} of {rows[name]} ({100 * count / rows[name]:.1f}%)"
+                           for name, count in cut.items())
+        warnings.warn(f"rows longer than max_length {max_length} tokens are cut: {shares}; raise "
+                      "protocol.max_length (--set protocol.max_length=N) if their ends matter.", stacklevel=2)
+
+
 def with_transfer(train_tokenized, transfer, tokenizer, spec: TaskSpec, max_length: int):
     """The tokenized training rows followed by the tokenized transfer set (unlabelled rows: label -100, taught by the
     teacher alone; CompactTrainer masks them out of the task loss), or the training rows alone without one."""

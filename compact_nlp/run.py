@@ -34,7 +34,7 @@ from .io import write_json
 from .metrics import compute_metrics
 from .pretrained import resolve_checkpoint
 from .protocol import (protocol_splits, seen_heldout, tokenize, training_arguments, transfer_set, truncated_rows,
-                       with_transfer)
+                       warn_truncated, with_transfer)
 from .recipe import Recipe, load_recipe
 from .registry import ExportContext, TrainContext
 from .ship import choose_export, measure_shipped, ship, summarize
@@ -112,12 +112,15 @@ def train_seed(recipe: Recipe, data: TaskData, seed: int, out: Path, glue_dir: s
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
         compute_metrics=lambda prediction: compute_metrics(spec, prediction.predictions, prediction.label_ids),
     )
+    truncated = {name: truncated_rows(split, tokenizer, spec, p.max_length)
+                 for name, split in {"train": splits.train, **data.dev()}.items()}
+    warn_truncated(truncated, {"train": len(splits.train), **{k: len(v) for k, v in data.dev().items()}},
+                   p.max_length)
     interrupted = os.path.isdir(args.output_dir) and get_last_checkpoint(args.output_dir) is not None
     trainer.train(resume_from_checkpoint=True if interrupted else None)
     facts = {"train_examples": len(splits.train), "transfer_examples": len(transfer) if transfer is not None else 0,
              "heldout_examples": len(splits.heldout), "heldout_overlap": overlap,
-             "truncated_rows": {name: truncated_rows(split, tokenizer, spec, p.max_length)
-                                for name, split in {"train": splits.train, **data.dev()}.items()}}
+             "truncated_rows": truncated}
     return trainer, splits, facts, started
 
 
@@ -137,11 +140,12 @@ def ship_seed(recipe: Recipe, data: TaskData, trainer, splits, started: Started,
     offers several); else the plain export. Then the shipped file is scored and timed."""
     spec, p = data.spec, recipe.protocol
     context = export_context(recipe, spec, trainer.processing_class, splits.train)
-    exporting = [t for t in recipe.techniques() if t.exporter(started.configs[t.name], context) is not None]
-    if len(exporting) > 1:
-        raise ValueError(f"{' and '.join(t.name for t in exporting)} each ship their own files; run them one after "
+    exporters = {t: exporter for t in recipe.techniques()
+                 if (exporter := t.exporter(started.configs[t.name], context)) is not None}
+    if len(exporters) > 1:
+        raise ValueError(f"{' and '.join(t.name for t in exporters)} each ship their own files; run them one after "
                          "the other (the combined pipeline does).")
-    technique = exporting[0] if exporting else None
+    technique, exporter = next(iter(exporters.items()), (None, None))
     config = started.configs[technique.name] if technique else None
     candidates = technique.export_candidates(config) if technique and hasattr(technique, "export_candidates") else {}
     if candidates:  # the held-out split chooses; dev sees only the winner
@@ -153,9 +157,7 @@ def ship_seed(recipe: Recipe, data: TaskData, trainer, splits, started: Started,
         return {**shipped, f"{technique.name}_choice": choice}
     return ship(trainer.model, trainer.processing_class, out / "model", spec, data.dev(), p.max_length,
                 mobile=recipe.export.mobile, target_platform=recipe.export.target_platform,
-                original=started.teacher_name,
-                exporter=technique.exporter(config, context) if technique else None,
-                fuse_attention=recipe.export.fuse_attention)
+                original=started.teacher_name, exporter=exporter, fuse_attention=recipe.export.fuse_attention)
 
 
 def run_seed(recipe: Recipe, seed: int, out: Path, data: TaskData, glue_dir: str | None = None) -> dict:
