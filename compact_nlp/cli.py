@@ -118,18 +118,23 @@ def _run_command(sub) -> None:
 
 
 def _search_command(sub) -> None:
-    search = sub.add_parser("search", help="HAT: search a fine-tuned model for SubTransformers under latency budgets")
+    standalone = [t for t in techniques() if t.standalone]  # the techniques that produce a model on their own
+    names = ", ".join(f"{t.name} ({t.description})" for t in standalone) or "none registered"
+    search = sub.add_parser("search", help=f"run the search techniques on a fine-tuned model: {names}",
+                            description=f"Search a fine-tuned model with each registered standalone technique, under "
+                                        f"its recipe section and preset; registered: {names}.")
     search.add_argument("recipe", nargs="?", default=None,
                         help="a recipe (its protocol: train subset, held-out split, seed); default with --train: the "
                              "baseline protocol")
     add_data_options(search)
-    search.add_argument("--model", required=True, help="the fine-tuned model folder to build the SuperTransformer from")
+    search.add_argument("--model", required=True, help="the fine-tuned model folder the search starts from")
     search.add_argument("--glue-dir", default=None, help="local glue_data folder (else $COMPACT_GLUE_DIR, else the hub)")
     search.add_argument("--out", default=None, help="output folder (default out/<recipe name>-search); resumable")
     search.add_argument("--preset", action="append", default=[], metavar="NAME",
-                        help="merge a preset over the recipe after recipes/presets/hat.yaml (repeatable)")
+                        help="merge a preset over the recipe after each search technique's own (repeatable)")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set hat.budgets=[0.5,0.33] --set hat.threads=2")
+                        help="override a setting of the recipe or a technique's section, e.g. "
+                             "--set hat.budgets=[0.5,0.33] (repeatable)")
     search.add_argument("--restart", action="store_true",
                         help="OUT holds a search with other settings, model or data: discard it and start over")
     search.set_defaults(func=cmd_search)
