@@ -111,6 +111,17 @@ def test_an_unsupported_architecture_is_refused_before_training(tmp_path, capsys
     assert not (tmp_path / "out").exists(), "nothing is written before the inputs are checked"
 
 
+def test_an_output_onto_an_input_is_refused(tmp_path, tiny_model, capsys):
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,sentiment\n" + "".join(f"row {i},{'positive' if i % 2 else 'negative'}\n"
+                                                     for i in range(40)))
+    for out in (tiny_model, tmp_path):  # into the model's folder; a folder that holds the data
+        code = main(["compress", str(tiny_model), str(out), "--data", str(data), "--label-column", "sentiment",
+                     "--speedup", "2", "--max-drop", "1"])
+        assert code == 2 and "would overwrite" in capsys.readouterr().err
+    assert data.read_text().startswith("review,sentiment")
+
+
 @pytest.fixture
 def sst2_csv(tmp_path):
     """600 real SST-2 training rows and 200 dev rows as a user's CSV (other column names, labels as words)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..data import TaskData, load_task_data
 from ..export.card import write_model_card
+from ..io import refuse_overwrite
 from ..registry import card_lines
 from ..ship import measure_shipped, summarize
 from ..workdir import claim_output
@@ -34,6 +35,7 @@ def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathL
     limits = Limits(parse_duration(time_budget), threads, seeds)
     data = data if isinstance(data, TaskData) else load_task_data(data)
     source = check_inputs(model, data, task)
+    refuse_overwrite(out, {"model": source})
     out = Path(out)
     job = _job(model, data, goal, limits, task)
     resumed = claim_output(out, job, restart)

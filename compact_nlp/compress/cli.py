@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.options import add_data_options, task_data_from_options
+from ..io import refuse_overwrite
 from .api import compress
 
 
@@ -71,6 +72,7 @@ def cmd_compress(args) -> int:
     if not args.train:
         raise ValueError("compact compress needs your data: --data FILE (CSV, TSV, JSON, JSONL, Parquet, a saved "
                          "dataset folder or a hub id).")
+    refuse_overwrite(args.out, {"data": args.train, "validation": args.validation, "test": args.test})
     data = task_data_from_options(args, None, None)
     result = compress(args.model, data, args.out, speedup=args.speedup, latency_ms=args.latency_ms,
                       size_mb=args.size_mb, max_drop=args.max_drop, task=args.task, time_budget=args.time_budget,
