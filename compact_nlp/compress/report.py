@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..io import write_json, write_text
+from ..io import atomic_path, write_json, write_text
 from .goal import SIZE
 from .planner import Attempt
 
@@ -123,7 +123,8 @@ def plot(result: CompressResult, path: Path) -> Path | None:
     ax.set_ylabel("held-out score")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
 
