@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..data import TaskData, load_task_data
@@ -12,7 +13,7 @@ from ..io import refuse_overwrite
 from ..registry import card_lines
 from ..ship import measure_shipped, summarize
 from ..workdir import claim_output
-from .budget import Clock, attempt_seconds, choose_training
+from .budget import Clock, attempt_seconds, attempt_training, choose_training
 from .goal import GoalError, Limits, goal_from, parse_duration
 from .job import (Setup, _job, best_effort, check_inputs, fine_tune_teacher, is_fine_tuned, plans_to_try,
                   selection_data, ship_folder, try_plans)
@@ -61,8 +62,8 @@ def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathL
     training = choose_training(rows, cost, clock.left(), needs_teacher, ordered[0] if ordered else None)
     setup.notes += [n for n in (training.note,) if n]
     if needs_teacher:
-        setup.notes.append(f"{model} has no head for this task: compact fine-tunes it first ({training.teacher_epochs}"
-                           " epochs) and distils from it; the drop is counted from that fine-tuned model")
+        setup.notes.append(f"{model} has no head for this task: compact fine-tunes it first and distils from it; the "
+                           "drop is counted from that fine-tuned model")
     minutes = {p.label: attempt_seconds(p, training.train_subset or rows, training.epochs, cost) / 60 for p in ordered}
     result = CompressResult(goal.to_dict(), target.to_dict(), "planned", str(out), baseline.to_dict(),
                             training.to_dict(), {}, [{**p.to_dict(), "proxy_measured": predictor.is_measured(p)}
@@ -78,15 +79,22 @@ def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathL
 
 def _train_and_ship(setup: Setup, result: CompressResult, ordered, target, baseline, training, clock, needs_teacher,
                     minutes, accept_best, log) -> CompressResult:
+    cost = baseline.train_seconds_per_example
     if needs_teacher:
-        log(f"fine-tuning the teacher ({training.teacher_epochs} epochs)")
-        teacher, score = fine_tune_teacher(setup, training)
+        log(f"fine-tuning the teacher ({training.teacher_epochs:g} epochs"
+            f"{f' on {training.teacher_subset} rows' if training.teacher_subset else ''})")
+        teacher, score, cost = fine_tune_teacher(setup, training)
+        epochs, subset, note = attempt_training(len(setup.selection.train), cost, clock.left(), ordered[0])
+        training = replace(training, epochs=epochs, train_subset=subset)
+        result.training = training.to_dict()
+        setup.notes.append(f"training measured {cost:.3f} s per example while fine-tuning the teacher (the estimate "
+                           f"before: {baseline.train_seconds_per_example:.3f}); the attempts are planned from it"
+                           + (f": {note}" if note else ""))
     else:
         teacher, score = setup.model, None
     clock.save()
     context = Context(setup.selection, teacher, setup.max_length, training.epochs, training.train_subset)
-    tried, chosen = try_plans(setup, context, ordered, target, baseline.reference_ms, clock, training,
-                              baseline.train_seconds_per_example, log)
+    tried, chosen = try_plans(setup, context, ordered, target, baseline.reference_ms, clock, training, cost, log)
     result.teacher = {"folder": teacher, "fine_tuned_here": needs_teacher,
                       "heldout_score": score if score is not None else (tried[0].teacher_score if tried else None)}
     result.attempts = [a.to_dict() for a in tried]

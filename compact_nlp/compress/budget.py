@@ -19,16 +19,18 @@ MIN_ROWS = 500  # below this a training step is not worth running; the budget mu
 STEP_OVERHEAD_S = 90.0  # export, .ort conversion, held-out scoring and timing of one step
 DISTILLATION_COST = 0.35  # the teacher's forward pass, as a share of the full model's training step
 FIRST_ATTEMPT_SHARE = 0.5  # the first attempt may use this share of what is left, so that escalations fit
+TEACHER_SHARE = 0.35  # of the budget, for fine-tuning the teacher when the model has no head for the task
 
 
 @dataclass
 class TrainingPlan:
-    """The training length the planner chose: epochs of a student step, rows per step (None: all), the teacher's
-    epochs (0 when the given model is already fine-tuned on the task), and why."""
+    """The training length the planner chose: epochs of a student step and rows per step (None: all), the teacher's
+    epochs and rows (0 epochs when the given model is already fine-tuned on the task), and why."""
 
     epochs: float
     train_subset: int | None
     teacher_epochs: float
+    teacher_subset: int | None = None
     note: str = ""
 
     def to_dict(self) -> dict:
@@ -53,42 +55,60 @@ def attempt_seconds(plan: Plan, rows: int, epochs: float, seconds_per_example: f
     return total
 
 
+def _rows_that_fit(rows: int, seconds_of, budget_s: float) -> int:
+    fits = rows
+    while fits > MIN_ROWS and seconds_of(fits) > budget_s:
+        fits = int(fits * 0.8)
+    return max(MIN_ROWS, min(rows, fits))
+
+
+def teacher_training(rows: int, seconds_per_example: float, budget_s: float) -> tuple[float, int | None, str]:
+    """The teacher's epochs and rows within TEACHER_SHARE of the budget: fewer epochs first, then fewer rows."""
+    share = TEACHER_SHARE * budget_s
+    per_epoch = step_seconds(rows, 1, seconds_per_example, 1.0, False) - STEP_OVERHEAD_S
+    epochs = max(1.0, min(TEACHER_EPOCHS, float(int((share - STEP_OVERHEAD_S) / per_epoch))))
+    subset = None
+    if step_seconds(rows, epochs, seconds_per_example, 1.0, False) > share:
+        subset = _rows_that_fit(rows, lambda n: step_seconds(n, 1, seconds_per_example, 1.0, False), share)
+    note = "" if epochs == TEACHER_EPOCHS and subset is None else (
+        f"the teacher is fine-tuned {epochs:g} epochs (the protocol's: {TEACHER_EPOCHS:g})"
+        + (f" on {subset} of {rows} rows" if subset else ""))
+    return epochs, subset, note
+
+
+def attempt_training(rows: int, seconds_per_example: float, budget_s: float | None,
+                     first: Plan | None) -> tuple[float, int | None, str]:
+    """A student step's epochs and rows: the first attempt fits in FIRST_ATTEMPT_SHARE of what is left."""
+    if budget_s is None or first is None:
+        return STUDENT_EPOCHS, None, ""
+    share, epochs, subset = FIRST_ATTEMPT_SHARE * budget_s, STUDENT_EPOCHS, None
+    while epochs > 1 and attempt_seconds(first, rows, epochs, seconds_per_example) > share:
+        epochs -= 1
+    if attempt_seconds(first, rows, epochs, seconds_per_example) > share:
+        subset = _rows_that_fit(rows, lambda n: attempt_seconds(first, n, 1, seconds_per_example), share)
+    note = "" if epochs == STUDENT_EPOCHS and subset is None else (
+        f"the time budget affords {epochs:g} epochs per student step (the protocol's: {STUDENT_EPOCHS:g})"
+        + (f" on {subset} of {rows} rows" if subset else ""))
+    return epochs, subset, note
+
+
 def choose_training(rows: int, seconds_per_example: float, budget_s: float | None, needs_teacher: bool,
                     first: Plan | None) -> TrainingPlan:
-    """The longest training the budget affords, up to the protocol's: the teacher (when it must be fine-tuned) and
-    the first attempt each fit in half of what is left; fewer epochs first, then fewer rows. Raises GoalError when
-    the budget does not cover even the baseline on MIN_ROWS rows."""
-    teacher_epochs = TEACHER_EPOCHS if needs_teacher else 0.0
+    """The longest training the budget affords, up to the protocol's (the teacher's, then the first attempt's; the
+    attempts are planned again from the teacher's measured speed once it has trained). Raises GoalError when the
+    budget does not cover the baseline and one attempt on MIN_ROWS rows."""
     if budget_s is None:
-        return TrainingPlan(STUDENT_EPOCHS, None, teacher_epochs)
+        return TrainingPlan(STUDENT_EPOCHS, None, TEACHER_EPOCHS if needs_teacher else 0.0)
     minimum = (step_seconds(min(rows, MIN_ROWS), 1, seconds_per_example, 1.0, False) if needs_teacher else 0) + \
         (attempt_seconds(first, min(rows, MIN_ROWS), 1, seconds_per_example) if first else 0)
     if budget_s < minimum:
         raise GoalError(f"--time-budget {budget_s / 60:.0f} min is too short: fine-tuning the baseline and one "
                         f"attempt on {min(rows, MIN_ROWS)} rows takes about {minimum / 60:.0f} min here; give at "
                         f"least {minimum / 60 * 1.5:.0f} min.")
-    notes, subset = [], None
-    if needs_teacher:
-        per_epoch = step_seconds(rows, 1, seconds_per_example, 1.0, False) - STEP_OVERHEAD_S
-        teacher_epochs = max(1.0, min(TEACHER_EPOCHS, (0.4 * budget_s - STEP_OVERHEAD_S) / per_epoch))
-        budget_s -= per_epoch * teacher_epochs + STEP_OVERHEAD_S
-    epochs = STUDENT_EPOCHS
-    if first is not None:
-        while epochs > 1 and attempt_seconds(first, rows, epochs, seconds_per_example) > FIRST_ATTEMPT_SHARE * budget_s:
-            epochs -= 1
-        if attempt_seconds(first, rows, epochs, seconds_per_example) > FIRST_ATTEMPT_SHARE * budget_s:
-            fits = rows
-            while fits > MIN_ROWS and attempt_seconds(first, fits, 1, seconds_per_example) > FIRST_ATTEMPT_SHARE * \
-                    budget_s:
-                fits = int(fits * 0.8)
-            subset = max(MIN_ROWS, fits)
-            notes.append(f"the time budget affords {subset} of {rows} training rows per step")
-    if epochs < STUDENT_EPOCHS:
-        notes.append(f"the time budget affords {epochs:g} epochs per student step (the protocol's: "
-                     f"{STUDENT_EPOCHS:g})")
-    if needs_teacher and teacher_epochs < TEACHER_EPOCHS:
-        notes.append(f"the teacher is fine-tuned {teacher_epochs:.2g} epochs (the protocol's: {TEACHER_EPOCHS:g})")
-    return TrainingPlan(epochs, subset, round(teacher_epochs, 2), "; ".join(notes))
+    teacher = teacher_training(rows, seconds_per_example, budget_s) if needs_teacher else (0.0, None, "")
+    spent = step_seconds(teacher[1] or rows, teacher[0], seconds_per_example, 1.0, False) if needs_teacher else 0
+    epochs, subset, note = attempt_training(rows, seconds_per_example, budget_s - spent, first)
+    return TrainingPlan(epochs, subset, teacher[0], teacher[1], "; ".join(n for n in (teacher[2], note) if n))
 
 
 class Clock:

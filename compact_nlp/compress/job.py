@@ -114,18 +114,19 @@ def is_fine_tuned(source: str, data: TaskData) -> bool:
     return [config.id2label[i] for i in range(config.num_labels)] == list(spec.label_names)
 
 
-def fine_tune_teacher(setup: Setup, training: TrainingPlan) -> tuple[str, float]:
-    """Fine-tune the model on the training rows (the baseline protocol; the epochs the budget affords) into
-    OUT/teacher; returns the folder and its held-out score (points)."""
+def fine_tune_teacher(setup: Setup, training: TrainingPlan) -> tuple[str, float, float]:
+    """Fine-tune the model on the training rows (the baseline protocol; the epochs and rows the budget affords) into
+    OUT/teacher; returns the folder, its held-out score (points) and the seconds one training example took."""
     spec = setup.data.spec
     protocol = {"heldout": 0.1, "epochs": training.teacher_epochs, "max_length": setup.max_length,
-                "seeds": [SPLIT_SEED], "train_subset": training.train_subset}
+                "seeds": [SPLIT_SEED], "train_subset": training.teacher_subset}
     recipe = load_recipe("default", [f"model={setup.model}", f"protocol={json.dumps(protocol)}"],
                          data={"train": spec.source, "name": spec.name})
     results = run_recipe(recipe, setup.out / "teacher", data=setup.selection)
     first = results["per_seed"][0]
-    return str(setup.out / "teacher" / f"seed-{SPLIT_SEED}" / "model"), 100 * first["dev"]["validation"][
-        spec.main_metric]
+    per_example = first["train_seconds"] / max(1.0, first["train_examples"] * training.teacher_epochs)
+    return (str(setup.out / "teacher" / f"seed-{SPLIT_SEED}" / "model"),
+            100 * first["dev"]["validation"][spec.main_metric], per_example)
 
 
 def attempt_of(plan: Plan, run, seed: int, reference_ms: float, target: Target, main: str, seconds: float) -> Attempt:
