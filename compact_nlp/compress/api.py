@@ -15,7 +15,7 @@ from ..ship import measure_shipped, summarize
 from ..workdir import claim_output
 from .budget import Clock, attempt_seconds, attempt_training, choose_training
 from .goal import GoalError, Limits, goal_from, parse_duration
-from .job import (Setup, _job, best_effort, check_inputs, fine_tune_teacher, is_fine_tuned, plans_to_try,
+from .job import (Setup, best_effort, check_inputs, fine_tune_teacher, is_fine_tuned, job_of, plans_to_try,
                   selection_data, ship_folder, try_plans)
 from .planner import closest, distance, target_of
 from .prepare import (cache_folder, keep_measurements, measure_phase, measurement_key, restore_measurements,
@@ -38,7 +38,7 @@ def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathL
     source = check_inputs(model, data, task)
     refuse_overwrite(out, {"model": source})
     out = Path(out)
-    job = _job(model, data, goal, limits, task)
+    job = job_of(model, data, goal, limits, task)
     resumed = claim_output(out, job, restart)
     log(("resuming" if resumed else "starting") + f" compress into {out}: {goal.describe()}")
     clock = Clock(out / "clock.json", limits.time_budget_s)

@@ -97,7 +97,7 @@ def data_digest(data: TaskData) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _job(model: str, data: TaskData, goal: Goal, limits: Limits, task: str | None) -> Job:
+def job_of(model: str, data: TaskData, goal: Goal, limits: Limits, task: str | None) -> Job:
     source = resolve_checkpoint(model)
     inputs = {"model": input_digest(source) if os.path.isdir(source) else model, "data": data_digest(data)}
     return Job("compress", {**goal.to_dict(), **limits.to_dict(), "task": task, "model": model}, inputs)
