@@ -121,6 +121,15 @@ def tiny_tokenizer():
 
 
 @pytest.fixture
+def tiny_model(tmp_path, tiny_tokenizer):
+    """A tiny random BERT checkpoint folder (transformers layout) with the tiny tokenizer: what a user's model is."""
+    folder = tmp_path / "tiny-bert"
+    tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
 def tiny_bert_classifier():
     from compact_nlp.convert import from_hf_model
 

@@ -19,7 +19,7 @@ from compact_nlp.compress.planner import Attempt, Target, best, order, predicted
 from compact_nlp.compress.plans import Plan, all_plans, escalations, student_layers
 from compact_nlp.compress.steps import steps_of
 from compact_nlp.registry import PlanOption
-from conftest import GLUE_DIR, requires_glue, tiny_hf_config
+from conftest import GLUE_DIR, requires_glue
 
 
 def test_goals_are_checked_before_anything_runs():
@@ -135,14 +135,6 @@ def sst2_csv(tmp_path):
             writer.writerow(["review", "sentiment"])
             writer.writerows([text, words[int(label)]] for text, label in rows)
     return tmp_path / "reviews.csv", tmp_path / "reviews_dev.csv"
-
-
-@pytest.fixture
-def tiny_model(tmp_path, tiny_tokenizer):
-    folder = tmp_path / "tiny-bert"
-    tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
 
 
 @requires_glue

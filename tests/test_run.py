@@ -15,14 +15,6 @@ from conftest import tiny_hf_config
 RECIPES = "recipes/glue"
 
 
-@pytest.fixture
-def tiny_model(tmp_path, tiny_tokenizer):
-    folder = tmp_path / "tiny-bert"
-    tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
-
-
 def quick(tiny_model, *extra):
     return [f"model={tiny_model}", "protocol.epochs=1", "protocol.seeds=[1]", "protocol.batch_size=4",
             "protocol.max_length=32", "protocol.heldout=3", "export.mobile=false", *extra]
