@@ -201,3 +201,17 @@ def test_a_tiny_compress_runs_unchanged_under_accelerate_launch(sst2_csv, tiny_m
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "report.json").read_text())["status"] == "met"
     assert (out / "model" / "model.ort").is_file()
+
+
+def test_a_teacher_no_better_than_learning_nothing_is_called_out():
+    from types import SimpleNamespace
+
+    from compact_nlp.compress.job import teacher_warning
+
+    heldout = {"label": [0] * 70 + [1] * 30}
+    setup = SimpleNamespace(selection=SimpleNamespace(splits={"validation": heldout}),
+                            data=SimpleNamespace(spec=SimpleNamespace(problem_type="single_label_classification")))
+    assert "learned nothing" in teacher_warning(setup, 71.0) and "70.00" in teacher_warning(setup, 71.0)
+    assert teacher_warning(setup, 88.0) == ""
+    setup.data.spec.problem_type = "regression"
+    assert "learned nothing" in teacher_warning(setup, -16.6) and teacher_warning(setup, 80.0) == ""

@@ -16,7 +16,7 @@ from ..workdir import claim_output
 from .budget import Clock, attempt_seconds, attempt_training, choose_training
 from .goal import GoalError, Limits, goal_from, parse_duration
 from .job import (Setup, best_effort, check_inputs, fine_tune_teacher, is_fine_tuned, job_of, plans_to_try,
-                  selection_data, ship_folder, try_plans)
+                  selection_data, ship_folder, teacher_warning, try_plans)
 from .planner import closest, distance, target_of
 from .prepare import (cache_folder, keep_measurements, measure_phase, measurement_key, restore_measurements,
                       selection_max_length)
@@ -84,6 +84,9 @@ def _train_and_ship(setup: Setup, result: CompressResult, ordered, target, basel
         log(f"fine-tuning the teacher ({training.teacher_epochs:g} epochs"
             f"{f' on {training.teacher_subset} rows' if training.teacher_subset else ''})")
         teacher, score, cost = fine_tune_teacher(setup, training)
+        if warning := teacher_warning(setup, score):
+            log(f"warning: {warning}")
+            setup.notes.append(warning)
         epochs, subset, note = attempt_training(len(setup.selection.train), cost, clock.left(), ordered[0])
         training = replace(training, epochs=epochs, train_subset=subset)
         result.training = training.to_dict()

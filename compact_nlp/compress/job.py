@@ -129,6 +129,26 @@ def fine_tune_teacher(setup: Setup, training: TrainingPlan) -> tuple[str, float,
             100 * first["dev"]["validation"][spec.main_metric], per_example)
 
 
+def trivial_score(setup: Setup) -> float:
+    """What a model that learned nothing scores on the held-out rows (points): always the most frequent class, or no
+    correlation for regression (and micro-F1 of predicting no label for multi-label)."""
+    heldout = setup.selection.splits["validation"]
+    if setup.data.spec.problem_type != "single_label_classification":
+        return 0.0
+    labels = list(heldout["label"])
+    return 100 * max(labels.count(label) for label in set(labels)) / len(labels)
+
+
+def teacher_warning(setup: Setup, score: float) -> str:
+    """A line for the report (and the log) when the fine-tuned teacher is barely better than learning nothing: its
+    compressed versions cannot be better, whatever the drop says."""
+    floor = trivial_score(setup)
+    if score > floor + 5:
+        return ""
+    return (f"the fine-tuned teacher scores {score:.2f} on the held-out rows, against {floor:.2f} for a model that "
+            "learned nothing: give more training time (--time-budget) or rows, or a model fine-tuned on this task")
+
+
 def attempt_of(plan: Plan, run, seed: int, reference_ms: float, target: Target, main: str, seconds: float) -> Attempt:
     """An attempt's held-out numbers; its latency is brought into the reference's timing frame through the teacher
     it was timed beside (the teacher has the reference's shape)."""
