@@ -111,6 +111,17 @@ def test_an_unsupported_architecture_is_refused_before_training(tmp_path, capsys
     assert not (tmp_path / "out").exists(), "nothing is written before the inputs are checked"
 
 
+def test_a_compact_folder_is_a_model_compress_takes(tmp_path, tiny_bert_classifier):
+    from compact_nlp.compress.job import check_inputs
+    from compact_nlp.data import load_task_data
+
+    folder = tmp_path / "compact-model"
+    tiny_bert_classifier.save_pretrained(folder)
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,label\n" + "".join(f"row {i},{'POSITIVE' if i % 2 else 'NEGATIVE'}\n" for i in range(40)))
+    assert check_inputs(str(folder), load_task_data(str(data)), None) == str(folder)
+
+
 def test_an_output_onto_an_input_is_refused(tmp_path, tiny_model, capsys):
     data = tmp_path / "reviews.csv"
     data.write_text("review,sentiment\n" + "".join(f"row {i},{'positive' if i % 2 else 'negative'}\n"

@@ -24,6 +24,7 @@ from transformers import AutoConfig
 
 from ..convert import SUPPORTED_MODEL_TYPES, UnsupportedArchitectureError
 from ..data import TaskData, task_texts
+from ..modeling import CompactBertConfig
 from ..glue import carve_heldout
 from ..io import write_json
 from ..pretrained import resolve_checkpoint
@@ -61,7 +62,7 @@ def check_inputs(model: str, data: TaskData, task: str | None) -> str:
         raise GoalError(f"no such folder: {model}; give a model folder or a hub id (e.g. "
                         "sentence-transformers/all-MiniLM-L6-v2).")
     model_type = AutoConfig.from_pretrained(source).model_type
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if model_type not in (*SUPPORTED_MODEL_TYPES, CompactBertConfig.model_type):  # a compact folder is one of ours
         raise UnsupportedArchitectureError(
             f"compact compress cannot compress a {model_type!r} model; supported families: "
             f"{', '.join(SUPPORTED_MODEL_TYPES)} (MiniLM and other BERT-layout checkpoints load as 'bert').")
