@@ -78,11 +78,25 @@ def markdown(result: CompressResult, minutes: dict[str, float]) -> str:
             *[f"- {note}" for note in result.notes]]
     if result.attempts:
         text += ["", "## Attempts (held-out rows)", "", attempts_table(result.attempts)]
+    if result.chosen:
+        text += ["", "## Chosen", "", _why(result)]
     if result.distance:
         text += ["", f"Distance: {result.distance}."]
     if result.final:
         text += ["", "## What shipped, on the validation split (read once)", "", _final_words(result.final)]
     return "\n".join(text) + "\n"
+
+
+def _why(result: CompressResult) -> str:
+    chosen = result.chosen
+    drops = [a["drop"] for a in chosen]
+    mean = sum(drops) / len(drops)
+    if result.status == "met":
+        reason = (f"the first plan, in the order above, whose attempt met the target and whose held-out drop over "
+                  f"{len(chosen)} seed(s) ({mean:.2f} points on average) is within {result.goal['max_drop']:g}")
+    else:
+        reason = "the best attempt (--accept-best): the smallest drop among those that met the target, else the nearest"
+    return f"{chosen[0]['plan']['label']}: {reason}."
 
 
 def _goal_words(goal: dict) -> str:
