@@ -188,8 +188,9 @@ def try_plans(setup: Setup, context: Context, plans: list[Plan], target: Target,
         for attempt_plan in escalations(plan):
             expected = attempt_seconds(attempt_plan, training.train_subset or rows, training.epochs,
                                        seconds_per_example)
-            if not clock.affords(expected):
-                log(f"skip {attempt_plan.label}: about {expected / 60:.0f} min, {clock.left() / 60:.0f} min left")
+            if not clock.affords(expected * len(seeds)):  # an attempt holds only when every seed has run
+                log(f"skip {attempt_plan.label}: about {expected * len(seeds) / 60:.0f} min for {len(seeds)} seed(s), "
+                    f"{clock.left() / 60:.0f} min left")
                 continue
             runs = []
             for seed in seeds:
