@@ -26,11 +26,12 @@ def phase_minutes(run: Path) -> dict:
     """Wall minutes of each phase, from the files each phase finished with (the job file is written first)."""
     start = _minutes(run / ".compact-job.json")
     measured = _minutes(run / "plan" / "baseline.json")
-    teacher = _minutes(run / "teacher" / "results.json")
+    teacher = _minutes(run / "teacher" / "results.json")  # None when the model came fine-tuned
     end = _minutes(run / "report.json")
     phases = {"measure (peers, proxies, training cost)": (start, measured), "fine-tune the teacher": (measured, teacher),
-              "attempts and final validation": (teacher or measured, end)}
-    return {name: round(b - a, 1) for name, (a, b) in phases.items() if a is not None and b is not None and b >= a}
+              "attempts and final validation": (teacher or measured, end) if (run / "steps").exists() else (None, None)}
+    return {name: round(b - a, 1) if a is not None and b is not None and b >= a else None
+            for name, (a, b) in phases.items()}
 
 
 def command_of(run: Path) -> str:
@@ -67,8 +68,8 @@ def markdown(rows: list[dict]) -> str:
     lines += ["", "Where the time went (minutes):", "", "| run | " + " | ".join(
         ["measure", "teacher", "attempts + final"]) + " |", "|---|---|---|---|"]
     for r in rows:
-        m = list(r["phase_minutes"].values())
-        lines.append(f"| {r['run']} | " + " | ".join(str(v) for v in m + ["-"] * (3 - len(m))) + " |")
+        lines.append(f"| {r['run']} | " + " | ".join("-" if v is None else str(v) for v in r["phase_minutes"].values())
+                     + " |")
     for r in rows:
         lines += ["", f"**{r['run']}**: `{r['command']}`" if r["command"] else f"**{r['run']}**"]
         lines += [f"- {note}" for note in r["notes"]]

@@ -71,6 +71,8 @@ def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathL
     if dry_run or not ordered:
         result.status = "planned" if dry_run else "unmet"
         result.distance = "" if dry_run else "no plan is predicted to reach the target on this machine"
+        result.wall_seconds = round(clock.elapsed, 1)
+        clock.save()
         write_report(result, out, minutes)
         return result
     return _train_and_ship(setup, result, ordered, target, baseline, training, clock, needs_teacher, minutes,
