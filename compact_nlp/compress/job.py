@@ -57,10 +57,7 @@ class Setup:
 
 def check_inputs(model: str, data: TaskData, task: str | None) -> str:
     """The model's family and the task kind, checked before anything trains; returns the model's source."""
-    source = resolve_checkpoint(model)
-    if not os.path.isdir(source) and os.path.sep in str(model) and not str(model).count("/") == 1:
-        raise GoalError(f"no such folder: {model}; give a model folder or a hub id (e.g. "
-                        "sentence-transformers/all-MiniLM-L6-v2).")
+    source = resolve_checkpoint(model)  # a local path that does not exist is refused there ("no such folder")
     model_type = AutoConfig.from_pretrained(source).model_type
     if model_type not in (*SUPPORTED_MODEL_TYPES, CompactBertConfig.model_type):  # a compact folder is one of ours
         raise UnsupportedArchitectureError(
@@ -69,7 +66,8 @@ def check_inputs(model: str, data: TaskData, task: str | None) -> str:
     spec = data.spec
     if task is not None:
         if task not in TASKS:
-            raise GoalError(f"--task must be one of {', '.join(TASKS)} (or embeddings), got {task!r}.")
+            raise GoalError(f"--task must be one of {', '.join(TASKS)}, got {task!r} (for sentence embeddings, "
+                            "compact embed --layers N does the job by hand; compress does not plan it yet).")
         wrong = ((task == "regression") != spec.is_regression) or (task == "pairs" and len(spec.text_columns) != 2)
         if wrong:
             raise GoalError(f"--task {task} does not match the data: {len(spec.text_columns)} text column(s), "
