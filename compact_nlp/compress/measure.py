@@ -23,7 +23,7 @@ from ..auto import AutoCompactModelForSequenceClassification
 from ..data import SINGLE_LABEL, TaskSpec, task_texts
 from ..protocol import tokenize
 from ..registry import ExportContext, TrainContext, technique
-from ..ship import export_for_shipping, latency_side_by_side
+from ..ship import export_for_shipping, latency_side_by_side, shipped_file
 from ..shrink import shrink
 from .plans import Plan, student_layers
 
@@ -56,17 +56,18 @@ def load_start(model: str, spec: TaskSpec):
 
 
 def export_reference(model: str, spec: TaskSpec, folder: Path) -> Path:
-    """The user's model, with the task's labels, exported as fp32 `model.onnx` into `folder`."""
-    if not (folder / "model.onnx").is_file():
+    """The user's model, with the task's labels, exported as fp32 `model.ort` (the form that ships) into `folder`."""
+    if not (folder / "model.ort").is_file():
         start = load_start(model, spec)
-        export_for_shipping(start, AutoTokenizer.from_pretrained(model), folder, mobile=False)
-    return folder / "model.onnx"
+        export_for_shipping(start, AutoTokenizer.from_pretrained(model), folder, mobile=True)
+    return folder / "model.ort"
 
 
 def proxy_file(plan: Plan, model: str, spec: TaskSpec, train, max_length: int, folder: Path) -> Path:
-    """An untrained model of the plan's shape, exported in the form that ships (resumable: kept once written)."""
-    if (folder / "model.onnx").is_file():
-        return folder / "model.onnx"
+    """An untrained model of the plan's shape, exported in the form that ships: the file a trained model of this plan
+    would ship (`model.ort`; a binary one's is packed and slower than its .onnx). Kept once written."""
+    if folder.is_dir():
+        return shipped_file(folder)
     tokenizer = AutoTokenizer.from_pretrained(model)
     proxy = load_start(model, spec)
     keep = student_layers(plan.original_layers, plan.layers)
@@ -75,7 +76,7 @@ def proxy_file(plan: Plan, model: str, spec: TaskSpec, train, max_length: int, f
     rows = train.select(range(min(128, len(train))))
     texts = task_texts(rows, spec)
     context = TrainContext(tokenizer, tokenize(rows, tokenizer, spec, max_length), texts)
-    export = ExportContext(tokenizer, texts[:16], None, max_length, False, "arm", True)  # parity checks: a few do
+    export = ExportContext(tokenizer, texts[:16], None, max_length, True, "arm", True)  # parity checks: a few do
     exporter = None
     for name, option in plan.options.items():
         try:
@@ -87,10 +88,10 @@ def proxy_file(plan: Plan, model: str, spec: TaskSpec, train, max_length: int, f
     _observe(proxy, tokenizer, context.train_features)
     scratch = folder.with_name(folder.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
-    export_for_shipping(proxy, tokenizer, scratch, mobile=False, exporter=exporter)
+    export_for_shipping(proxy, tokenizer, scratch, mobile=True, exporter=exporter)
     shutil.rmtree(folder, ignore_errors=True)
     scratch.rename(folder)
-    return folder / "model.onnx"
+    return shipped_file(folder)
 
 
 def _observe(model, tokenizer, features, rows: int = 32) -> None:

@@ -83,7 +83,7 @@ class Predictor:
 def measurement_key(job, threads: int, max_length: int) -> str:
     """What the measurements depend on: the model, the data (their digests in the compress job), threads, length."""
     text = json.dumps({"inputs": job.inputs, "model": job.arguments.get("model"), "threads": threads,
-                       "max_length": max_length, "version": 1}, sort_keys=True)
+                       "max_length": max_length, "version": 2}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

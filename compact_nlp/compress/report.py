@@ -69,7 +69,7 @@ def markdown(result: CompressResult, minutes: dict[str, float]) -> str:
             "planned": "Dry run: the plan, nothing trained"}[result.status]
     text = [f"# compact compress: {head}", "", f"Goal: {_goal_words(result.goal)}.", "",
             "## Measured before training", "",
-            f"The reference (the model as fp32 ONNX) runs {b['reference_ms']:.2f} ms at batch 1 on the held-out "
+            f"The reference (the model as fp32 `model.ort`) runs {b['reference_ms']:.2f} ms at batch 1 on the held-out "
             f"rows ({b['mean_tokens']:.1f} tokens on average); {b['reference_size_mb']:.1f} MB. Peers:", peers, "",
             f"Fastest peer: {b['fastest_peer']} at {b['fastest_peer_ms']:.2f} ms. Target: "
             + (f"{t['size_mb']:g} MB" if t["kind"] == SIZE else f"{t['ms']:.2f} ms") + ".", "",
