@@ -26,6 +26,8 @@ def phase_minutes(run: Path) -> dict:
     """Wall minutes of each phase, from the files each phase finished with (the job file is written first)."""
     start = _minutes(run / ".compact-job.json")
     measured = _minutes(run / "plan" / "baseline.json")
+    if measured is not None and start is not None and measured < start:  # reused from an earlier run's cache
+        measured = start
     teacher = _minutes(run / "teacher" / "results.json")  # None when the model came fine-tuned
     end = _minutes(run / "report.json")
     phases = {"measure (peers, proxies, training cost)": (start, measured), "fine-tune the teacher": (measured, teacher),
@@ -35,13 +37,10 @@ def phase_minutes(run: Path) -> dict:
 
 
 def command_of(run: Path) -> str:
-    log = run.with_suffix(".log")
-    script = [p for p in run.parent.glob("chain*.sh")]
-    for path in script:
-        for line in path.read_text().splitlines():
-            if line.startswith("run ") and line.split()[1] == run.name:
-                return line
-    return f"(see {log.name})" if log.exists() else ""
+    """The line of bench/compress_runs.sh that wrote `run` (its OUT folder is the run's name)."""
+    script = Path(__file__).with_name("compress_runs.sh")
+    return next((line for line in script.read_text().splitlines()
+                 if not line.startswith("#") and f"/{run.name} " in line), "")
 
 
 def summarize(run: Path) -> dict:

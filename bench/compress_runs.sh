@@ -1,0 +1,18 @@
+#!/bin/bash
+# The `compact compress` runs behind docs/results.md "compact compress" (bench/results/compress.{json,md}), in the
+# order they ran on 2026-12-06. User files from `python bench/own_data.py` (GLUE rows reshaped: reviews.csv,
+# paraphrases.jsonl, similarity.csv) in $U; runs in $R. OMP_NUM_THREADS=1: the 2 cores were shared with other jobs,
+# where 2 torch threads per process ran 5.5x slower than 1. Collect: python bench/compress_results.py $R/*/
+set -u
+U=${U:-/work/userdata}; R=${R:-/work/runs}
+export OMP_NUM_THREADS=1
+C="compact compress sentence-transformers/all-MiniLM-L6-v2"
+SST2="--data $U/reviews.csv --validation $U/reviews_dev.csv --text-column review --label-column sentiment"
+MRPC="--data $U/paraphrases.jsonl --validation $U/paraphrases_dev.jsonl --label-column paraphrase"
+STSB="--data $U/similarity.csv --validation $U/similarity_dev.csv --label-column similarity"
+$C $R/sst2_speedup3 $SST2 --speedup 3 --max-drop 1 --seeds 2 --time-budget 100m
+$C $R/mrpc_speedup3 $MRPC --speedup 3 --max-drop 1.5 --time-budget 40m
+$C $R/stsb_speedup3 $STSB --speedup 3 --max-drop 1.5 --time-budget 40m
+$C $R/sst2_speedup1 $SST2 --speedup 1 --max-drop 1 --seeds 2 --time-budget 60m
+# from the teacher sst2_speedup1 fine-tuned (a fine-tuned model: compress does not fine-tune it again)
+compact compress $R/sst2_speedup1/teacher/seed-1/model $R/sst2_size5 $SST2 --size-mb 5 --max-drop 3 --time-budget 40m
