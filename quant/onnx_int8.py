@@ -207,7 +207,7 @@ def quantize_folder(src: str | os.PathLike, out: str | os.PathLike, config: Int8
     out.mkdir(parents=True, exist_ok=True)
     input_names = _input_names(source)
     feeds = calibration_feeds(out_tokenizer, texts[:config.calibration_examples], max_length, input_names)
-    report = {"config": config.to_dict(), "source": str(src)}
+    report = {"config": config.to_dict(), "source": src.name}  # the folder's name: the report ships (no local path)
     report.update(quantize_graph(source, out / "model.onnx", config,
                                  feeds if config.activations == "static" or config.smoothing else None,
                                  keep_ids=keep_ids))
