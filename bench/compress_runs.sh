@@ -16,3 +16,7 @@ $C $R/stsb_speedup3 $STSB --speedup 3 --max-drop 1.5 --time-budget 40m
 $C $R/sst2_speedup1 $SST2 --speedup 1 --max-drop 1 --seeds 2 --time-budget 60m
 # from the teacher sst2_speedup1 fine-tuned (a fine-tuned model: compress does not fine-tune it again)
 compact compress $R/sst2_speedup1/teacher/seed-1/model $R/sst2_size5 $SST2 --size-mb 5 --max-drop 3 --time-budget 40m
+# after the helpers' jobs ended (the cores free but for these two, run side by side)
+$C $R/mrpc_speedup1 $MRPC --speedup 1 --max-drop 1.5 --time-budget 28m &
+$C $R/stsb_speedup1 $STSB --speedup 1 --max-drop 1.5 --time-budget 28m &
+wait
