@@ -37,12 +37,11 @@ learning rate than pruning); without it, both use the recipe's.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from .data import TaskData
 from .export.card import write_model_card
-from .io import write_json
+from .io import replace_folder, write_json
 from .registry import card_lines
 from .run import load_data, run_recipe
 
@@ -70,7 +69,7 @@ def run_combined(recipe, out: str | os.PathLike, glue_dir: str | None = None, da
     per_seed = [_with_every_step(r, produced.facts, stages) for r in last["per_seed"]]
     results = {"recipe": recipe.to_dict(), "summary": last["summary"], "per_seed": per_seed, "stages": stages}
     final = out / "model"
-    _replace_folder(Path(model.replace("{seed}", str(recipe.protocol.seeds[0]))), final)
+    replace_folder(Path(model.replace("{seed}", str(recipe.protocol.seeds[0]))), final)
     write_json(out / "results.json", results)
     # the card's training line describes the last step, with the settings that step really used
     write_model_card(final, {**results, "recipe": {**results["recipe"], "protocol": last["recipe"]["protocol"]}},
@@ -88,13 +87,3 @@ def _with_every_step(result: dict, facts: dict, stages: dict) -> dict:
                 merged.update(earlier)
     merged.update(result)
     return merged
-
-
-def _replace_folder(src: Path, dst: Path) -> None:
-    """Copy `src` to `dst` through a scratch folder, so an interrupted copy never leaves a half-written model."""
-    scratch = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(src, scratch)
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(scratch, dst)

@@ -51,6 +51,18 @@ def _umask() -> int:
     return mask
 
 
+def replace_folder(src: str | os.PathLike, dst: str | os.PathLike, ignore=None) -> None:
+    """Copy folder `src` to `dst` through a scratch folder beside `dst`, so an interrupted copy never leaves half a
+    folder (`ignore`: shutil.copytree's)."""
+    dst = Path(dst)
+    scratch = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(src, scratch, ignore=ignore)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(scratch, dst)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

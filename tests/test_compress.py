@@ -88,7 +88,7 @@ def test_the_time_budget_sets_the_training_and_refuses_a_budget_below_the_baseli
 
 @pytest.mark.parametrize("argv, message", [
     (["--speedup", "fast", "--max-drop", "1"], "not a number"),
-    (["--speedup", "-3", "--max-drop", "1"], "not positive"),
+    (["--speedup", "-3", "--max-drop", "1"], "> 0"),
     (["--speedup", "3", "--max-drop", "-1"], "negative"),
     (["--speedup", "3", "--latency-ms", "4", "--max-drop", "1"], "not allowed with"),
 ])

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from ..data import TaskData, load_task_data
 from ..export.card import write_model_card
-from ..io import refuse_overwrite
+from ..io import refuse_overwrite, replace_folder
 from ..registry import card_lines
 from ..ship import measure_shipped, summarize
 from ..workdir import claim_output
 from .budget import Clock, attempt_seconds, attempt_training, choose_training
 from .goal import GoalError, Limits, goal_from, parse_duration
 from .job import (Setup, best_effort, check_inputs, fine_tune_teacher, is_fine_tuned, job_of, plans_to_try,
-                  selection_data, ship_folder, teacher_warning, try_plans)
+                  selection_data, teacher_warning, try_plans)
 from .planner import closest, distance, target_of
 from .prepare import (cache_folder, keep_measurements, measure_phase, measurement_key, restore_measurements,
                       selection_max_length)
@@ -133,7 +134,7 @@ def _final(setup: Setup, chosen: list, teacher: str, baseline) -> dict:
                   "layers": step["layers"], "parity_label": step.get("parity_label")}
         measured = measure_shipped(attempt.folder, report, spec, setup.data.dev(), setup.max_length, original=teacher)
         per_seed.append({**step, **measured, "seed": attempt.seed})
-    ship_folder(chosen[0].folder, setup.out / "model")
+    replace_folder(chosen[0].folder, setup.out / "model", ignore=shutil.ignore_patterns("checkpoints", ".*"))
     summary = summarize(per_seed)
     results = {"recipe": json.loads(Path(chosen[0].result_file).read_text())["recipe"], "summary": summary,
                "per_seed": per_seed, "stages": [a.plan["label"] for a in chosen[:1]]}  # OUT/report.json has each step

@@ -3,37 +3,9 @@ and by compact_nlp.compress.goal where they are goals."""
 
 from __future__ import annotations
 
-import argparse
-
-from ..data.options import add_data_options, task_data_from_options
+from ..data.options import add_data_options, at_least, non_negative_float, positive_float, task_data_from_options
 from ..io import refuse_overwrite
 from .api import compress
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more points")
-    return value
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return int(text)
 
 
 def add_compress_command(sub) -> None:
@@ -58,8 +30,8 @@ def add_compress_command(sub) -> None:
     command.add_argument("--task", choices=("classification", "regression", "pairs"), default=None,
                          help="say what the data is (checked against it); default: inferred")
     command.add_argument("--time-budget", default=None, help="wall-clock limit, e.g. 2h, 90m (default: none)")
-    command.add_argument("--threads", type=positive_int, default=1, help="threads latency is measured with")
-    command.add_argument("--seeds", type=positive_int, default=1,
+    command.add_argument("--threads", type=at_least(1), default=1, help="threads latency is measured with")
+    command.add_argument("--seeds", type=at_least(1), default=1,
                          help="seeds the chosen plan trains with; the held-out drop is their mean")
     command.add_argument("--dry-run", action="store_true", help="measure and print the plan; train nothing")
     command.add_argument("--accept-best", action="store_true",

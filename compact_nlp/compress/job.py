@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,19 +22,18 @@ import datasets
 from transformers import AutoConfig
 
 from ..convert import SUPPORTED_MODEL_TYPES, UnsupportedArchitectureError
-from ..data import TaskData, task_texts
+from ..data import TaskData
 from ..modeling import CompactBertConfig
 from ..glue import carve_heldout
 from ..io import write_json
 from ..pretrained import resolve_checkpoint
 from ..recipe import load_recipe
 from ..run import run_recipe
-from ..workdir import Job, claim_output, input_digest
-from .budget import Clock, TrainingPlan, attempt_seconds, choose_training
+from ..workdir import Job, input_digest
+from .budget import Clock, TrainingPlan, attempt_seconds
 from .goal import TASKS, Goal, GoalError, Limits
-from .planner import Attempt, Target, best, closest, meets_target, order, target_of
+from .planner import Attempt, Target, best, meets_target, order
 from .plans import Plan, escalations
-from .prepare import measure_phase, selection_max_length
 from .steps import Context, run_attempt
 
 SELECTION_FRACTION, SELECTION_MAX_ROWS, SPLIT_SEED = 0.1, 2000, 1
@@ -229,15 +227,5 @@ def best_effort(tried: list[Attempt], target: Target) -> list[Attempt]:
     return [a for a in tried if a.plan["label"] == chosen.plan["label"]]
 
 
-def ship_folder(src: str, dst: Path) -> None:
-    """Copy the chosen model folder to OUT/model through a scratch folder (never half a model)."""
-    scratch = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(src, scratch, ignore=shutil.ignore_patterns("checkpoints", ".*"))
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(scratch, dst)
-
-
-__all__ = ["Setup", "check_inputs", "closest", "fine_tune_teacher", "is_fine_tuned", "order", "selection_data",
-           "selection_max_length", "target_of", "try_plans", "measure_phase", "task_texts"]
+__all__ = ["Setup", "check_inputs", "fine_tune_teacher", "is_fine_tuned", "job_of", "plans_to_try", "selection_data",
+           "teacher_warning", "try_plans"]

@@ -15,7 +15,7 @@ import numpy as np
 from transformers import AutoConfig, AutoTokenizer
 
 from ..data import TaskData, task_texts
-from ..io import write_json
+from ..io import replace_folder, write_json
 from ..peers import ORT_DYNAMIC, fastest, measure_int8_peers
 from .measure import (Baseline, ShapeRefused, basis, export_reference, factor_predictions, proxy_file, time_beside_reference,
                       train_seconds_per_example)
@@ -99,11 +99,7 @@ def restore_measurements(folder: Path, cache: Path) -> bool:
     when it did. A folder that has its own measurements keeps them."""
     if (folder / BASELINE_FILE).is_file() or not (cache / BASELINE_FILE).is_file():
         return False
-    scratch = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(cache, scratch)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(scratch, folder)
+    replace_folder(cache, folder)
     return True
 
 
