@@ -87,3 +87,16 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_on_a_csv_from_anywhere(tmp_pat
     assert str(ROOT) not in where and Path(where, "presets", "smoke.yaml").is_file()  # from the installed wheel
     config = json.loads((work / "out" / "seed-1" / "model" / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"}
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    """pyproject lists packages by hand (the technique folders map into compact_nlp); a new subpackage left out of
+    that list installs without its code (compact_nlp.compress once did)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"compact_nlp." + ".".join(p.parent.relative_to(root / "compact_nlp").parts)
+             for p in (root / "compact_nlp").rglob("__init__.py") if p.parent != root / "compact_nlp"}
+    assert found <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
