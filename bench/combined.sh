@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The runs behind bench/results/compare_{sst2,mrpc,rte}.* and sentence_embeddings_*.* (docs/combined.md), as they
 # were run on 2 cores. R: a folder for the runs; GLUE: a glue_data folder. Every command resumes when run again.
+# --reuse: stage folders are copied in from earlier runs (latency data, predictor, searched model); compact keeps them.
 #   FT  = the protocol's fp32 SST-2 model:     compact run recipes/glue/sst2.yaml --out $R/baselines/sst2
 #   QAT, binary, token pruning alone:          compact run recipes/glue/sst2.yaml --preset int8-qat|binary|token-pruning
 #                                                --set model=$FT --set teacher=$FT --out $R/...
@@ -15,11 +16,11 @@ FT1=$R/baselines/sst2/seed-1/model
 
 # the combined pipeline; its hat/ step is the compact search run above (copied in, so it resumes instead of redoing)
 mkdir -p $R/combined/sst2 && [ -d $R/combined/sst2/hat ] || cp -al $R/hat/sst2 $R/combined/sst2/hat
-compact run recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --out $R/combined/sst2 \
+compact run --reuse recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --out $R/combined/sst2 \
   --glue-dir $GLUE
 mkdir -p $R/combined/sst2-binary
 for step in hat token_pruning; do [ -d $R/combined/sst2-binary/$step ] || cp -al $R/combined/sst2/$step $R/combined/sst2-binary/; done
-compact run recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
+compact run --reuse recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
   --out $R/combined/sst2-binary --glue-dir $GLUE
 
 # MRPC and RTE: the protocol's 3 seeds from the combined step 2 on (HAT searches once, on seed 1's model, and every
@@ -30,12 +31,12 @@ compact run recipes/glue/sst2.yaml --preset combined --preset combined-binary --
 for TASK in mrpc rte; do
   mkdir -p $R/combined/$TASK/hat
   for f in latency.jsonl predictor; do [ -e $R/combined/$TASK/hat/$f ] || cp -r $R/hat/sst2/$f $R/combined/$TASK/hat/; done
-  compact run recipes/glue/$TASK.yaml --preset combined --set "model=$R/baselines/$TASK/seed-{seed}/model" \
+  compact run --reuse recipes/glue/$TASK.yaml --preset combined --set "model=$R/baselines/$TASK/seed-{seed}/model" \
     --set "teacher=$R/baselines/$TASK/seed-{seed}/model" --set hat.supernet_steps=600 --out $R/combined/$TASK \
     --glue-dir $GLUE
   mkdir -p $R/combined/$TASK-binary  # binary weights as the last step, on the same searched and pruned models
   for step in hat token_pruning; do [ -d $R/combined/$TASK-binary/$step ] || cp -al $R/combined/$TASK/$step $R/combined/$TASK-binary/; done
-  compact run recipes/glue/$TASK.yaml --preset combined --preset combined-binary \
+  compact run --reuse recipes/glue/$TASK.yaml --preset combined --preset combined-binary \
     --set "model=$R/baselines/$TASK/seed-{seed}/model" --set "teacher=$R/baselines/$TASK/seed-{seed}/model" \
     --set hat.supernet_steps=600 --out $R/combined/$TASK-binary --glue-dir $GLUE
 done
@@ -77,14 +78,14 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python
 # the protocol's subset (transfer: rest_of_train); the binary last step on the same searched and pruned model
 SETS=(--set "hat.budgets=[0.33]" --set hat.distill_epochs=1 --set hat.latency_models=120 --set "transfer=[rest_of_train]"
       --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}")
-compact run recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --glue-dir $GLUE "${SETS[@]}" \
+compact run --reuse recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --glue-dir $GLUE "${SETS[@]}" \
   --set "stages.quant.protocol={epochs: 1, learning_rate: 2.0e-5, steps: 563}" --out $R/combined/sst2_033_rest
 mkdir -p $R/combined/sst2_033_rest_binary
 for step in hat token_pruning; do [ -d $R/combined/sst2_033_rest_binary/$step ] || cp -al $R/combined/sst2_033_rest/$step $R/combined/sst2_033_rest_binary/; done
-compact run recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
+compact run --reuse recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
   --glue-dir $GLUE "${SETS[@]}" --set "stages.quant.protocol={epochs: 2, learning_rate: 2.0e-4, weight_decay: 0.0, steps: 1126}" \
   --out $R/combined/sst2_033_rest_binary
-compact run recipes/glue/sst2.yaml --preset token-pruning --set model=$FT --set teacher=$FT --glue-dir $GLUE \
+compact run --reuse recipes/glue/sst2.yaml --preset token-pruning --set model=$FT --set teacher=$FT --glue-dir $GLUE \
   --set "transfer=[rest_of_train]" --set protocol.epochs=1 --set protocol.learning_rate=1e-4 --out $R/prune/sst2_k45_rest
 compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
   --variant "token pruning alone (keep 0.45, transfer: rest of train)=$R/prune/sst2_k45_rest/seed-{seed}/model" \
@@ -101,7 +102,7 @@ mkdir -p $R/combined/sst2_025_rest/hat
 for f in latency.jsonl predictor rewired supernet; do
   [ -e $R/combined/sst2_025_rest/hat/$f ] || cp -al $R/combined/sst2_033_rest/hat/$f $R/combined/sst2_025_rest/hat/
 done
-compact run recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --glue-dir $GLUE \
+compact run --reuse recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --glue-dir $GLUE \
   --set "hat.budgets=[0.25]" --set hat.distill_epochs=2 --set hat.latency_models=120 --set "transfer=[rest_of_train]" \
   --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}" \
   --set "stages.quant.protocol={epochs: 1, learning_rate: 2.0e-5, steps: 563}" --out $R/combined/sst2_025_rest
@@ -128,7 +129,7 @@ mkdir -p $R/hat/sst2_022
 for f in latency.jsonl predictor rewired supernet; do
   [ -e $R/hat/sst2_022/$f ] || cp -al $R/combined/sst2_033_rest/hat/$f $R/hat/sst2_022/
 done
-compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_022 --set "hat.budgets=[0.22]" \
+compact search --reuse recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_022 --set "hat.budgets=[0.22]" \
   --set hat.distill_epochs=2 --set hat.latency_models=120 --set "transfer=[rest_of_train]" \
   --set hat.uniform_reference=false --set hat.full_reference=false
 compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python $OPT \
@@ -144,7 +145,7 @@ hat22() {  # $1: the run's folder name; then its --set overrides
   local out=$R/hat/$1; shift
   mkdir -p $out
   for f in latency.jsonl predictor rewired supernet search-0.22; do [ -e $out/$f ] || cp -r $R/hat/sst2_022/$f $out/; done
-  compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $out --set "hat.budgets=[0.22]" \
+  compact search --reuse recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $out --set "hat.budgets=[0.22]" \
     --set hat.latency_models=120 --set "transfer=[rest_of_train]" --set hat.uniform_reference=false \
     --set hat.full_reference=false "$@"
 }
@@ -165,7 +166,7 @@ mkdir -p $R/combined/sst2_022/hat
 for f in latency.jsonl predictor rewired supernet search-0.22 sub-0.22-searched; do
   [ -e $R/combined/sst2_022/hat/$f ] || cp -r $R/hat/sst2_022/$f $R/combined/sst2_022/hat/
 done
-compact run recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --glue-dir $GLUE \
+compact run --reuse recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --glue-dir $GLUE \
   --set "hat.budgets=[0.22]" --set hat.distill_epochs=2 --set hat.latency_models=120 --set "transfer=[rest_of_train]" \
   --set token_pruning.keep_ratio=0.8 --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}" \
   --set "stages.quant.protocol={epochs: 1, learning_rate: 2.0e-5, steps: 563}" --out $R/combined/sst2_022
@@ -175,9 +176,9 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 $FT --optimum-python
   --variant "combined: HAT 22% + token pruning (keep 0.8) + int8=$R/combined/sst2_022/quant/seed-{seed}/model" \
   --out bench/results/compare_sst2_budget022_combined
 # the fine-tune on a held-out split of whole sentences (docs/protocol.md)
-compact run recipes/glue/sst2.yaml --glue-dir $GLUE --set protocol.heldout_unseen=true --out $R/baselines/sst2_unseen
+compact run --reuse recipes/glue/sst2.yaml --glue-dir $GLUE --set protocol.heldout_unseen=true --out $R/baselines/sst2_unseen
 cp $R/baselines/sst2_unseen/results.json bench/results/baselines/sst2_heldout_unseen.json
-compact run recipes/glue/sst2.yaml --preset token-pruning --glue-dir $GLUE --set protocol.heldout_unseen=true \
+compact run --reuse recipes/glue/sst2.yaml --preset token-pruning --glue-dir $GLUE --set protocol.heldout_unseen=true \
   --set model=$R/baselines/sst2_unseen/seed-1/model --set teacher=$R/baselines/sst2_unseen/seed-1/model \
   --set "transfer=[rest_of_train]" --set protocol.epochs=1 --set protocol.learning_rate=1.0e-4 \
   --out $R/prune/sst2_k45_rest_unseen
@@ -185,7 +186,7 @@ cp $R/prune/sst2_k45_rest_unseen/seed-1/results.json bench/results/run_token_pru
 # its second seed (its own split), and the 22% pipeline again on this split (docs/hat.md, docs/combined.md): search
 # (latency data and predictor copied from $R/hat/sst2_022: latency depends on shapes only), then the distillation
 # arms from the same folders: 2 or 4 epochs, seeds 1 and 2, and 2 epochs with augmented copies
-compact run recipes/glue/sst2.yaml --glue-dir $GLUE --set protocol.heldout_unseen=true --set "protocol.seeds=[2]" \
+compact run --reuse recipes/glue/sst2.yaml --glue-dir $GLUE --set protocol.heldout_unseen=true --set "protocol.seeds=[2]" \
   --out $R/baselines/sst2_unseen_s2
 cp $R/baselines/sst2_unseen_s2/results.json bench/results/baselines/sst2_heldout_unseen_seed2.json
 FTU=$R/baselines/sst2_unseen/seed-1/model
@@ -195,7 +196,7 @@ hat22u() {  # $1: the run's folder name; then its --set overrides
   for f in latency.jsonl predictor rewired supernet search-0.22; do
     [ -e $out/$f ] || [ ! -e $R/hat/sst2_022_unseen/$f ] || cp -r $R/hat/sst2_022_unseen/$f $out/
   done
-  compact search recipes/glue/sst2.yaml --model $FTU --glue-dir $GLUE --out $out --set protocol.heldout_unseen=true \
+  compact search --reuse recipes/glue/sst2.yaml --model $FTU --glue-dir $GLUE --out $out --set protocol.heldout_unseen=true \
     --set "hat.budgets=[0.22]" --set hat.latency_models=120 --set hat.uniform_reference=false \
     --set hat.full_reference=false "$@"
 }
@@ -216,7 +217,7 @@ mkdir -p $R/combined/sst2_022_unseen/hat
 for f in latency.jsonl predictor rewired supernet search-0.22 sub-0.22-searched; do
   [ -e $R/combined/sst2_022_unseen/hat/$f ] || cp -r $R/hat/sst2_022_unseen_e4/$f $R/combined/sst2_022_unseen/hat/
 done
-compact run recipes/glue/sst2.yaml --preset combined --set model=$FTU --set teacher=$FTU --glue-dir $GLUE \
+compact run --reuse recipes/glue/sst2.yaml --preset combined --set model=$FTU --set teacher=$FTU --glue-dir $GLUE \
   --set protocol.heldout_unseen=true --set "hat.budgets=[0.22]" --set hat.distill_epochs=4 \
   --set hat.latency_models=120 \
   --set "transfer=[rest_of_train]" --set token_pruning.keep_ratio=0.8 \
@@ -231,8 +232,8 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 "$R/baselines/sst2_u
   --out bench/results/compare_sst2_unseen_budget022
 
 # RTE's int8-QAT-alone row, side by side with its fp32 models and the peers (the fp32 run reproduces the seeds above)
-compact run recipes/glue/rte.yaml --glue-dir $GLUE --out $R/baselines/rte
-compact run recipes/glue/rte.yaml --preset int8-qat --glue-dir $GLUE --set "model=$R/baselines/rte/seed-{seed}/model" \
+compact run --reuse recipes/glue/rte.yaml --glue-dir $GLUE --out $R/baselines/rte
+compact run --reuse recipes/glue/rte.yaml --preset int8-qat --glue-dir $GLUE --set "model=$R/baselines/rte/seed-{seed}/model" \
   --set "teacher=$R/baselines/rte/seed-{seed}/model" --out $R/quant/rte_qat
 compact bench --task rte --glue-dir $GLUE --seeds 1 2 3 --fp32 "$R/baselines/rte/seed-{seed}/model" --optimum-python $OPT \
   --variant "int8 QAT alone=$R/quant/rte_qat/seed-{seed}/model" --out bench/results/compare_rte_qat
@@ -251,18 +252,18 @@ cp $R/embed_docs/report.json bench/results/sentence_embeddings_python_docs.json
 # predictor (bench/experiments/hat_latency_quiet.py; latency depends on shapes only), 2 distillation seeds, then the combined
 # pipeline on the searched model (token pruning at keep 0.8, then int8 QAT or PTQ chosen on held-out).
 FULL="--set protocol.train_subset=null"
-compact run recipes/glue/sst2.yaml --glue-dir $GLUE $FULL --out $R/full/ft
+compact run --reuse recipes/glue/sst2.yaml --glue-dir $GLUE $FULL --out $R/full/ft
 FTF=$R/full/ft/seed-1/model
 mkdir -p $R/full/hat
 for f in latency.jsonl predictor; do [ -e $R/full/hat/$f ] || cp -r $R/hat/sst2/$f $R/full/hat/; done
-compact search recipes/glue/sst2.yaml --model $FTF --glue-dir $GLUE --out $R/full/hat $FULL --set "hat.budgets=[0.33]" \
+compact search --reuse recipes/glue/sst2.yaml --model $FTF --glue-dir $GLUE --out $R/full/hat $FULL --set "hat.budgets=[0.33]" \
   --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=2 --set hat.uniform_reference=false \
   --set hat.full_reference=false
 mkdir -p $R/full/combined/hat
 for f in latency.jsonl predictor rewired supernet search-0.33 sub-0.33-searched; do
   [ -e $R/full/combined/hat/$f ] || cp -r $R/full/hat/$f $R/full/combined/hat/
 done
-compact run recipes/glue/sst2.yaml --preset combined --set model=$FTF --set teacher=$FTF --glue-dir $GLUE $FULL \
+compact run --reuse recipes/glue/sst2.yaml --preset combined --set model=$FTF --set teacher=$FTF --glue-dir $GLUE $FULL \
   --set "hat.budgets=[0.33]" --set hat.latency_models=300 --set hat.latency_passes=2 \
   --set token_pruning.keep_ratio=0.8 --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}" \
   --set "stages.quant.protocol={epochs: 1, learning_rate: 2.0e-5, steps: 563}" --out $R/full/combined
@@ -282,7 +283,7 @@ compact bench --task sst2 --glue-dir $GLUE --seeds 1 --fp32 "$R/full/ft/seed-{se
 # (docs/combined.md)
 mkdir -p $R/hat/sst2_040
 for f in latency.jsonl predictor rewired supernet; do [ -e $R/hat/sst2_040/$f ] || cp -r $R/hat/sst2/$f $R/hat/sst2_040/; done
-compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_040 --set "hat.budgets=[0.4]" \
+compact search --reuse recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_040 --set "hat.budgets=[0.4]" \
   --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=2 --set "transfer=[rest_of_train]" \
   --set hat.uniform_reference=false --set hat.full_reference=false
 cp $R/hat/sst2_040/search_results.json bench/results/run_hat_sst2_040_search.json
@@ -309,12 +310,12 @@ done
 [ -e $R/hat/sst2_050t/search-0.5 ] || cp -r $R/hat/sst2/search-0.5 $R/hat/sst2_050t/
 git checkout c48744b  # the export these searches shipped with
 for b in 0.45:045 0.5:050t; do
-  compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_${b#*:} --set "hat.budgets=[${b%:*}]" \
+  compact search --reuse recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_${b#*:} --set "hat.budgets=[${b%:*}]" \
     --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=2 --set "transfer=[rest_of_train]" \
     --set hat.uniform_reference=false --set hat.full_reference=false
 done
 # after the goal was judged, a third distillation seed of the 45% model, as a robustness check
-compact search recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_045 --set "hat.budgets=[0.45]" \
+compact search --reuse recipes/glue/sst2.yaml --model $FT1 --glue-dir $GLUE --out $R/hat/sst2_045 --set "hat.budgets=[0.45]" \
   --set hat.latency_models=300 --set hat.latency_passes=2 --set hat.distill_seeds=3 --set "transfer=[rest_of_train]" \
   --set hat.uniform_reference=false --set hat.full_reference=false
 git checkout -
@@ -363,7 +364,7 @@ for arm in 075:0.75:1 090:0.9:"1, 2"; do
   for f in latency.jsonl predictor rewired supernet; do
     [ -e $R/combined/sst2_${b}_binary/hat/$f ] || cp -r $R/hat/sst2_045/$f $R/combined/sst2_${b}_binary/hat/
   done
-  compact run recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
+  compact run --reuse recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
     --glue-dir $GLUE --out $R/combined/sst2_${b}_binary --set "hat.budgets=[$budget]" --set hat.latency_models=300 \
     --set hat.latency_passes=2 --set hat.distill_seeds=1 --set hat.distill_epochs=1 --set "transfer=[rest_of_train]" \
     --set token_pruning.keep_ratio=0.8 --set "stages.token_pruning.protocol={epochs: 1, learning_rate: 1.0e-4}" \

@@ -114,6 +114,9 @@ def _run_command(sub) -> None:
                      help="override a recipe key after the presets, e.g. --set protocol.epochs=1 (repeatable)")
     run.add_argument("--restart", action="store_true",
                      help="OUT holds a run of another recipe, model or data: discard it and start over")
+    run.add_argument("--reuse", action="store_true",
+                     help="OUT holds a run with other settings, or stage folders copied from one: keep its finished "
+                          "stages (not redone, even where their settings differ) and run the rest")
     run.set_defaults(func=cmd_run)
 
 
@@ -137,6 +140,9 @@ def _search_command(sub) -> None:
                              "--set hat.budgets=[0.5,0.33] (repeatable)")
     search.add_argument("--restart", action="store_true",
                         help="OUT holds a search with other settings, model or data: discard it and start over")
+    search.add_argument("--reuse", action="store_true",
+                        help="OUT holds a search with other settings, or stages copied from one (latency data, "
+                             "predictor, SuperTransformer): keep them and run the rest")
     search.set_defaults(func=cmd_search)
 
 

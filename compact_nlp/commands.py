@@ -59,17 +59,20 @@ def _local(source) -> str | None:
     return str(source) if source is not None and Path(str(source)).expanduser().exists() else None
 
 
-def _claim(out: Path, command: str, arguments: dict, inputs: dict, restart: bool) -> bool:
+def _claim(out: Path, command: str, arguments: dict, inputs: dict, restart: bool, reuse: bool | None = None) -> bool:
     """OUT belongs to this job (compact_nlp.workdir): refused when it would overwrite an input, or when it holds
-    another job; resumed when it holds this one. Returns whether the claim created OUT."""
+    another job; resumed when it holds this one. `reuse` is None for a command without finished stages to keep, else
+    whether the user asked to keep them. Returns whether the claim created OUT."""
     refuse_overwrite(out, {name: _local(source) for name, source in inputs.items()})
     if out.is_dir() and [p.name for p in out.iterdir()] == [JOB_FILE]:  # an earlier job that wrote nothing (it
         (out / JOB_FILE).unlink()  # failed on its input): nothing to resume, nothing of another job's to keep
     digests = {str(source): input_digest(source) for source in set(inputs.values()) if source}  # each folder once
-    job = Job(command, arguments, {name: digests[str(source)] for name, source in inputs.items() if source})
+    job = Job(command, arguments, {name: digests[str(source)] for name, source in inputs.items() if source},
+              reusable=reuse is not None)
     created = not out.exists()
-    if claim_output(out, job, restart=restart):
-        print(f"{out}: resuming the same {command} job (--restart to start over)")
+    if claim_output(out, job, restart=restart, reuse=bool(reuse)):
+        print(f"{out}: --reuse keeps the finished stages already there; they are not redone, even where this job's "
+              f"settings differ from theirs" if reuse else f"{out}: resuming the same {command} job (--restart to start over)")
     return created
 
 
@@ -163,7 +166,7 @@ def cmd_run(args) -> int:
     data = load_data(recipe, args.glue_dir)  # read and checked before anything trains or is written
     out = Path(args.out or Path("out") / (data.spec.name if section else Path(args.recipe).stem))
     created = _claim(out, "run", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
-                     getattr(args, "restart", False))
+                     getattr(args, "restart", False), getattr(args, "reuse", False))
     try:
         return _run_claimed(recipe, out, args.glue_dir, data)
     except BaseException:
@@ -220,7 +223,7 @@ def cmd_search(args) -> int:
     name = data.spec.name if recipe.data else Path(args.recipe).stem
     out = Path(args.out or Path("out") / f"{name}-search")
     _claim(out, "search", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
-           getattr(args, "restart", False))
+           getattr(args, "restart", False), getattr(args, "reuse", False))
     return _standalone(recipe, out, args.glue_dir, data)
 
 

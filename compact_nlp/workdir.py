@@ -1,6 +1,7 @@
 """An output folder belongs to one job: the first run records what it was asked to do (the command, its arguments and
 a digest of its input files) in OUT/.compact-job.json; the same command again resumes there, and a different one is
-refused with a line that says what differs and how to proceed (another folder, or --restart to start over).
+refused with a line that says what differs and how to proceed (another folder, --restart to start over, or --reuse
+where the command keeps finished stages: the user says so, and the job file then records the new job).
 
 --restart removes only a folder compact itself claimed (one with the job file): a folder of the user's own files is
 never emptied.
@@ -31,6 +32,7 @@ class Job:
     command: str
     arguments: dict  # the settings that change the result (not e.g. --debug); JSON-serialisable
     inputs: dict = field(default_factory=dict)  # input name -> digest (input_digest)
+    reusable: bool = False  # the command keeps finished stages that still fit (--reuse): run, search
 
     def differences(self, other: Job) -> list[str]:
         changed = [] if self.command == other.command else [f"command {other.command} -> {self.command}"]
@@ -59,10 +61,12 @@ def input_digest(source: str | os.PathLike | None) -> str | None:
     return "sha256:" + digest.hexdigest()
 
 
-def claim_output(out: str | os.PathLike, job: Job, restart: bool = False) -> bool:
-    """Make `out` this job's folder. Returns True when it resumes an earlier run of the same job, False when it starts
-    fresh. Raises OutputInUseError when `out` holds a different job (unless `restart`) or files compact did not
-    write."""
+def claim_output(out: str | os.PathLike, job: Job, restart: bool = False, reuse: bool = False) -> bool:
+    """Make `out` this job's folder. Returns True when it resumes an earlier run of the same job (or, with `reuse`,
+    keeps what a different job or a copy left there), False when it starts fresh. Raises OutputInUseError when `out`
+    holds a different job (unless `restart` or `reuse`) or files compact did not write (unless `reuse`)."""
+    if restart and reuse:
+        raise OutputInUseError("--restart discards OUT and --reuse keeps it; give one of them.")
     out = Path(out)
     job_file = out / JOB_FILE
     if out.exists() and not out.is_dir():
@@ -72,14 +76,22 @@ def claim_output(out: str | os.PathLike, job: Job, restart: bool = False) -> boo
         changes = job.differences(earlier)
         if not changes:
             return True
+        if reuse:
+            write_json(job_file, asdict(job))
+            return True
         if not restart:
             raise OutputInUseError(
                 f"{out} holds a different {earlier.command} job ({'; '.join(changes[:3])}"
-                f"{'; ...' if len(changes) > 3 else ''}); give another output folder, or --restart to discard it.")
+                f"{'; ...' if len(changes) > 3 else ''}); give another output folder, or --restart to discard it"
+                f"{', or --reuse to keep its finished stages' if job.reusable else ''}.")
         _empty(out)
     elif out.is_dir() and any(out.iterdir()):
+        if reuse:  # e.g. stage folders the user copied in from another run
+            write_json(job_file, asdict(job))
+            return True
         raise OutputInUseError(f"{out} is not empty and was not written by compact; give a new or empty folder "
-                               "(compact never deletes files it did not write).")
+                               "(compact never deletes files it did not write)"
+                               f"{', or --reuse to keep stage folders copied from another run' if job.reusable else ''}.")
     out.mkdir(parents=True, exist_ok=True)
     write_json(job_file, asdict(job))
     return False

@@ -95,7 +95,7 @@ def test_one_recipe_searches_prunes_quantizes_and_ships_one_folder(finetuned, gl
     binary.mkdir()
     for stage in ("hat", "token_pruning"):
         shutil.copytree(out / stage, binary / stage)
-    status, printed = main(run_args(finetuned, glue_dir, binary, "combined-binary")), capsys.readouterr()
+    status, printed = main(run_args(finetuned, glue_dir, binary, "combined-binary") + ["--reuse"]), capsys.readouterr()
     assert status == 0, printed.err
     config = json.loads((binary / "model" / "config.json").read_text())
     assert config["quant"]["binary"]["activation_bits"] == 8 and config["search"]["subtransformer"] == searched

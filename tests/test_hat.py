@@ -597,7 +597,9 @@ def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, 
 
     (out / "search_results.json").unlink()  # run again: every stage is found and skipped, nothing measured again
     # (without the hand-picked model this time: its SubTransformer is still named, as one that was not distilled)
-    assert main(args + ["--set", "hat.uniform_reference=false"]) == 0
+    assert main(args + ["--set", "hat.uniform_reference=false"]) == 2  # another job: refused, nothing lost
+    assert "--reuse to keep its finished stages" in capsys.readouterr().err
+    assert main(args + ["--set", "hat.uniform_reference=false", "--reuse"]) == 0  # the user says so
     assert len((out / "latency.jsonl").read_text().splitlines()) == 15
     again = json.loads((out / "search_results.json").read_text())["budgets"]["0.6"]
     assert again["searched"]["subtransformer"] == searched["subtransformer"]
@@ -606,7 +608,7 @@ def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, 
     assert "budget 0.6: searched" in capsys.readouterr().out
 
     capsys.readouterr()
-    assert main(args + ["--set", "hat.threads=2"]) == 2  # the stored latency data is for 1 thread
+    assert main(args + ["--set", "hat.threads=2", "--reuse"]) == 2  # the stored latency data is for 1 thread
     assert "threads: 1 vs 2" in capsys.readouterr().err
 
 

@@ -206,6 +206,24 @@ def test_a_run_into_a_folder_of_another_recipe_is_refused_before_training(train_
     assert sorted(p.name for p in out.iterdir()) == [".compact-job.json", "results.json"]
 
 
+def test_reuse_keeps_another_jobs_stages_only_when_asked_and_records_the_new_job(tmp_path):
+    out = tmp_path / "search"
+    earlier, changed = Job("search", {"budgets": [0.5]}, reusable=True), Job("search", {"budgets": [0.4]}, reusable=True)
+    claim_output(out, earlier)
+    write_json(out / "latency.jsonl", {"kept": True})
+    with pytest.raises(ValueError, match="--reuse to keep its finished stages"):
+        claim_output(out, changed)
+    with pytest.raises(ValueError, match="give one of them"):
+        claim_output(out, changed, restart=True, reuse=True)
+    assert claim_output(out, changed, reuse=True) is True  # kept, and the folder now says which job it holds
+    assert (out / "latency.jsonl").is_file() and claim_output(out, changed) is True
+    copied = tmp_path / "copied"  # stage folders copied in by hand: refused unless the user says so
+    shutil.copytree(out, copied, ignore=shutil.ignore_patterns(".compact-job.json"))
+    with pytest.raises(ValueError, match="--reuse to keep stage folders copied"):
+        claim_output(copied, changed)
+    assert claim_output(copied, changed, reuse=True) is True and (copied / "latency.jsonl").is_file()
+
+
 def test_an_export_removes_what_an_earlier_export_left(exported, tmp_path, tiny_tokenizer):
     out = Path(shutil.copytree(exported, tmp_path / "out"))
     (out / "model.ort").write_bytes(b"a model.ort of an earlier export")
