@@ -40,7 +40,7 @@ def spearman_of_cosine(a: np.ndarray, b: np.ndarray, scores) -> float:
     return float(100 * spearmanr(cosine, scores).statistic)
 
 
-def _ort_embedder(path: Path, threads: int):
+def ort_embedder(path: Path, threads: int):
     """batch -> normalized mean-pooled embeddings, from a graph whose first output is last_hidden_state."""
     import onnxruntime as ort
 
@@ -56,7 +56,7 @@ def _ort_embedder(path: Path, threads: int):
     return embed
 
 
-def _torch_embedder(model):
+def torch_embedder(model):
     def embed(batch):
         states = model(**{k: torch.as_tensor(v) for k, v in batch.items()}).last_hidden_state
         return F.normalize(mean_pool(states, torch.as_tensor(batch["attention_mask"])), dim=-1)
@@ -84,7 +84,7 @@ def _latency(rows: dict, embedders: dict, files: dict, inputs: list[dict], threa
     timed = {name: embedder for name, embedder in embedders.items() if "student" not in name}
     for n_threads in threads:
         torch.set_num_threads(n_threads)
-        callers = {name: (_ort_embedder(files[name], n_threads) if name in files else embedder)
+        callers = {name: (ort_embedder(files[name], n_threads) if name in files else embedder)
                    for name, embedder in timed.items()}
         with torch.inference_mode():
             for name, stats in real_length_latency(callers, {name: inputs for name in callers}).items():
@@ -109,9 +109,9 @@ def measure(original: str, shipped: Path, student: Path, sentences: list[str], t
                  f"compact: {student_model.config.num_hidden_layers}-layer distilled, int8 (model.ort, ships)":
                      shipped / "model.ort"}
         torch.set_num_threads(2)
-        embedders = {ORIGINAL_TORCH: _torch_embedder(original_model),
-                     **{name: _ort_embedder(path, 2) for name, path in files.items()},
-                     STUDENT_TORCH: _torch_embedder(student_model)}
+        embedders = {ORIGINAL_TORCH: torch_embedder(original_model),
+                     **{name: ort_embedder(path, 2) for name, path in files.items()},
+                     STUDENT_TORCH: torch_embedder(student_model)}
         embeddings = {name: encode_all(embed, tokenizer, sentences, max_length) for name, embed in embedders.items()}
         rows = _fidelity(embeddings, sentences, pairs)
         sizes = {name: round(path.stat().st_size / 2**20, 2) for name, path in files.items()}
@@ -135,8 +135,8 @@ def sentence_transformers_check(folder: Path, sentences: list[str], max_length: 
     loaded = SentenceTransformer(str(folder), device="cpu")
     theirs = loaded.encode(sentences, convert_to_numpy=True, normalize_embeddings=False)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    ours = encode_all(_torch_embedder(AutoCompactModel.from_pretrained(folder).eval()), tokenizer, sentences, max_length)
-    shipped = encode_all(_ort_embedder(folder / "model.ort", 2), tokenizer, sentences, max_length)
+    ours = encode_all(torch_embedder(AutoCompactModel.from_pretrained(folder).eval()), tokenizer, sentences, max_length)
+    shipped = encode_all(ort_embedder(folder / "model.ort", 2), tokenizer, sentences, max_length)
     cosine = (theirs * shipped).sum(-1)
     return {"sentences": len(sentences), "max_abs_diff_vs_compact_pytorch": float(np.abs(theirs - ours).max()),
             "mean_cosine_vs_shipped_ort": round(float(cosine.mean()), 4),

@@ -15,9 +15,10 @@ from ..registry import card_lines
 from ..ship import measure_shipped, summarize
 from ..workdir import claim_output
 from .budget import Clock, attempt_seconds, attempt_training, choose_training
-from .goal import GoalError, Limits, goal_from, parse_duration
-from .job import (Setup, best_effort, check_inputs, fine_tune_teacher, is_fine_tuned, job_of, plans_to_try,
-                  selection_data, teacher_warning, try_plans)
+from .embed_job import compress_embeddings
+from .goal import EMBEDDINGS, GoalError, Limits, goal_from, parse_duration
+from .job import (Setup, best_effort, check_inputs, check_model, fine_tune_teacher, is_fine_tuned, job_of,
+                  plans_to_try, selection_data, teacher_warning, try_plans)
 from .planner import closest, distance, target_of
 from .prepare import (cache_folder, keep_measurements, measure_phase, measurement_key, restore_measurements,
                       selection_max_length)
@@ -28,13 +29,19 @@ from .steps import Context
 def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathLike, *, speedup: float | None = None,
              latency_ms: float | None = None, size_mb: float | None = None, max_drop: float = 1.0,
              task: str | None = None, time_budget: str | float | None = None, threads: int = 1, seeds: int = 1,
-             dry_run: bool = False, accept_best: bool = False, restart: bool = False, log=print) -> CompressResult:
+             dry_run: bool = False, accept_best: bool = False, restart: bool = False, text_column: str | None = None,
+             log=print) -> CompressResult:
     """Compress `model` on `data` (a TaskData, or a file that compact_nlp.data.load_task_data reads) to one target
     (`speedup` over the fastest int8 peer measured here, `latency_ms` at batch 1, or `size_mb`) within `max_drop`
     points, into `out`; returns what was planned, tried and shipped (also in OUT/report.json). Run again with the
-    same arguments to resume; other arguments on the same OUT are refused unless `restart`."""
+    same arguments to resume; other arguments on the same OUT are refused unless `restart`.
+    `task="embeddings"`: a sentence-embedding model on unlabelled text in `data`'s `text_column` (embed_job)."""
     goal = goal_from(speedup, latency_ms, size_mb, max_drop)
     limits = Limits(parse_duration(time_budget), threads, seeds)
+    if task == EMBEDDINGS:
+        refuse_overwrite(out, {"model": check_model(model)})
+        return compress_embeddings(model, data, Path(out), goal, limits, text_column, dry_run, accept_best, restart,
+                                   log)
     data = data if isinstance(data, TaskData) else load_task_data(data)
     source = check_inputs(model, data, task)
     refuse_overwrite(out, {"model": source})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..data.options import add_data_options, at_least, non_negative_float, positive_float, task_data_from_options
 from ..io import refuse_overwrite
 from .api import compress
+from .goal import EMBEDDINGS, TASKS
 
 
 def add_compress_command(sub) -> None:
@@ -27,8 +28,10 @@ def add_compress_command(sub) -> None:
     target.add_argument("--size-mb", type=positive_float, help="MB of the shipped model.ort")
     command.add_argument("--max-drop", type=non_negative_float, required=True,
                          help="points of the task's main metric the model may lose (e.g. 1)")
-    command.add_argument("--task", choices=("classification", "regression", "pairs"), default=None,
-                         help="say what the data is (checked against it); default: inferred")
+    command.add_argument("--task", choices=TASKS, default=None,
+                         help="say what the data is (checked against it); default: inferred from its labels. "
+                              "embeddings: MODEL is a sentence-embedding model and --data unlabelled text "
+                              "(--text-column names the column); the drop is in points of similarity fidelity")
     command.add_argument("--time-budget", default=None, help="wall-clock limit, e.g. 2h, 90m (default: none)")
     command.add_argument("--threads", type=at_least(1), default=1, help="threads latency is measured with")
     command.add_argument("--seeds", type=at_least(1), default=1,
@@ -45,11 +48,15 @@ def cmd_compress(args) -> int:
         raise ValueError("compact compress needs your data: --data FILE (CSV, TSV, JSON, JSONL, Parquet, a saved "
                          "dataset folder or a hub id).")
     refuse_overwrite(args.out, {"data": args.train, "validation": args.validation, "test": args.test})
-    data = task_data_from_options(args, None, None)
+    embeddings = args.task == EMBEDDINGS
+    if embeddings and (args.validation or args.test or args.label_column):
+        raise ValueError("--task embeddings reads one file of unlabelled text (--data FILE --text-column COL); its "
+                         "held-out sentences are carved from it: drop --validation/--test/--label-column.")
+    data = args.train if embeddings else task_data_from_options(args, None, None)
     result = compress(args.model, data, args.out, speedup=args.speedup, latency_ms=args.latency_ms,
                       size_mb=args.size_mb, max_drop=args.max_drop, task=args.task, time_budget=args.time_budget,
                       threads=args.threads, seeds=args.seeds, dry_run=args.dry_run, accept_best=args.accept_best,
-                      restart=args.restart)
+                      restart=args.restart, text_column=args.text_column if embeddings else None)
     with open(f"{args.out}/report.md") as report:
         print(report.read())
     return result.exit_code

@@ -7,7 +7,8 @@ import re
 from dataclasses import asdict, dataclass
 
 SPEEDUP, LATENCY, SIZE = "speedup", "latency_ms", "size_mb"
-TASKS = ("classification", "regression", "pairs")  # what --task may say; the data's problem type must agree
+EMBEDDINGS = "embeddings"  # unlabelled text, a sentence-embedding model (compact_nlp.compress.embed_job)
+TASKS = ("classification", "regression", "pairs", EMBEDDINGS)  # what --task may say; labelled data must agree
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
 
 

@@ -31,7 +31,7 @@ from ..recipe import load_recipe
 from ..run import run_recipe
 from ..workdir import Job, input_digest
 from .budget import Clock, TrainingPlan, attempt_seconds
-from .goal import TASKS, Goal, GoalError, Limits
+from .goal import EMBEDDINGS, TASKS, Goal, GoalError, Limits
 from .planner import Attempt, Target, best, meets_target, order
 from .plans import Plan, escalations
 from .steps import Context, run_attempt
@@ -53,19 +53,24 @@ class Setup:
     notes: list[str] = field(default_factory=list)
 
 
-def check_inputs(model: str, data: TaskData, task: str | None) -> str:
-    """The model's family and the task kind, checked before anything trains; returns the model's source."""
+def check_model(model: str) -> str:
+    """The model's family, checked before anything trains; returns the model's source."""
     source = resolve_checkpoint(model)  # a local path that does not exist is refused there ("no such folder")
     model_type = AutoConfig.from_pretrained(source).model_type
     if model_type not in (*SUPPORTED_MODEL_TYPES, CompactBertConfig.model_type):  # a compact folder is one of ours
         raise UnsupportedArchitectureError(
             f"compact compress cannot compress a {model_type!r} model; supported families: "
             f"{', '.join(SUPPORTED_MODEL_TYPES)} (MiniLM and other BERT-layout checkpoints load as 'bert').")
+    return source
+
+
+def check_inputs(model: str, data: TaskData, task: str | None) -> str:
+    """The model's family and the task kind, checked before anything trains; returns the model's source."""
+    source = check_model(model)
     spec = data.spec
     if task is not None:
-        if task not in TASKS:
-            raise GoalError(f"--task must be one of {', '.join(TASKS)}, got {task!r} (for sentence embeddings, "
-                            "compact embed --layers N does the job by hand; compress does not plan it yet).")
+        if task not in TASKS or task == EMBEDDINGS:
+            raise GoalError(f"--task must be one of {', '.join(TASKS)}, got {task!r}.")
         wrong = ((task == "regression") != spec.is_regression) or (task == "pairs" and len(spec.text_columns) != 2)
         if wrong:
             raise GoalError(f"--task {task} does not match the data: {len(spec.text_columns)} text column(s), "
@@ -227,5 +232,5 @@ def best_effort(tried: list[Attempt], target: Target) -> list[Attempt]:
     return [a for a in tried if a.plan["label"] == chosen.plan["label"]]
 
 
-__all__ = ["Setup", "check_inputs", "fine_tune_teacher", "is_fine_tuned", "job_of", "plans_to_try", "selection_data",
+__all__ = ["Setup", "check_inputs", "check_model", "fine_tune_teacher", "is_fine_tuned", "job_of", "plans_to_try", "selection_data",
            "teacher_warning", "try_plans"]

@@ -32,6 +32,7 @@ class CompressResult:
     distance: str = ""
     notes: list = field(default_factory=list)
     wall_seconds: float = 0.0
+    task: str = ""  # "embeddings" for a sentence-embedding model (its drop is counted from the original itself)
 
     @property
     def met(self) -> bool:
@@ -67,7 +68,7 @@ def markdown(result: CompressResult, minutes: dict[str, float]) -> str:
     head = {"met": "The goal is met", "unmet": "The goal was not reached; nothing shipped",
             "accepted-best": "The goal was not reached; the best attempt shipped (--accept-best)",
             "planned": "Dry run: the plan, nothing trained"}[result.status]
-    text = [f"# compact compress: {head}", "", f"Goal: {_goal_words(result.goal)}.", "",
+    text = [f"# compact compress: {head}", "", f"Goal: {_goal_words(result.goal, result.task)}.", "",
             "## Measured before training", "",
             f"The reference (the model as fp32 `model.ort`) runs {b['reference_ms']:.2f} ms at batch 1 on the held-out "
             f"rows ({b['mean_tokens']:.1f} tokens on average); {b['reference_size_mb']:.1f} MB. Peers:", peers, "",
@@ -99,9 +100,11 @@ def _why(result: CompressResult) -> str:
     return f"{chosen[0]['plan']['label']}: {reason}."
 
 
-def _goal_words(goal: dict) -> str:
+def _goal_words(goal: dict, task: str) -> str:
     kind = {"speedup": f"{goal['value']:g}x faster than the fastest int8 peer", "latency_ms":
             f"at most {goal['value']:g} ms at batch 1", "size_mb": f"at most {goal['value']:g} MB"}[goal["kind"]]
+    if task == "embeddings":
+        return f"{kind}, at most {goal['max_drop']:g} points of similarity fidelity below the original model"
     return f"{kind}, at most {goal['max_drop']:g} points worse than the fine-tuned model"
 
 
