@@ -62,12 +62,15 @@ class Quantization(Technique):
                                            "hidden_weight": 1.0}}, 0.3)
         ptq = PlanOption("int8 PTQ", {"int8": {"mode": "ptq", "weights": "per_channel"}}, {}, 0.5, trains=False,
                          escalation=qat)
-        binary = PlanOption("binary weights (W1A8, 1-bit embeddings)",
-                            {"binary": {"weights": "per_channel", "activation_bits": 8, "embedding_bits": 1}},
-                            {"protocol": {"epochs": 2, "learning_rate": 2.0e-4, "weight_decay": 0.0},
-                             "distillation": {"temperature": 1.0, "task_weight": 1.0, "logits_weight": 1.0,
-                                              "hidden_weight": 1.0, "attention_weight": 1.0,
-                                              "attention_loss": "relation"}}, 2.7, min_layers=5)
+        binary_section = {"binary": {"weights": "per_channel", "activation_bits": 8, "embedding_bits": 1}}
+        binary_stage = {"protocol": {"epochs": 2, "learning_rate": 2.0e-4, "weight_decay": 0.0},
+                        "distillation": {"temperature": 1.0, "task_weight": 1.0, "logits_weight": 1.0,
+                                         "hidden_weight": 1.0, "attention_weight": 1.0, "attention_loss": "relation"}}
+        # binary weights recover by distillation: when the drop is too large, the same shape trained twice as long
+        longer = PlanOption("binary weights (W1A8, 1-bit embeddings), trained 2x", binary_section, binary_stage, 2.7,
+                            min_layers=5, train_factor=2.0)
+        binary = PlanOption("binary weights (W1A8, 1-bit embeddings)", binary_section, binary_stage, 2.7,
+                            min_layers=5, escalation=longer)
         return [ptq, binary]
 
     def add_commands(self, subparsers) -> None:

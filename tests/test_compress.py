@@ -55,6 +55,13 @@ def test_escalations_keep_the_shape_and_get_costlier():
     assert first[0] == second[0] and first[1].trains is False and second[1].trains is True
 
 
+def test_binary_weights_at_full_depth_escalate_to_twice_the_training():
+    plan = next(p for p in all_plans(6) if p.layers == 6 and any(o.min_layers for o in p.options.values()))
+    tries = escalations(plan)
+    assert len(tries) == 2 and tries[1].shape_key == plan.shape_key
+    assert steps_of(tries[1])[-1].epochs_factor == 2 * steps_of(tries[0])[-1].epochs_factor
+
+
 def test_order_tries_the_plans_predicted_to_meet_the_target_least_lossy_first():
     gentle, harsh, slow = Plan(6, 4), Plan(6, 2), Plan(6, 5)
     for plan, ms in ((gentle, 4.0), (harsh, 2.0), (slow, 9.0)):
