@@ -95,6 +95,13 @@ def _bench_command(sub) -> None:
     bench.add_argument("--optimum-python", default=None, metavar="PYTHON",
                        help="compare: the python of an environment with Optimum (it does not support transformers 5); "
                             "adds Optimum's own dynamic int8 as a peer row (docs/combined.md)")
+    bench.add_argument("--peers", default=None, metavar="LIST",
+                       help="compare: the peer runtimes in their own environments to include, comma-separated, of "
+                            "litert,ctranslate2,openvino,optimum (default: all; one not installed by "
+                            "bench/peers_setup.sh is reported as skipped with the reason)")
+    bench.add_argument("--no-peers", action="store_true",
+                       help="compare: only the ORT dynamic int8 peers in this process (no LiteRT, CTranslate2, "
+                            "OpenVINO or Optimum environment)")
     bench.add_argument("--out", default=None, help="compare: output stem (default bench/results/compare_<task>)")
     bench.set_defaults(func=cmd_bench)
 

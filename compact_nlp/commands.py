@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoTokenizer
 from .auto import AUTO_CLASSES
 from .combined import is_combined, run_combined
 from .compare import compare, markdown, write_report
+from .peers import ENVIRONMENTS as PEER_ENVIRONMENTS
 from .bench import bench_folder
 from .convert import to_hf_model
 from .data import TaskData, task_data_from_options
@@ -134,15 +135,32 @@ def _compare(args) -> int:
         if not sep or not name or not path:
             raise ValueError(f"--variant {item!r} must look like NAME=PATH, e.g. 'combined int8=out/combined/model'.")
         variants[name] = path
+    runtimes = _peer_runtimes(args)
     data = task_data_from_options(args, args.task, args.glue_dir)
     out = Path(args.out or Path("bench") / "results" / f"compare_{data.spec.name}")
     results = compare(data, args.fp32, variants, args.seeds, glue_dir=args.glue_dir,
                       lengths=args.lengths or (128, 256, 512), threads=args.threads, examples=args.examples,
-                      rounds=args.rounds, calls=args.calls or 5, optimum_python=args.optimum_python)
+                      rounds=args.rounds, calls=args.calls or 5, optimum_python=args.optimum_python,
+                      runtimes=runtimes)
     for path in write_report(results, out):
         print(f"wrote {path}")
     print(markdown(results))
     return 0
+
+
+def _peer_runtimes(args) -> tuple[str, ...]:
+    """--peers LIST / --no-peers: the peer environments `compact bench --task` includes (default all)."""
+    if args.no_peers and args.peers:
+        raise ValueError("--peers and --no-peers contradict each other; give one.")
+    if args.no_peers:
+        return ()
+    if args.peers is None:
+        return PEER_ENVIRONMENTS
+    chosen = tuple(dict.fromkeys(name.strip() for name in args.peers.split(",") if name.strip()))
+    unknown = [name for name in chosen if name not in PEER_ENVIRONMENTS]
+    if unknown:
+        raise ValueError(f"--peers {','.join(unknown)}: the peers are {','.join(PEER_ENVIRONMENTS)}.")
+    return chosen
 
 
 def cmd_convert(args) -> int:

@@ -13,13 +13,66 @@ from .compare_peers import ORT_FP32, PEERS, PYTORCH
 from .io import atomic_path, write_json, write_text
 
 
+def measured(results: dict) -> dict:
+    """The rows that were measured (a peer whose environment is missing or failed is skipped with the reason)."""
+    return {name: r for name, r in results["rows"].items() if "skipped" not in r}
+
+
 def faster_peer(results: dict, key: str | None = None) -> str:
-    rows, key = results["rows"], key or f"real_{results['threads'][0]}t"
-    return min((n for n in PEERS if n in rows), key=lambda n: rows[n]["latency"][key]["median_ms"])
+    """The fastest peer of the run at `key` (default: real lengths, the first thread count), whichever runtime."""
+    key = key or f"real_{results['threads'][0]}t"
+    timed = {n: r for n, r in measured(results).items() if r.get("kind", "peer" if n in PEERS else "") == "peer"
+             and key in r["latency"]}
+    return min(timed, key=lambda n: timed[n]["latency"][key]["median_ms"])
 
 
-def _ms(results: dict, name: str, key: str) -> float:
-    return results["rows"][name]["latency"][key]["median_ms"]
+def _ms(results: dict, name: str, key: str) -> float | None:
+    stats = results["rows"][name]["latency"].get(key)
+    return stats["median_ms"] if stats else None
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def _label(name: str, row: dict) -> str:
+    return f"{name} †" if row.get("timed") == "own process" else name
+
+
+def _fidelity_cell(row: dict) -> str:
+    value = row.get("fidelity")
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f}%" if row.get("fidelity_metric", "").startswith("argmax") else f"{value:.4f}"
+
+
+def _resource_cells(row: dict) -> str:
+    if row.get("load_s") is None:
+        return "n/a ¹ | n/a ¹ |"
+    return f"{row['load_s']:.2f} | {row['peak_rss_mb']:.0f} |"
+
+
+def _header(results: dict, peer: str) -> list[str]:
+    rows, metric = results["rows"], results["metric"]
+    first = results["threads"][0]
+    runtimes = sorted({r["runtime"] for r in rows.values() if r.get("timed") == "own process" and r.get("runtime")})
+    return [
+        f"# compact bench: {results['task']}, every way to ship the fine-tuned model, side by side (one run)",
+        "",
+        f"Dev {metric} on all {results['dev_examples']} dev examples, mean +- sd over seeds {results['seeds']}. "
+        f"Latency: batch 1, median ms; 'real' = the first {results['real_length_examples']} dev inputs at their own "
+        f"lengths ({results['mean_real_tokens']} tokens on average, unpadded); "
+        f"{'/'.join(map(str, results['lengths']))} = one input of that many real tokens (joined dev texts), "
+        f"{results['rounds']} rounds x {results['calls_per_round']} calls. "
+        f"Fidelity: {rows[PYTORCH].get('fidelity_metric', 'agreement with fp32')} (PyTorch fp32's predictions) on "
+        f"the {results['real_length_examples']} timed inputs. "
+        f"The fastest peer at real lengths, {first} thread(s), is **{peer}**: 'x faster than fastest peer' is against "
+        f"it. Machine: {results['machine']['platform']}, {results['machine']['cores']} cores."
+        + (f" Optimum rows: {', '.join(f'{k} {v}' for k, v in results['optimum_versions'].items())}, in its own "
+           "environment." if results.get("optimum_versions") else "")
+        + (f" Peers in their own environments: {'; '.join(runtimes)}." if runtimes else ""),
+        "",
+    ]
 
 
 def _main_table(results: dict) -> list[str]:
@@ -28,50 +81,62 @@ def _main_table(results: dict) -> list[str]:
     fp32_mb = rows[ORT_FP32]["size_mb"]
     fp32_dev = rows[PYTORCH]["dev"]["mean"]
     first, others = f"real_{results['threads'][0]}t", [f"real_{t}t" for t in results["threads"][1:]]
-    lines = [
-        f"# compact bench: {results['task']}, every way to ship the fine-tuned model, side by side (one run)",
-        "",
-        f"Dev {metric} on all {results['dev_examples']} dev examples, mean +- sd over seeds {results['seeds']}. "
-        f"Latency: batch 1, median ms; 'real' = the first {results['real_length_examples']} dev inputs at their own "
-        f"lengths ({results['mean_real_tokens']} tokens on average, unpadded), interleaved; "
-        f"{'/'.join(map(str, results['lengths']))} = one input of that many real tokens (joined dev texts), "
-        f"{results['rounds']} interleaved rounds x "
-        f"{results['calls_per_round']} calls. The faster peer at real lengths, {first[5:-1]} thread(s), is '{peer}'. "
-        f"Machine: {results['machine']['platform']}, {results['machine']['cores']} cores."
-        + (f" Optimum row: {', '.join(f'{k} {v}' for k, v in results['optimum_versions'].items())}, in its own "
-           "environment." if results.get("optimum_versions") else ""),
-        "",
-        f"| variant | dev {metric} | vs fp32 | file | MB | smaller than ORT fp32 | real, {first[5:-1]} thread(s) | "
-        "x faster than faster peer | x faster than PyTorch | " + "".join(f"real, {k[5:-1]} threads | " for k in others)
-        + "load s | peak RAM MB |",
-        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(others) + "---|---|",
+    lines = _header(results, peer) + [
+        f"| variant | dev {metric} | vs fp32 | agrees with fp32 | file | MB | smaller than ORT fp32 | "
+        f"real, {first[5:-1]} thread(s) | x faster than fastest peer | x faster than PyTorch | "
+        + "".join(f"real, {k[5:-1]} threads | " for k in others) + "load s | peak RAM MB |",
+        "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(others) + "---|---|",
     ]
     for name, r in rows.items():
+        if "skipped" in r:
+            lines.append(f"| {name} | skipped: {r['skipped']} |" + " |" * (10 + len(others)))
+            continue
         dev = r["dev"]
         spread = f"+- {dev['sd']:.2f}" if len(dev["values"]) > 1 else f"(seed {dev.get('seeds', results['seeds'])[0]})"
         lines.append(
-            f"| {name} | {dev['mean']:.2f} {spread} | {dev['mean'] - fp32_dev:+.2f} | {r['file']} | "
-            f"{r['size_mb']} | {fp32_mb / r['size_mb']:.1f}x | {_ms(results, name, first)} | "
-            f"{_ms(results, peer, first) / _ms(results, name, first):.2f}x | "
-            f"{_ms(results, PYTORCH, first) / _ms(results, name, first):.2f}x | "
-            + "".join(f"{_ms(results, name, k)} | " for k in others) + f"{r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |")
-    return lines
+            f"| {_label(name, r)} | {dev['mean']:.2f} {spread} | {dev['mean'] - fp32_dev:+.2f} | {_fidelity_cell(r)} | "
+            f"{r['file']} | {r['size_mb']} | {fp32_mb / r['size_mb']:.1f}x | {_ms(results, name, first)} | "
+            f"{_ratio(_ms(results, peer, first), _ms(results, name, first))} | "
+            f"{_ratio(_ms(results, PYTORCH, first), _ms(results, name, first))} | "
+            + "".join(f"{_ms(results, name, k) or 'n/a'} | " for k in others) + _resource_cells(r))
+    return lines + _footnotes(results)
+
+
+def _footnotes(results: dict) -> list[str]:
+    rows = results["rows"]
+    notes = [""]
+    if any(r.get("timed") == "own process" for r in rows.values()):
+        notes.append("† Timed in its own process, in its runtime's own environment (compact_nlp.peers.workers), "
+                     "after the interleaved rows and by the same loop shape (median over a pass of the timed "
+                     "inputs; rounds x calls on each long input): NOT interleaved with the other rows, so drift "
+                     "on the machine between them is not cancelled out. It runs the same fine-tuned fp32 model, "
+                     "converted by its runtime's own recipe; its dev metric comes from its own predictions on "
+                     "every dev input (batch 1, unpadded); load time and peak RAM from a fresh process of its "
+                     "worker loading the converted files.")
+    missing = {name: r.get("load_note") or "not measured" for name, r in measured(results).items()
+               if r.get("load_s") is None}
+    if missing:
+        notes.append("¹ n/a: " + "; ".join(f"{name}: {why}" for name, why in missing.items()) + ".")
+    skipped = {name: r["skipped"] for name, r in rows.items() if "skipped" in r}
+    if skipped:
+        notes.append("Skipped peers: " + "; ".join(f"{name}: {why}" for name, why in skipped.items()) + ".")
+    return notes
 
 
 def _long_inputs_table(results: dict) -> list[str]:
-    rows = results["rows"]
+    rows = measured(results)
     settings = [(n, t) for n in results["lengths"] for t in results["threads"]]
     keys = [f"{n}_{t}t" for n, t in settings]
-    lines = ["", "Long inputs (real tokens, no padding): median ms (x faster than the faster peer at that setting).",
+    fastest = {key: faster_peer(results, key) for key in keys}
+    lines = ["", "Long inputs (real tokens, no padding): median ms (x faster than the fastest peer at that setting).",
              "", "| variant | " + " | ".join(f"{n} tok, {t} thr" for n, t in settings) + " |",
              "|---|" + "---|" * len(keys)]
-    for name in rows:
-        cells = []
-        for key in keys:
-            best_peer = _ms(results, faster_peer(results, key), key)
-            cells.append(f"{_ms(results, name, key)} ({best_peer / _ms(results, name, key):.2f}x)")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    floors = [r["latency"][k]["noise_floor"] for r in rows.values() for k in keys]
+    for name, r in rows.items():
+        cells = [f"{_ms(results, name, key)} ({_ratio(_ms(results, fastest[key], key), _ms(results, name, key))})"
+                 if key in r["latency"] else "n/a" for key in keys]
+        lines.append(f"| {_label(name, r)} | " + " | ".join(cells) + " |")
+    lines += ["", "Fastest peer at each setting: " + "; ".join(f"{key}: {name}" for key, name in fastest.items()) + "."]
+    floors = [r["latency"][k]["noise_floor"] for r in rows.values() for k in keys if k in r["latency"]]
     lines += ["", f"Repeat-noise floor of the long-input medians (spread of round medians / median): "
                   f"median {statistics.median(floors):.0%}, max {max(floors):.0%}.", ""]
     return lines
@@ -153,6 +218,7 @@ def plots(results: dict, stem: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    results = {**results, "rows": measured(results)}  # a skipped peer has no point to plot
     rows = results["rows"]
     # one color per row, the same in the Pareto and length plots (tab10 would repeat past 10 rows)
     colors = plt.cm.tab20(np.linspace(0, 1, 20))[:len(rows)] if len(rows) > 10 else plt.cm.tab10.colors[:len(rows)]

@@ -31,7 +31,7 @@ def test_the_comparison_measures_every_row_and_writes_the_report(finetuned, glue
     args = ["bench", "--task", "qqp", "--fp32", finetuned, "--glue-dir", str(glue_dir), "--seeds", "1", "2",
             "--variant", f"same graph as a variant={finetuned}/model.onnx",
             "--variant", f"seed 1 only={finetuned.replace('{seed}', '1')}", "--examples", "4", "--lengths", "16", "48",
-            "--threads", "1", "--rounds", "2", "--calls", "2", "--out", str(out)]
+            "--threads", "1", "--rounds", "2", "--calls", "2", "--no-peers", "--out", str(out)]
     status, printed = main(args), capsys.readouterr()
     assert status == 0, printed.err
     results = json.loads(out.with_name("compare_qqp.json").read_text())
@@ -47,7 +47,7 @@ def test_the_comparison_measures_every_row_and_writes_the_report(finetuned, glue
     assert rows[PYTORCH]["dev"]["values"] == rows[ORT_FP32]["dev"]["values"]
     assert rows[ORT_FP32]["file"] == "model.ort" and rows["same graph as a variant"]["file"] == "model.onnx"
     table = out.with_name("compare_qqp.md").read_text()
-    assert "x faster than faster peer" in table and "| same graph as a variant |" in table
+    assert "x faster than fastest peer" in table and "| same graph as a variant |" in table
     assert rows["seed 1 only"]["dev"]["values"] == rows[ORT_FP32]["dev"]["values"][:1]
     assert "| seed 1 only | " in table and "(seed 1) |" in table
     for kind in ("pareto", "size", "length"):
@@ -62,6 +62,10 @@ def test_a_comparison_needs_its_fp32_model_and_well_formed_variants(capsys):
     assert "must look like NAME=PATH" in capsys.readouterr().err
     assert main(["bench"]) == 2
     assert "needs a folder" in capsys.readouterr().err
+    assert main(["bench", "--task", "sst2", "--fp32", "x", "--peers", "litert,tflite"]) == 2
+    assert "--peers tflite: the peers are litert,ctranslate2,openvino,optimum" in capsys.readouterr().err
+    assert main(["bench", "--task", "sst2", "--fp32", "x", "--peers", "litert", "--no-peers"]) == 2
+    assert "contradict" in capsys.readouterr().err
 
 
 @pytest.mark.slow

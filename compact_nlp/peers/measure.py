@@ -22,7 +22,7 @@ from ..runtime import session_options
 from .fidelity import fidelity
 from .optimum import OPTIMUM, optimum_graph
 from .result import PeerResult
-from .workers import WORKERS, run_worker, write_inputs
+from .workers import WORKERS, WorkerRequest, run_workers
 
 ORT_DYNAMIC = "ORT dynamic int8"
 
@@ -125,8 +125,8 @@ def measure_int8_peers(fp32_folder, texts, threads: int = 1, workdir=None, outpu
             made[OPTIMUM] = made_by
             extra += [] if graph else [PeerResult(OPTIMUM, "", False, reason=made_by)]
         results = ort_rows(graphs, inputs, reference, threads, rounds, output, made) + extra
-        spec = {"hf_folder": str(hf_folder), "onnx": str(hf_graph), "threads": threads, "rounds": rounds,
-                "output": output, "inputs": str(write_inputs(inputs, scratch / "inputs.json")) if others else None}
-        for worker in others:
-            results += run_worker(worker, {**spec, "out": str(scratch / worker.env)}, reference, output, timeout)
+        if others:
+            request = WorkerRequest(hf_folder, hf_graph, inputs, reference, threads=(threads,), rounds=rounds,
+                                    output=output, timeout=timeout)
+            results += [run.result for run in run_workers(request, scratch, tuple(w.env for w in others))]
     return results

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -16,6 +16,12 @@ class PeerResult:
     fidelity: float | None = None    # argmax agreement with fp32 (classification), or mean cosine (embeddings); 0..1
     fidelity_metric: str = ""
     fidelity_min: float | None = None  # the lowest per-input cosine (embeddings only)
+    # {"real_{n}t" | "{length}_{n}t": {median_ms, p90_ms, noise_floor, calls}} where the peer was timed so
+    latency: dict[str, dict] = field(default_factory=dict)
+    load_s: float | None = None       # loading its converted files in a fresh process (None: not probed)
+    peak_rss_mb: float | None = None  # VmHWM of that process after one call
+    load_note: str = ""               # why load_s / peak_rss_mb are None
+    files: list[str] = field(default_factory=list)  # the names of the files it runs
 
     def as_dict(self) -> dict:
         return asdict(self)

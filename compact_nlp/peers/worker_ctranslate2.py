@@ -15,12 +15,19 @@ import numpy as np  # noqa: E402
 import worker_common as common  # noqa: E402
 
 
-def classifier_head(hf_folder: str):
+ROW = "CTranslate2 int8"
+
+
+def save_classifier_head(hf_folder: str, out: Path) -> str:
+    """The classifier's Linear (applied to the pooled output, as BertForSequenceClassification does) as an .npz, so
+    that loading the row needs no torch."""
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(hf_folder)
-    weight, bias = (model.classifier.weight.detach().numpy().T.copy(), model.classifier.bias.detach().numpy().copy())
-    return lambda pooled: pooled @ weight + bias
+    path = out / "classifier_head.npz"
+    np.savez(path, weight=model.classifier.weight.detach().numpy().T.copy(),
+             bias=model.classifier.bias.detach().numpy().copy())
+    return str(path)
 
 
 def hf_copy(spec: dict) -> str:
@@ -37,26 +44,37 @@ def hf_copy(spec: dict) -> str:
     return str(folder)
 
 
-def main() -> None:
-    import ctranslate2
+def convert(spec: dict) -> dict:
     from ctranslate2.converters import TransformersConverter
 
-    spec = common.read_spec()
     model_dir = spec["out"] / "ct2-int8"
     TransformersConverter(hf_copy(spec)).convert(str(model_dir), quantization="int8", force=True)
-    encoder = ctranslate2.Encoder(str(model_dir), device="cpu", compute_type="int8", intra_threads=spec["threads"],
+    head = save_classifier_head(spec["hf_folder"], spec["out"]) if spec["output"] == "logits" else None
+    return {"files": [str(model_dir)] + ([head] if head else []), "model_dir": str(model_dir), "head": head}
+
+
+def load(spec: dict, artifacts: dict, name: str, threads: int):
+    import ctranslate2
+
+    encoder = ctranslate2.Encoder(artifacts["model_dir"], device="cpu", compute_type="int8", intra_threads=threads,
                                   inter_threads=1)
-    head = classifier_head(spec["hf_folder"]) if spec["output"] == "logits" else None
+    head = np.load(artifacts["head"]) if artifacts["head"] else None
+    weight, bias = (head["weight"], head["bias"]) if head is not None else (None, None)
 
     def call(x):
         out = encoder.forward_batch([x["input_ids"][0].tolist()], token_type_ids=[x["token_type_ids"][0].tolist()])
-        if head is not None:
-            return head(np.asarray(out.pooler_output))
+        if weight is not None:
+            return np.asarray(out.pooler_output) @ weight + bias
         return np.asarray(out.last_hidden_state)
 
-    row = common.row(spec, "CTranslate2 int8", call, [model_dir], common.finish_output(spec))
-    common.write(spec, f"ctranslate2 {ctranslate2.__version__}", [row])
+    return call
+
+
+def runtime(artifacts: dict) -> str:
+    import ctranslate2
+
+    return f"ctranslate2 {ctranslate2.__version__}"
 
 
 if __name__ == "__main__":
-    main()
+    common.main((ROW,), convert, load, runtime, modules=("ctranslate2",))

@@ -19,6 +19,9 @@ import worker_common as common  # noqa: E402
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
+ROW = "LiteRT int8 (ai-edge-quantizer)"
+
+
 def buckets(inputs: list[dict]) -> list[int]:
     longest, sizes = max(x["input_ids"].shape[1] for x in inputs), [16]
     while sizes[-1] < min(longest, 512):
@@ -26,12 +29,14 @@ def buckets(inputs: list[dict]) -> list[int]:
     return sizes
 
 
-def convert(spec: dict, sizes: list[int]) -> Path:
+def convert(spec: dict) -> dict:
+    """One signature per length bucket up to the longest input (timed, scored or long), quantized to int8."""
     import litert_torch
     import torch
     from ai_edge_quantizer import quantizer, recipe
     from transformers import AutoModel, AutoModelForSequenceClassification
 
+    sizes = buckets(common.every_input(spec))
     auto = AutoModelForSequenceClassification if spec["output"] == "logits" else AutoModel
     model = auto.from_pretrained(spec["hf_folder"], attn_implementation="eager").eval()
 
@@ -49,46 +54,42 @@ def convert(spec: dict, sizes: list[int]) -> Path:
     converter.convert().export(str(float_path))
     quantized = quantizer.Quantizer(str(float_path), recipe.dynamic_wi8_afp32()).quantize()
     quantized.export_model(str(int8_path), overwrite=True)
-    return int8_path
+    return {"files": [str(int8_path)], "sizes": sizes}
 
 
-def runners(path: Path, sizes: list[int], threads: int) -> dict:
+def load(spec: dict, artifacts: dict, name: str, threads: int):
+    """The interpreter with one runner per bucket; the call pads each input to the smallest bucket that fits it."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    found = {}
+    interpreter = Interpreter(model_path=artifacts["files"][0], num_threads=threads)
+    sizes, by_size = artifacts["sizes"], {}
     for size in sizes:
         runner = interpreter.get_signature_runner(f"len{size}")
         details = runner.get_input_details()  # {arg name: {dtype, shape, ...}}; args_0.. in forward()'s order
-        ordered = sorted(details, key=lambda name: int(name.rsplit("_", 1)[-1]) if name[-1].isdigit() else 0)
-        found[size] = (runner, [(arg, details[arg]["dtype"]) for arg in ordered])
-    return found
-
-
-def main() -> None:
-    import ai_edge_litert
-    import litert_torch
-
-    spec = common.read_spec()
-    sizes = buckets(spec["inputs"])
-    path = convert(spec, sizes)
-    by_size = runners(path, sizes, spec["threads"])
+        ordered = sorted(details, key=lambda arg: int(arg.rsplit("_", 1)[-1]) if arg[-1].isdigit() else 0)
+        by_size[size] = (runner, [(arg, details[arg]["dtype"]) for arg in ordered])
 
     def call(x):
         length = x["input_ids"].shape[1]
         size = next(s for s in sizes if s >= length)
         runner, args = by_size[size]
         feed = {}
-        for (arg, dtype), name in zip(args, NAMES):
+        for (arg, dtype), input_name in zip(args, NAMES):
             padded = np.zeros((1, size), dtype=dtype)
-            padded[0, :length] = x[name][0]
+            padded[0, :length] = x[input_name][0]
             feed[arg] = padded
         return next(iter(runner(**feed).values()))
 
-    row = common.row(spec, "LiteRT int8 (ai-edge-quantizer)", call, [path], common.finish_output(spec))
-    versions = f"ai-edge-litert {ai_edge_litert.__version__}, litert-torch {litert_torch.__version__}"
-    common.write(spec, versions + f", buckets {sizes}", [row])
+    return call
+
+
+def runtime(artifacts: dict) -> str:
+    import ai_edge_litert
+    import litert_torch
+
+    return (f"ai-edge-litert {ai_edge_litert.__version__}, litert-torch {litert_torch.__version__}, "
+            f"buckets {artifacts['sizes']}")
 
 
 if __name__ == "__main__":
-    main()
+    common.main((ROW,), convert, load, runtime, modules=("ai_edge_litert.interpreter",))

@@ -15,7 +15,12 @@ sys.path.append(str(Path(__file__).resolve().parent))
 import worker_common as common  # noqa: E402
 
 
-def quantized(spec: dict):
+DEFAULT, F32 = "OpenVINO int8 (NNCF, default hint)", "OpenVINO int8 (NNCF, f32 hint)"
+HINTS = {DEFAULT: None, F32: "f32"}
+SEEN = {}  # the precision the default hint chose on this CPU, read when that row is compiled
+
+
+def convert(spec: dict) -> dict:
     import nncf
     import openvino as ov
 
@@ -24,34 +29,31 @@ def quantized(spec: dict):
     calibration = nncf.Dataset(spec["inputs"][:300], lambda x: {k: x[k] for k in names})
     int8 = nncf.quantize(model, calibration, model_type=nncf.ModelType.TRANSFORMER,
                          subset_size=min(300, len(spec["inputs"])))
-    ov.save_model(int8, str(spec["out"] / "openvino_int8.xml"))
-    return int8, names
+    xml = spec["out"] / "openvino_int8.xml"
+    ov.save_model(int8, str(xml))
+    return {"files": [str(xml), str(xml.with_suffix(".bin"))], "names": names}
 
 
-def main() -> None:
+def load(spec: dict, artifacts: dict, name: str, threads: int):
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    config.update({"INFERENCE_PRECISION_HINT": HINTS[name]} if HINTS[name] else {})
+    compiled = ov.Core().compile_model(artifacts["files"][0], "CPU", config)
+    if HINTS[name] is None:
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        SEEN["default"] = getattr(hint, "to_string", hint.__str__)()
+    request, output, names = compiled.create_infer_request(), compiled.output(0), artifacts["names"]
+    return lambda x: request.infer({k: x[k] for k in names})[output]
+
+
+def runtime(artifacts: dict) -> str:
     import nncf
     import openvino as ov
 
-    spec = common.read_spec()
-    int8, names = quantized(spec)
-    files = [spec["out"] / "openvino_int8.xml", spec["out"] / "openvino_int8.bin"]
-    rows, default_hint = [], None
-    for name, hint in (("OpenVINO int8 (NNCF, default hint)", None), ("OpenVINO int8 (NNCF, f32 hint)", "f32")):
-        config = {"INFERENCE_NUM_THREADS": spec["threads"], "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        config.update({"INFERENCE_PRECISION_HINT": hint} if hint else {})
-        compiled = ov.Core().compile_model(int8, "CPU", config)
-        hint_type = compiled.get_property("INFERENCE_PRECISION_HINT")
-        default_hint = default_hint or getattr(hint_type, "to_string", hint_type.__str__)()
-        request = compiled.create_infer_request()
-        output = compiled.output(0)
-
-        def call(x, request=request, output=output):
-            return request.infer({k: x[k] for k in names})[output]
-
-        rows.append(common.row(spec, name, call, files, common.finish_output(spec)))
-    common.write(spec, f"openvino {ov.__version__.split('-')[0]}, nncf {nncf.__version__} (default precision hint "
-                       f"here: {default_hint})", rows)
+    return (f"openvino {ov.__version__.split('-')[0]}, nncf {nncf.__version__} (default precision hint here: "
+            f"{SEEN.get('default', 'not read')})")
 
 
 if __name__ == "__main__":
-    main()
+    common.main((DEFAULT, F32), convert, load, runtime, modules=("openvino",))
