@@ -76,7 +76,7 @@ def time_inputs(call, inputs: list[dict], rounds: int, warmup: int = 10, calls: 
         round_medians.append(statistics.median(this_round))
     median = statistics.median(times)
     spread = (max(round_medians) - min(round_medians)) / median if len(round_medians) > 1 else 0.0
-    return {"median_ms": round(median, 4), "p90_ms": round(float(np.percentile(times, 90)), 4),
+    return {"median_ms": round(median, 3), "p90_ms": round(float(np.percentile(times, 90)), 3),
             "noise_floor": round(spread, 3), "calls": len(times)}
 
 
