@@ -25,7 +25,7 @@ def _minutes(path: Path) -> float | None:
 def phase_minutes(run: Path) -> dict:
     """Wall minutes of each phase, from the files each phase finished with (the job file is written first)."""
     start = _minutes(run / ".compact-job.json")
-    measured = _minutes(run / "plan" / "baseline.json")
+    measured = _minutes(run / "plan" / "baseline.json") or _minutes(run / "plan" / "embed_baseline.json")
     if measured is not None and start is not None and measured < start:  # reused from an earlier run's cache
         measured = start
     teacher = _minutes(run / "teacher" / "results.json")  # None when the model came fine-tuned
@@ -60,7 +60,8 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         g, f = r["goal"], r["final"] or {}
         goal = f"{g['kind']} {g['value']:g}, max drop {g['max_drop']:g}"
-        drop = f"{f['drop']:.2f} ({f['metric']}, {f['score_mean']:.2f} ± {f['score_sd']:.2f})" if f else "-"
+        spread = f" ± {f['score_sd']:.2f}" if f.get("score_sd") is not None else ""
+        drop = f"{f['drop']:.2f} ({f['metric']}, {f['score_mean']:.2f}{spread})" if f else "-"
         lines.append(f"| {r['run']} | {goal} | {r['status']} | {r['peer']} ({r['peer_ms_in_frame']:.2f}) | "
                      f"{r['chosen'] or '-'} | {drop} | {f.get('speedup_vs_peer', '-')} | {f.get('size_mb', '-')} | "
                      f"{r['wall_minutes']} |")

@@ -20,3 +20,7 @@ compact compress $R/sst2_speedup1/teacher/seed-1/model $R/sst2_size5 $SST2 --siz
 $C $R/mrpc_speedup1 $MRPC --speedup 1 --max-drop 1.5 --time-budget 28m &
 $C $R/stsb_speedup1 $STSB --speedup 1 --max-drop 1.5 --time-budget 28m &
 wait
+# 2026-12-06, next session: a sentence-embedding model on the review text alone (the labels are not read), while
+# other jobs held the cores (a fine-tune, the combined rerun, two helpers' measurements)
+$C $R/embed/reviews_speedup1 --task embeddings --data $U/reviews.csv --text-column review --speedup 1 --max-drop 3 \
+  --time-budget 75m

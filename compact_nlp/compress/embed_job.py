@@ -122,6 +122,13 @@ class EmbedContext:
     out: Path
     baseline: EmbeddingBaseline
     target: Target
+    threads: int
+
+    def timed_in_frame(self, model_ort: Path, sentences: list[str]) -> float:
+        """The file's median ms timed beside the reference now, in the baseline's timing frame."""
+        timed = time_beside_reference(self.source, {"model": model_ort}, self.out / "plan", sentences,
+                                      self.max_length, self.threads)
+        return round(timed["model"] * self.baseline.reference_ms / timed[REFERENCE], 3)
 
 
 def run_embed_attempt(context: EmbedContext, plan: EmbedPlan, seed: int, clock: Clock, reference) -> Attempt:
@@ -139,7 +146,7 @@ def run_embed_attempt(context: EmbedContext, plan: EmbedPlan, seed: int, clock: 
         student = full_depth_student(context.source, where / "student")
     folder = ship_embeddings(student, where, context.texts.train, context.max_length)
     score = score_embeddings(shipped_embeddings(folder, context.texts.selection, context.max_length), reference)
-    ms = context.baseline.depths[str(plan.layers)][0]  # its proxy's: the same graph, timed beside the reference
+    ms = context.timed_in_frame(folder / "model.ort", context.texts.selection)
     size = round((folder / "model.ort").stat().st_size / 2**20, 3)
     attempt = Attempt(plan.to_dict(), seed, str(folder), score.score, 100.0, ms, size,
                       round(context.target.peer_ms / ms, 2), round(clock.elapsed - started, 1), str(saved))
@@ -167,21 +174,20 @@ def try_embed_plans(context: EmbedContext, plans: list[EmbedPlan], goal: Goal, l
                 log(f"  held-out similarity fidelity {runs[-1].score:.2f} (drop {runs[-1].drop:.2f}); "
                     f"{runs[-1].ms:.2f} ms; {runs[-1].size_mb:.2f} MB")
             tried += runs
-            if len(runs) == len(seeds) and all(meets_target(a, context.target) for a in runs) and \
-                    sum(a.drop for a in runs) / len(runs) <= goal.max_drop:
+            if not all(meets_target(a, context.target) for a in runs):
+                break  # an escalation keeps the depth: it is no faster or smaller
+            if sum(a.drop for a in runs) / len(runs) <= goal.max_drop:
                 return tried, runs
     return tried, []
 
 
-def final_numbers(context: EmbedContext, chosen: list[Attempt], model_name: str, threads: int) -> dict:
+def final_numbers(context: EmbedContext, chosen: list[Attempt], model_name: str) -> dict:
     """The final sentences, read once: the shipped model (OUT/model) against the original, and the
     sentence-transformers check of the folder."""
     shipped = context.out / "model"
     reference = original_embeddings(context.source, context.texts.final, context.max_length)
     score = score_embeddings(shipped_embeddings(shipped, context.texts.final, context.max_length), reference)
-    timed = time_beside_reference(context.source, {"shipped": shipped / "model.ort"}, context.out / "plan",
-                                  context.texts.final, context.max_length, threads)
-    ms = round(timed["shipped"] * context.baseline.reference_ms / timed[REFERENCE], 3)  # in the baseline's frame
+    ms = context.timed_in_frame(shipped / "model.ort", context.texts.final)
     final = {"metric": "similarity fidelity (100 x Spearman of pair cosines vs the original's)",
              "score_mean": score.score, "teacher_score": 100.0, "drop": round(100.0 - score.score, 2),
              "mean_cosine_to_original": score.mean_cosine, "sentences": len(context.texts.final),
@@ -244,7 +250,7 @@ def compress_embeddings(model: str, data, out: Path, goal: Goal, limits: Limits,
         notes.append("no depth is predicted to meet the target on this machine")
     if dry_run or not plans:
         return _finish(result, "planned" if dry_run else "unmet", out, clock, minutes)
-    context = EmbedContext(source, texts, rows, max_length, out, baseline, target)
+    context = EmbedContext(source, texts, rows, max_length, out, baseline, target, limits.threads)
     tried, chosen = try_embed_plans(context, plans, goal, limits, clock, log)
     result.attempts = [a.to_dict() for a in tried]
     status = "met" if chosen else "unmet"
@@ -256,7 +262,7 @@ def compress_embeddings(model: str, data, out: Path, goal: Goal, limits: Limits,
     if chosen:
         replace_folder(Path(chosen[0].folder), out / "model")
         result.chosen = [a.to_dict() for a in chosen]
-        result.final = final_numbers(context, chosen, portable_name(model), limits.threads)
+        result.final = final_numbers(context, chosen, portable_name(model))
         write_card(out / "model", result.final, texts.source)
     return _finish(result, status, out, clock, minutes)
 
