@@ -5,15 +5,22 @@ the peer) measured side by side in the same run.
 Each variant is compact's own quantize_graph (quant/onnx_int8.py) on compact's fp32 export, with one Int8Config:
 per_tensor activations (ORT DynamicQuantizeLinear) with and without SmoothQuant scale migration (quant/smooth.py,
 `smoothing`, measured on the first 256 SST-2 *train* sentences), per_block (MatMulNBits 8-bit with
-accuracy_level=4: activations quantized per token and block inside the kernel), and ffn_out_per_block (only the
-outlier-heavy FFN output projections per block). Fidelity: cosine of mean-pooled embeddings to PyTorch fp32 over the
+accuracy_level=4: activations quantized per token and block inside the kernel), ffn_out_per_block (only the
+outlier-heavy FFN output projections per block) and ffn_out_per_row (those projections with one activation scale per
+row, i.e. per token, built in the graph: quant/per_row.py; all six, or the last two layers'). Fidelity: cosine of mean-pooled embeddings to PyTorch fp32 over the
 first 200 SST-2 dev sentences (mean / min). Latency: batch 1, 1 thread, compact.bench's loop (all variants
 interleaved in rounds), at real lengths and on inputs of 128 real tokens; ratio = variant / ORT dynamic int8.
+
+Classifier fidelity: argmax agreement with PyTorch fp32 over all 872 SST-2 dev sentences of a fine-tuned classifier,
+either a compact model folder (--classifier DIR, e.g. the protocol's SST-2 baseline) or all-MiniLM-L6-v2 fine-tuned
+here for --classifier-steps steps. Its latency is the embedding model's (same architecture; the 2-way head is one
+small fp32 Gemm).
 
 The smoothing strength alpha is chosen on held-out text, not on dev: cosine over SST-2 train sentences 256..455
 (disjoint from the calibration ones) for each alpha in --alphas ("alpha selection" in the results).
 
-    .venv/bin/python bench/int8_variants.py [--sentences 200] [--rounds 5] [--out bench/results/int8_variants]
+    .venv/bin/python bench/int8_variants.py [--sentences 200] [--rounds 5] [--classifier DIR]
+                                            [--out bench/results/int8_variants]
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ BASELINE = "peer: ORT dynamic int8, defaults (transformers graph)"
 VARIANTS = {
     "compact int8, per_tensor activations, no smoothing (default before)": Int8Config(smoothing=0.0),
     "compact int8, per_tensor activations, smoothing 0.8 (default)": Int8Config(),
+    "compact int8, ffn_out_per_row, smoothing 0.8": Int8Config(activation_granularity="ffn_out_per_row"),
+    "compact int8, ffn_out_per_row last 2 layers, smoothing 0.8": Int8Config(activation_granularity="ffn_out_per_row",
+                                                                           per_row_layers=2),
     "compact int8, ffn_out_per_block, block 32": Int8Config(activation_granularity="ffn_out_per_block"),
     "compact int8, ffn_out_per_block, block 128": Int8Config(activation_granularity="ffn_out_per_block",
                                                              block_size=128),
@@ -129,25 +139,48 @@ def fine_tune(folder: Path, steps: int, batch: int = 32, seed: int = 0) -> None:
     export_model(model.eval(), folder, tokenizer_source=resolve_checkpoint(DEFAULT_MODEL))
 
 
-def classifier_agreement(scratch: Path, steps: int) -> dict:
-    """Argmax agreement of the int8 classifier with PyTorch fp32 on all of SST-2 dev, and each one's accuracy."""
+CLASSIFIER_VARIANTS = {
+    "int8, no smoothing": Int8Config(smoothing=0.0),
+    "int8, smoothing 0.8 (default)": Int8Config(),
+    "int8, ffn_out_per_row, smoothing 0.8": Int8Config(activation_granularity="ffn_out_per_row"),
+    "int8, ffn_out_per_row last 2 layers, smoothing 0.8": Int8Config(activation_granularity="ffn_out_per_row",
+                                                                    per_row_layers=2),
+    "int8, ffn_out_per_block, block 128": Int8Config(activation_granularity="ffn_out_per_block", block_size=128),
+}
+
+
+def classifier_agreement(scratch: Path, steps: int, source: str | None = None) -> dict:
+    """Argmax agreement of each int8 classifier with PyTorch fp32 on all of SST-2 dev (and flips, the largest logit
+    change, the fp32 margins of the flipped sentences), and each one's accuracy. `source`: a compact classifier
+    folder to export; else all-MiniLM-L6-v2 fine-tuned `steps` steps here."""
     from transformers import AutoTokenizer
 
-    fine_tune(scratch / "classifier", steps)
+    from compact_nlp import AutoCompactModelForSequenceClassification
+
+    folder = scratch / "classifier"
+    if source:
+        export_model(AutoCompactModelForSequenceClassification.from_pretrained(source).eval(), folder,
+                     tokenizer_source=source)
+    else:
+        fine_tune(folder, steps)
     sst2 = TASKS["sst2"]
     dev = read_split(sst2, default_glue_dir(), sst2.local["validation"])
-    inputs = encode_texts(scratch / "classifier", dev["sentence"], 512)
-    reference = reference_outputs(scratch / "classifier", inputs, "logits")
-    feeds = calibration_feeds(AutoTokenizer.from_pretrained(scratch / "classifier"), train_sentences(0, 256), 128,
+    inputs = encode_texts(folder, dev["sentence"], 512)
+    reference = reference_outputs(folder, inputs, "logits")
+    feeds = calibration_feeds(AutoTokenizer.from_pretrained(folder), train_sentences(0, 256), 128,
                               ["input_ids", "attention_mask", "token_type_ids"])
-    labels = np.asarray(dev["label"])
-    rows = {"steps": steps, "fp32 (PyTorch)": {"accuracy": round(float((reference.argmax(1) == labels).mean()), 4)}}
-    for name, config in (("int8, no smoothing", Int8Config(smoothing=0.0)), ("int8, smoothing 0.8", Int8Config())):
-        path = scratch / "classifier" / f"{config.smoothing}.onnx"
-        quantize_graph(scratch / "classifier" / "model.onnx", path, config, feeds=feeds)
+    labels, margin = np.asarray(dev["label"]), np.abs(reference[:, 0] - reference[:, 1])
+    rows = {"source": source or f"all-MiniLM-L6-v2 fine-tuned {steps} steps of 32 on SST-2 train here",
+            "fp32 (PyTorch)": {"accuracy": round(float((reference.argmax(1) == labels).mean()), 4)}}
+    for i, (name, config) in enumerate(CLASSIFIER_VARIANTS.items()):
+        path = folder / f"variant{i}.onnx"
+        quantize_graph(folder / "model.onnx", path, config, feeds=feeds)
         got = session_call(path, 1, inputs, "logits")[1]()
-        rows[name] = {"agreement": fidelity(reference, got, "logits")[0],
-                      "accuracy": round(float((got.argmax(1) == labels).mean()), 4)}
+        flips = got.argmax(1) != reference.argmax(1)
+        rows[name] = {"agreement": fidelity(reference, got, "logits")[0], "flips": int(flips.sum()),
+                      "accuracy": round(float((got.argmax(1) == labels).mean()), 4),
+                      "max_logit_change": round(float(np.abs(got - reference).max()), 4),
+                      "flipped_fp32_margins": sorted(round(float(m), 3) for m in margin[flips])}
     return rows
 
 
@@ -164,10 +197,28 @@ def measure(files: dict[str, Path], inputs: list[dict], reference: np.ndarray, r
     return rows
 
 
+def cpu_flags() -> list[str]:
+    """The int8-relevant instruction sets this CPU reports (ORT's MLAS picks its int8 kernels by them)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return [f for f in ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags.split()]
+
+
+def libraries() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("onnxruntime", "onnx", "torch", "transformers", "numpy")}
+
+
 def markdown(results: dict) -> str:
     settings = list(results["settings"])
+    flags = f" ({', '.join(results['cpu_flags'])})" if results.get("cpu_flags") else ""
     lines = [f"# compact int8 variants on {DEFAULT_MODEL} (bench/int8_variants.py)", "",
-             f"{results['cpu']}, batch 1, 1 thread, onnxruntime {results['onnxruntime']}, Python {results['python']}; "
+             f"{results['cpu']}{flags}, batch 1, 1 thread, "
+             + ", ".join(f"{k} {v}" for k, v in results.get("libraries", {"onnxruntime": results["onnxruntime"]}).items())
+             + f", Python {results['python']}; "
              f"2 cores shared with other jobs (load average {results['load'][0]:.1f} at the end): read the ratios. "
              f"Cosine: mean-pooled embeddings vs PyTorch fp32 over {results['sentences']} SST-2 dev sentences "
              "(mean / min). Latency: "
@@ -187,12 +238,19 @@ def markdown(results: dict) -> str:
               for alpha, row in results["alpha_selection"].items()]
     if results.get("classifier"):
         rows = results["classifier"]
-        lines += ["", f"SST-2 classifier (all-MiniLM-L6-v2 fine-tuned {rows['steps']} steps of 32 on SST-2 train): "
-                  "argmax agreement with PyTorch fp32 over all 872 SST-2 dev sentences, and accuracy.", "",
-                  "| model | agreement with fp32 | accuracy |", "|---|---|---|"]
-        lines += [f"| {name} | {format(row['agreement'], '.2%') if 'agreement' in row else 'reference'} | "
-                  f"{row['accuracy']:.2%} |"
-                  for name, row in rows.items() if name != "steps"]
+        lines += ["", f"SST-2 classifier ({rows['source']}): argmax agreement with PyTorch fp32 over all 872 SST-2 "
+                  "dev sentences (flips: sentences whose predicted label changed; their fp32 logit margins), the "
+                  "largest logit change, and accuracy.", "",
+                  "| model | agreement with fp32 (flips) | max logit change | flipped fp32 margins | accuracy |",
+                  "|---|---|---|---|---|"]
+        for name, row in rows.items():
+            if name == "source":
+                continue
+            if "agreement" not in row:
+                lines.append(f"| {name} | reference | | | {row['accuracy']:.2%} |")
+                continue
+            lines.append(f"| {name} | {row['agreement']:.2%} ({row['flips']}) | {row['max_logit_change']:.3f} | "
+                         f"{', '.join(map(str, row['flipped_fp32_margins']))} | {row['accuracy']:.2%} |")
     return "\n".join(lines) + "\n"
 
 
@@ -207,6 +265,8 @@ def main(argv=None) -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9])
     parser.add_argument("--classifier-steps", type=int, default=300,
                         help="fine-tune a SST-2 classifier this many steps for the argmax agreement (0: skip)")
+    parser.add_argument("--classifier", default=None,
+                        help="a fine-tuned compact SST-2 classifier folder to measure instead of fine-tuning one")
     parser.add_argument("--out", default="bench/results/int8_variants")
     args = parser.parse_args(argv)
     folder = MIRRORS[DEFAULT_MODEL].path()
@@ -217,15 +277,17 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         files = graphs(Path(scratch))
         alpha_selection = select_alpha(Path(scratch), args.alphas)
-        classifier = classifier_agreement(Path(scratch), args.classifier_steps) if args.classifier_steps else None
+        classifier = classifier_agreement(Path(scratch), args.classifier_steps, args.classifier) \
+            if args.classifier or args.classifier_steps else None
         for setting, (batch, max_length) in texts.items():
             print(f"[int8_variants] {setting}", file=sys.stderr, flush=True)
             inputs = encode_texts(folder, batch, max_length)
             settings[setting] = measure(files, inputs, reference_outputs(folder, inputs, "last_hidden_state"),
                                         args.rounds)
     results = {"model": DEFAULT_MODEL, "text": source, "sentences": args.sentences, "rounds": args.rounds,
-               "cpu": cpu_name(), "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-               "load": os.getloadavg(), "configs": {name: config.to_dict() for name, config in VARIANTS.items()},
+               "cpu": cpu_name(), "cpu_flags": cpu_flags(), "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+               "load": os.getloadavg(), "libraries": libraries(),
+               "configs": {name: config.to_dict() for name, config in {**VARIANTS, **CLASSIFIER_VARIANTS}.items()},
                "alpha_selection": alpha_selection, "classifier": classifier, "settings": settings}
     write_json(Path(args.out + ".json"), results)
     write_text(Path(args.out + ".md"), markdown(results))

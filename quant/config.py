@@ -64,12 +64,16 @@ class Int8Config(ConfigSection):
     # DynamicQuantizeLinear + MatMulInteger); per_block: MatMulNBits 8-bit with accuracy_level=4, which quantizes
     # each token's activations per block of `block_size` input features inside the kernel (int8 compute on VNNI/AMX)
     # against block-wise weights; ffn_out_per_block: per_block for the FFN output projections (the outlier-heavy
-    # ones), per_tensor elsewhere. bench/int8_variants.py measures them (docs/results.md, "Runtimes and peers").
+    # ones), per_tensor elsewhere; ffn_out_per_row: one scale per row (token) for the FFN output projections,
+    # built in the graph (quant/per_row.py, ORT's kernels take one scalar activation scale), per_tensor elsewhere.
+    # bench/int8_variants.py measures them (docs/results.md, "Runtimes and peers").
     activation_granularity: str = "per_tensor"
     block_size: int = 32  # per_block / ffn_out_per_block: input features per scale (16, 32, 64, 128 or 256)
+    per_row_layers: int = 0  # ffn_out_per_row: only the last N layers' FFN outputs per row (0: every layer)
     # dynamic only: SmoothQuant migration strength alpha in [0, 1) (quant/smooth.py): per-channel activation outliers
     # of the MatMul inputs (except attention's output projection) are moved into the weights, measured on the
-    # calibration text; 0 turns it off. None: 0.8 for ptq dynamic per_tensor (chosen on SST-2 train text; mean
+    # calibration text; 0 turns it off. None: 0.8 for ptq dynamic per_tensor and ffn_out_per_row (whose other
+    # MatMuls are per_tensor; chosen on SST-2 train text; mean
     # embedding cosine 0.9928 -> 0.998 on all-MiniLM-L6-v2 at ~5% latency, bench/results/int8_variants.md), else 0.
     smoothing: float | None = None
     embedding_bits: int = 8  # word embeddings: 8, or 4 / 2 packed into bytes (one symmetric scale per row)
@@ -85,7 +89,11 @@ class Int8Config(ConfigSection):
         _choice("weights", self.weights, ("per_channel", "per_tensor"))
         _choice("activations", self.activations, ("dynamic", "static"))
         _choice("activation_granularity", self.activation_granularity,
-                ("per_tensor", "per_block", "ffn_out_per_block"))
+                ("per_tensor", "per_block", "ffn_out_per_block", "ffn_out_per_row"))
+        if self.per_row_layers < 0 or (self.per_row_layers and self.activation_granularity != "ffn_out_per_row"):
+            raise QuantConfigError(f"per_row_layers is the number of last layers (>= 0) whose FFN outputs are scaled "
+                                   f"per row, for activation_granularity='ffn_out_per_row'; got {self.per_row_layers} "
+                                   f"with {self.activation_granularity!r}.")
         _choice("block_size", self.block_size, (16, 32, 64, 128, 256))
         self._resolve_smoothing()
         if self.activation_granularity != "per_tensor" and self.activations != "dynamic":
@@ -119,7 +127,8 @@ class Int8Config(ConfigSection):
 
     def _resolve_smoothing(self) -> None:
         if self.smoothing is None:
-            auto = self.mode == "ptq" and self.activations == "dynamic" and self.activation_granularity == "per_tensor"
+            auto = self.mode == "ptq" and self.activations == "dynamic" \
+                and self.activation_granularity in ("per_tensor", "ffn_out_per_row")
             self.smoothing = DEFAULT_SMOOTHING if auto else 0.0
         if isinstance(self.smoothing, bool) or not isinstance(self.smoothing, (int, float)) \
                 or not 0 <= self.smoothing < 1:

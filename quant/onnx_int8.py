@@ -47,9 +47,11 @@ from .onnx_passes import (
     module_kind,
     nodes_to_quantize,
     per_block_node,
+    per_row_node,
     quantize_embeddings,
     symmetric_codes,
 )
+from .per_row import rewrite_per_row
 from .smooth import smooth_graph
 from .vocab import trim_embedding_rows
 
@@ -60,7 +62,6 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
     `activation_scales` (QAT: tensor name -> trained scale, zero point as trained); dynamic ones with smoothing
     measure their per-channel ranges on `feeds` (without feeds smoothing is skipped, with a warning)."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(src))
     check_not_quantized(model)
@@ -69,29 +70,39 @@ def quantize_graph(src: Path, dst: Path, config: Int8Config, feeds: list[dict] |
     if keep_ids is not None:  # vocabulary trimming: before the table is quantized, so scales are per kept row
         trim_embedding_rows(model, keep_ids)
     embeddings = quantize_embeddings(model, config.keep_fp32, config.embedding_bits)
-    chosen, per_block = nodes_to_quantize(model, config), []
+    chosen = nodes_to_quantize(model, config)
+    per_row = [n for n in chosen if per_row_node(model, n, config)] if config.activations == "dynamic" else []
+    per_block = [n for n in chosen if per_block_node(model, n, config.activation_granularity)] \
+        if config.activations == "dynamic" else []
     smoothed = _smooth(model, chosen, config, feeds)
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         onnx.save(model, str(prepared))
         with atomic_path(dst) as tmp:
             if config.activations == "dynamic":
-                per_block = [n for n in chosen if per_block_node(model, n, config.activation_granularity)]
                 if per_block:
                     _matmul_nbits(prepared, per_block, config.block_size)
-                    chosen = [n for n in chosen if n not in per_block]
-                if not chosen:  # quantize_dynamic reads an empty nodes_to_quantize as "every node"
-                    onnx.save(onnx.load(str(prepared)), str(tmp))
-                    return _summary(converted, per_block, per_block, embeddings, keep_ids, smoothed)
-                quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=config.per_channel,
-                                 nodes_to_quantize=chosen, op_types_to_quantize=["MatMul"],
-                                 extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True,
-                                                # ONNX shape inference stops at contrib ops (MultiHeadAttention)
-                                                "DefaultTensorType": onnx.TensorProto.FLOAT})
+                _dynamic(prepared, tmp, config, [n for n in chosen if n not in per_block + per_row], per_row)
             else:
                 _quantize_static(prepared, Path(scratch) / "preprocessed.onnx", tmp, config, chosen, input_names,
                                  feeds, activation_scales)
-    return _summary(converted, chosen + per_block, per_block, embeddings, keep_ids, smoothed)
+    return {**_summary(converted, chosen, per_block, embeddings, keep_ids, smoothed), "matmuls_per_row": len(per_row)}
+
+
+def _dynamic(prepared: Path, out: Path, config: Int8Config, chosen: list[str], per_row: list[str]) -> None:
+    """quantize_dynamic on `chosen` (per-tensor activations), then the per-row MatMuls rewritten in its output."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if chosen:  # quantize_dynamic reads an empty nodes_to_quantize as "every node"
+        quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+                         nodes_to_quantize=chosen, op_types_to_quantize=["MatMul"],
+                         extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True,
+                                        # ONNX shape inference stops at contrib ops (MultiHeadAttention)
+                                        "DefaultTensorType": onnx.TensorProto.FLOAT})
+    model = onnx.load(str(out if chosen else prepared))
+    rewrite_per_row(model, per_row)
+    onnx.save(model, str(out))
 
 
 def _smooth(model, chosen: list[str], config: Int8Config, feeds: list[dict] | None) -> int | str:

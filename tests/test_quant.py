@@ -447,3 +447,83 @@ def test_fallback_to_ptq_ships_the_export_that_scores_higher_on_heldout(better, 
     shipped = json.loads((tmp_path / "model" / "config.json").read_text())["quant"]["int8"]
     assert shipped["mode"] == better and report["facts"]["quant"]["config"]["mode"] == better
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the other candidate is gone
+
+
+@pytest.mark.parametrize("per_row_layers", [0, 1])
+def test_ffn_out_per_row_scales_each_token_and_follows_fp32(per_row_layers, fp32_folder, tiny_tokenizer, tmp_path):
+    """activation_granularity='ffn_out_per_row' (quant/per_row.py): the FFN output projections (all, or the last
+    layer's) become QuantizeLinear with one scale per row + MatMulIntegerToFloat, the rest stays per-tensor; the
+    graph runs, loads from .ort, and follows the fp32 model."""
+    from compact_nlp.export import convert_to_ort
+    from compact_nlp.quant.onnx_int8 import calibration_feeds, quantize_graph
+
+    config = Int8Config(activation_granularity="ffn_out_per_row", per_row_layers=per_row_layers)
+    feeds = calibration_feeds(tiny_tokenizer, TEXTS[:8], 64, ["input_ids", "attention_mask", "token_type_ids"])
+    report = quantize_graph(fp32_folder / "model.onnx", tmp_path / "int8.onnx", config, feeds=feeds)
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    layers = 2 if per_row_layers == 0 else 1
+    assert report["matmuls_per_row"] == layers == ops.count("QuantizeLinear") == ops.count("MatMulIntegerToFloat")
+    assert report["matmuls_quantized"] == 12 and report["activations_smoothed"] > 0
+    per_row_inputs = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert all(next(a.i for a in n.attribute if a.name == "axis") == 0 for n in per_row_inputs)
+    fp32 = logits(session(fp32_folder / "model.onnx"), tiny_tokenizer, TEXTS)
+    int8 = logits(session(tmp_path / "int8.onnx"), tiny_tokenizer, TEXTS)
+    assert np.abs(int8 - fp32).max() < 0.05
+    convert_to_ort(tmp_path / "int8.onnx")
+    from_ort = logits(session(tmp_path / "int8.ort"), tiny_tokenizer, TEXTS)
+    assert np.abs(from_ort - int8).max() < 1e-4
+
+
+def _gelu_matmul(weight, bias):
+    """Gelu -> MatMul -> Add (compact's FFN output projection after gemm_to_matmul), and the Gelu alone."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    opsets = [helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)]
+    rows = lambda name, width: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["rows", width])
+    gelu = helper.make_node("Gelu", ["x"], ["g"], domain="com.microsoft", name="gelu")
+    full = helper.make_graph(
+        [gelu, helper.make_node("MatMul", ["g", "layers.0.ffn_out.weight"], ["p"], name="ffn_out"),
+         helper.make_node("Add", ["p", "layers.0.ffn_out.bias"], ["y"], name="ffn_out_bias")],
+        "ffn_out", [rows("x", weight.shape[0])], [rows("y", weight.shape[1])],
+        [numpy_helper.from_array(weight, "layers.0.ffn_out.weight"),
+         numpy_helper.from_array(bias, "layers.0.ffn_out.bias")])
+    alone = helper.make_graph([gelu], "gelu", [rows("x", weight.shape[0])], [rows("g", weight.shape[0])])
+    return helper.make_model(full, opset_imports=opsets), helper.make_model(alone, opset_imports=opsets)
+
+
+def test_per_row_rewrite_errs_by_at_most_half_a_step_of_each_row():
+    """The shift by GELU's lower bound and its fold into the bias are exact algebra: with a weight already on the
+    int8 grid, the per-row product differs from fp32 only by rounding each activation to its own row's step
+    ((max + 0.17) / 255): at most half a step times sum|W| per output, however different the rows' ranges."""
+    from compact_nlp.quant.per_row import rewrite_per_row
+
+    rng_ = np.random.default_rng(1)
+    weight = (rng_.integers(-127, 128, size=(24, 5)) / 127.0).astype(np.float32)
+    bias = rng_.standard_normal(5).astype(np.float32)
+    x = (rng_.standard_normal((7, 24)) * np.array([[1], [10], [0.1], [3], [1], [5], [0.01]])).astype(np.float32)
+    model, gelu_model = _gelu_matmul(weight, bias)
+    run = lambda m, name: ort.InferenceSession(m.SerializeToString()).run([name], {"x": x})[0]
+    fp32, gelu = run(model, "y"), run(gelu_model, "g")
+    assert rewrite_per_row(model, ["ffn_out"]) == 1
+    int8 = run(model, "y")
+    step = (gelu.max(axis=1) + 0.17) / 255
+    bound = step[:, None] / 2 * np.abs(weight).sum(axis=0)[None, :] + 1e-4
+    assert (np.abs(int8 - fp32) <= bound).all()
+    assert "layers.0.ffn_out.weight" not in {i.name for i in model.graph.initializer}  # the fp32 copy is dropped
+
+
+def test_per_row_settings_are_checked(fp32_folder, tmp_path):
+    """per_row_layers only means something for ffn_out_per_row; a MatMul whose input is not a GELU/ReLU output has
+    no known lower bound to shift by, and is refused rather than quantized wrongly."""
+    from compact_nlp.quant.per_row import rewrite_per_row
+
+    with pytest.raises(QuantConfigError, match="per_row_layers"):
+        Int8Config(per_row_layers=2)
+    with pytest.raises(QuantConfigError, match="per_row_layers"):
+        Int8Config(activation_granularity="ffn_out_per_row", per_row_layers=-1)
+    assert Int8Config(activation_granularity="ffn_out_per_row").smoothing == 0.8
+    model = onnx.load(str(fp32_folder / "model.onnx"))
+    first = next(n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul"))  # reads a LayerNorm output
+    with pytest.raises(QuantConfigError, match="GELU or ReLU"):
+        rewrite_per_row(model, [first])
