@@ -13,7 +13,7 @@ import pytest
 import transformers as tf
 
 from compact_nlp.cli import main
-from compact_nlp.compress.budget import choose_training
+from compact_nlp.compress.budget import TrainingPlan, choose_training, kept_decision
 from compact_nlp.compress.goal import Goal, GoalError, goal_from, parse_duration
 from compact_nlp.compress.planner import Attempt, Target, best, order, predicted_to_meet, target_of
 from compact_nlp.compress.plans import Plan, all_plans, escalations, student_layers
@@ -53,6 +53,14 @@ def test_escalations_keep_the_shape_and_get_costlier():
     # PTQ is a step of its own after the student, so QAT's attempt reuses the student step (same step settings)
     first, second = steps_of(tries[0]), steps_of(tries[1])
     assert first[0] == second[0] and first[1].trains is False and second[1].trains is True
+
+
+def test_a_resumed_run_keeps_the_first_runs_training_decision(tmp_path):
+    """The time left shrinks between a kill and the resume; the steps' folders are named by their settings, so a
+    training length decided again would start them over."""
+    first = kept_decision(tmp_path / "training.json", lambda: TrainingPlan(3.0, None, 3.0))
+    again = kept_decision(tmp_path / "training.json", lambda: TrainingPlan(1.0, 500, 1.0, note="less time left"))
+    assert again == first == TrainingPlan(3.0, None, 3.0)
 
 
 def test_binary_weights_at_full_depth_escalate_to_twice_the_training():

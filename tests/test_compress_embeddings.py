@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from compact_nlp.cli import main
-from compact_nlp.compress.embed_job import EmbedPlan, embed_plans, rows_for_budget
+from compact_nlp.compress.embed_job import EmbedPlan, embed_plans, embed_training
 from compact_nlp.compress.embed_measure import EmbeddingBaseline, EmbeddingTexts, score_embeddings
 from compact_nlp.compress.goal import Goal, GoalError
 from compact_nlp.compress.planner import target_of
@@ -46,11 +46,12 @@ def test_depths_predicted_to_meet_the_target_are_tried_deepest_first():
 def test_the_budget_cuts_sentences_and_refuses_a_budget_too_small_to_distil():
     texts = EmbeddingTexts([f"sentence {i}" for i in range(40000)], [], [], "t.csv")
     plan = EmbedPlan(6, 4, 0.8, 19.6)
-    assert rows_for_budget(texts, plan, 0.02, None) == (40000, "")
-    rows, note = rows_for_budget(texts, plan, 0.02, 600)
-    assert 1000 <= rows < 40000 and plan.seconds(rows, 0.02) <= 300 + 1 and "affords" in note
+    assert embed_training(texts, plan, 0.02, None).train_subset == 40000
+    cut = embed_training(texts, plan, 0.02, 600)
+    assert 1000 <= cut.train_subset < 40000 and plan.seconds(cut.train_subset, 0.02) <= 300 + 1
+    assert "affords" in cut.note
     with pytest.raises(GoalError, match="--time-budget"):
-        rows_for_budget(texts, plan, 0.02, 100)
+        embed_training(texts, plan, 0.02, 100)
     assert EmbedPlan(6, 6, 1.2, 23.0).seconds(40000, 0.02) < 120  # full depth: nothing to distil
 
 

@@ -14,7 +14,7 @@ from ..io import refuse_overwrite, replace_folder
 from ..registry import card_lines
 from ..ship import measure_shipped, summarize
 from ..workdir import claim_output
-from .budget import Clock, attempt_seconds, attempt_training, choose_training
+from .budget import Clock, attempt_seconds, attempt_training, choose_training, kept_decision
 from .embed_job import compress_embeddings
 from .goal import EMBEDDINGS, GoalError, Limits, goal_from, parse_duration
 from .job import (Setup, best_effort, check_inputs, check_model, fine_tune_teacher, is_fine_tuned, job_of,
@@ -67,7 +67,8 @@ def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathL
                            f"({near.predicted_ms:.2f} ms, {near.predicted_size_mb:.2f} MB)")
         ordered = [near] if accept_best else []
     needs_teacher = not is_fine_tuned(source, data)
-    training = choose_training(rows, cost, clock.left(), needs_teacher, ordered[0] if ordered else None)
+    training = kept_decision(out / "plan" / "training.json", lambda: choose_training(
+        rows, cost, clock.left(), needs_teacher, ordered[0] if ordered else None))
     setup.notes += [n for n in (training.note,) if n]
     if needs_teacher:
         setup.notes.append(f"{model} has no head for this task: compact fine-tunes it first and distils from it; the "
@@ -97,12 +98,13 @@ def _train_and_ship(setup: Setup, result: CompressResult, ordered, target, basel
         if warning := teacher_warning(setup, score):
             log(f"warning: {warning}")
             setup.notes.append(warning)
-        epochs, subset, note = attempt_training(len(setup.selection.train), cost, clock.left(), ordered[0])
-        training = replace(training, epochs=epochs, train_subset=subset)
+        training = kept_decision(setup.out / "plan" / "attempt_training.json", lambda: replace(training, **dict(zip(
+            ("epochs", "train_subset", "note"), attempt_training(len(setup.selection.train), cost, clock.left(),
+                                                                  ordered[0])))))
         result.training = training.to_dict()
         setup.notes.append(f"training measured {cost:.3f} s per example while fine-tuning the teacher (the estimate "
                            f"before: {baseline.train_seconds_per_example:.3f}); the attempts are planned from it"
-                           + (f": {note}" if note else ""))
+                           + (f": {training.note}" if training.note else ""))
     else:
         teacher, score = setup.model, None
     clock.save()

@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..io import write_json
 from .goal import GoalError
@@ -109,6 +110,16 @@ def choose_training(rows: int, seconds_per_example: float, budget_s: float | Non
     spent = step_seconds(teacher[1] or rows, teacher[0], seconds_per_example, 1.0, False) if needs_teacher else 0
     epochs, subset, note = attempt_training(rows, seconds_per_example, budget_s - spent, first)
     return TrainingPlan(epochs, subset, teacher[0], teacher[1], "; ".join(n for n in (teacher[2], note) if n))
+
+
+def kept_decision(path: Path, make: Callable[[], TrainingPlan]) -> TrainingPlan:
+    """A training decision made once per OUT folder: a resumed run reads the first run's back (its time left has
+    shrunk), so that it continues the steps the first run started, whose folders are named by their settings."""
+    if path.is_file():
+        return TrainingPlan(**json.loads(path.read_text()))
+    decided = make()
+    write_json(path, decided.to_dict())
+    return decided
 
 
 class Clock:

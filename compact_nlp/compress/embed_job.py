@@ -28,7 +28,7 @@ from ..embeddings_measure import sentence_transformers_check
 from ..io import replace_folder, write_json, write_text
 from ..pretrained import resolve_checkpoint
 from ..workdir import Job, claim_output, input_digest
-from .budget import Clock
+from .budget import Clock, TrainingPlan, kept_decision
 from .embed_measure import (REFERENCE, EmbeddingBaseline, EmbeddingTexts, full_depth_student, measure_baseline,
                             original_embeddings, read_texts, score_embeddings, shipped_embeddings,
                             time_beside_reference)
@@ -91,20 +91,21 @@ def embed_plans(baseline: EmbeddingBaseline, original_layers: int, target: Targe
     return sorted(feasible, key=lambda p: -p.layers)
 
 
-def rows_for_budget(texts: EmbeddingTexts, plan: EmbedPlan | None, seconds_per_example: float,
-                    seconds_left: float | None) -> tuple[int, str]:
-    """Sentences each student distils on: all of them, or as many as let the first plan's attempt use half the time
-    left (so that an escalation fits); refused when that is below MIN_ROWS."""
+def embed_training(texts: EmbeddingTexts, plan: EmbedPlan | None, seconds_per_example: float,
+                   seconds_left: float | None) -> TrainingPlan:
+    """Sentences each student distils on (`train_subset`): all of them, or as many as let the first plan's attempt
+    use half the time left (so that an escalation fits); refused when that is below MIN_ROWS."""
     rows = len(texts.train)
     if seconds_left is None or plan is None or plan.seconds(rows, seconds_per_example) <= seconds_left / 2:
-        return rows, ""
+        return TrainingPlan(EPOCHS, rows, 0.0)
     per_row = (plan.seconds(rows, seconds_per_example) - OVERHEAD_S) / rows
     fitted = int((seconds_left / 2 - OVERHEAD_S) / per_row)
     if fitted < MIN_ROWS:
         raise GoalError(f"the time budget affords distilling on {max(fitted, 0)} sentences, fewer than {MIN_ROWS}: "
                         f"give a longer --time-budget (about {plan.seconds(MIN_ROWS, seconds_per_example) * 2 / 60:.0f}"
                         " min at least) or a smaller target.")
-    return fitted, f"the time budget affords {fitted} of the {rows} training sentences per student"
+    return TrainingPlan(EPOCHS, fitted, 0.0, note=f"the time budget affords {fitted} of the {rows} training "
+                                                  "sentences per student")
 
 
 def embed_job(model: str, texts: EmbeddingTexts, goal: Goal, limits: Limits, text_column: str | None) -> Job:
@@ -239,12 +240,14 @@ def compress_embeddings(model: str, data, out: Path, goal: Goal, limits: Limits,
     baseline = measure_baseline(source, texts, depths(layers), max_length, limits.threads, out / "plan", log)
     target = target_of(goal, baseline.fastest_peer, baseline.fastest_peer_ms)
     plans = embed_plans(baseline, layers, target)
-    rows, note = rows_for_budget(texts, plans[0] if plans else None, baseline.train_seconds_per_example, clock.left())
+    training = kept_decision(out / "plan" / "training.json", lambda: embed_training(
+        texts, plans[0] if plans else None, baseline.train_seconds_per_example, clock.left()))
+    rows = training.train_subset
     notes = [f"training text: {len(texts.train)} distinct sentences of {texts.source}; {len(texts.selection)} held "
-             f"out to choose on, {len(texts.final)} more to report on (read once)", *([note] if note else [])]
+             f"out to choose on, {len(texts.final)} more to report on (read once)", *filter(None, [training.note])]
     result = CompressResult(goal.to_dict(), target.to_dict(), "planned", str(out), baseline.to_dict(),
-                            {"epochs": EPOCHS, "train_subset": rows, "teacher_epochs": 0}, {"heldout_score": 100.0},
-                            [p.to_dict() for p in plans], notes=notes, task="embeddings")
+                            training.to_dict(), {"heldout_score": 100.0}, [p.to_dict() for p in plans], notes=notes,
+                            task="embeddings")
     minutes = {p.label: p.seconds(rows, baseline.train_seconds_per_example) / 60 for p in plans}
     if not plans:
         notes.append("no depth is predicted to meet the target on this machine")
