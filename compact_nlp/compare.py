@@ -247,7 +247,8 @@ def _runtime_peers(fp32: str, seeds: list[int], scratch: Path, timed: dict, sett
 
 def _dev_summary(values: list[float], seeds: list[int]) -> dict:
     return {"seeds": seeds, "mean": round(statistics.mean(values), 2),
-            "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "values": [round(v, 2) for v in values]}
+            "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+            "values": [round(v, 2) for v in values]}
 
 
 def _peer_rows(runs: dict[int, list[PeerRun]], task, labels: np.ndarray, fp32: str) -> dict:
@@ -340,8 +341,8 @@ def compare(task: TaskData | str, fp32: str, variants: dict[str, str], seeds: li
     context = {"variants": variants, "seeds": seeds, "fp32": fp32, "metric": metric}
     table = _table(names, files, scores, resources, latency, fidelities, context)
     outside = _peer_rows(runs, task, np.asarray(dev["label"]), fp32) if runs else {}
-    table = _ordered({**table, **{name: {"kind": "peer", "skipped": why, "runtime": ""} for name, why in skipped.items()},
-                      **outside}, variants)
+    not_made = {name: {"kind": "peer", "skipped": why, "runtime": ""} for name, why in skipped.items()}
+    table = _ordered({**table, **not_made, **outside}, variants)
     return {"task": task.name, "metric": metric, "seeds": seeds, "fp32": fp32, "dev_examples": len(dev),
             "real_length_examples": len(real[PYTORCH]), "mean_real_tokens": round(mean_tokens, 1),
             "lengths": list(lengths), "threads": list(threads), "rounds": rounds, "calls_per_round": calls,

@@ -33,7 +33,8 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _read_inputs(path: str) -> list[dict]:
-    return [{k: np.asarray(v, dtype=np.int64)[None, :] for k, v in x.items()} for x in json.loads(Path(path).read_text())]
+    rows = json.loads(Path(path).read_text())
+    return [{k: np.asarray(v, dtype=np.int64)[None, :] for k, v in x.items()} for x in rows]
 
 
 def read_spec() -> dict:
