@@ -2,7 +2,8 @@
 validated, JSON round-trip, versioned).
 
     Int8Config()                                           dynamic int8, per-channel weights, int8 embeddings,
-                                                           SmoothQuant scale migration (alpha 0.8) on calibration text
+                                                           SmoothQuant scale migration (alpha 0.8) on calibration text,
+                                                           per-token activation scales for the FFN output projections
     Int8Config(activations="static")                       QDQ, U8S8, min-max calibration on real task text
     Int8Config(mode="qat")                                 fake-quantized training (Q8BERT), then both exports
     BinaryConfig()                                         W1A8 (BinaryBERT / BiT): sign weights, int8 activations,
@@ -64,17 +65,19 @@ class Int8Config(ConfigSection):
     # DynamicQuantizeLinear + MatMulInteger); per_block: MatMulNBits 8-bit with accuracy_level=4, which quantizes
     # each token's activations per block of `block_size` input features inside the kernel (int8 compute on VNNI/AMX)
     # against block-wise weights; ffn_out_per_block: per_block for the FFN output projections (the outlier-heavy
-    # ones), per_tensor elsewhere; ffn_out_per_row: one scale per row (token) for the FFN output projections,
-    # built in the graph (quant/per_row.py, ORT's kernels take one scalar activation scale), per_tensor elsewhere.
-    # bench/int8_variants.py measures them (docs/results.md, "Runtimes and peers").
-    activation_granularity: str = "per_tensor"
+    # ones), per_tensor elsewhere; ffn_out_per_row: one scale per row (token) for the FFN output projections, built
+    # in the graph (quant/per_row.py; ORT's fast kernels take one scalar activation scale), per_tensor elsewhere.
+    # None: ffn_out_per_row for ptq dynamic (on the protocol's SST-2 MiniLM, argmax agreement with fp32 99.77% vs
+    # per_tensor's 99.08%, at 0.87x ORT dynamic int8's latency at real lengths), per_tensor for static and QAT.
+    # bench/int8_variants.py measures them all (docs/results.md, "Runtimes and peers").
+    activation_granularity: str | None = None
     block_size: int = 32  # per_block / ffn_out_per_block: input features per scale (16, 32, 64, 128 or 256)
     per_row_layers: int = 0  # ffn_out_per_row: only the last N layers' FFN outputs per row (0: every layer)
     # dynamic only: SmoothQuant migration strength alpha in [0, 1) (quant/smooth.py): per-channel activation outliers
     # of the MatMul inputs (except attention's output projection) are moved into the weights, measured on the
-    # calibration text; 0 turns it off. None: 0.8 for ptq dynamic per_tensor and ffn_out_per_row (whose other
-    # MatMuls are per_tensor; chosen on SST-2 train text; mean
-    # embedding cosine 0.9928 -> 0.998 on all-MiniLM-L6-v2 at ~5% latency, bench/results/int8_variants.md), else 0.
+    # calibration text; 0 turns it off. None: 0.8 for ptq dynamic per_tensor and ffn_out_per_row (chosen on SST-2
+    # train text for per_tensor; mean embedding cosine 0.9928 -> 0.998 on all-MiniLM-L6-v2 at ~5% latency,
+    # bench/results/int8_variants.md), else 0.
     smoothing: float | None = None
     embedding_bits: int = 8  # word embeddings: 8, or 4 / 2 packed into bytes (one symmetric scale per row)
     trim_vocabulary: bool = False  # keep only the wordpieces the task's training text uses (tokenizer rewritten too)
@@ -88,6 +91,9 @@ class Int8Config(ConfigSection):
         _choice("mode", self.mode, ("ptq", "qat"))
         _choice("weights", self.weights, ("per_channel", "per_tensor"))
         _choice("activations", self.activations, ("dynamic", "static"))
+        if self.activation_granularity is None:  # QAT trains per-tensor activation ranges; static has one scale
+            fast = self.mode == "ptq" and self.activations == "dynamic"
+            self.activation_granularity = "ffn_out_per_row" if fast else "per_tensor"
         _choice("activation_granularity", self.activation_granularity,
                 ("per_tensor", "per_block", "ffn_out_per_block", "ffn_out_per_row"))
         if self.per_row_layers < 0 or (self.per_row_layers and self.activation_granularity != "ffn_out_per_row"):

@@ -115,11 +115,14 @@ def layer_index(weight: str) -> int | None:
 
 def per_row_node(model, node_name: str, config: Int8Config) -> bool:
     """Whether MatMul `node_name` gets per-row activation scales (quant/per_row.py): the FFN output projections
-    under ffn_out_per_row, only those of the last `per_row_layers` layers when that is set."""
+    under ffn_out_per_row, only those of the last `per_row_layers` layers when that is set. A projection whose input
+    is not a known GELU/ReLU output (no lower bound to shift by) stays per_tensor."""
+    from .per_row import lower_bound  # per_row imports this module
+
     if config.activation_granularity != "ffn_out_per_row":
         return False
     node = next(n for n in model.graph.node if n.name == node_name)
-    if not is_ffn_output(node.input[1]):
+    if not is_ffn_output(node.input[1]) or lower_bound(model, node.input[0]) is None:
         return False
     if not config.per_row_layers:
         return True

@@ -519,7 +519,7 @@ def test_per_row_settings_are_checked(fp32_folder, tmp_path):
     from compact_nlp.quant.per_row import rewrite_per_row
 
     with pytest.raises(QuantConfigError, match="per_row_layers"):
-        Int8Config(per_row_layers=2)
+        Int8Config(activation_granularity="per_tensor", per_row_layers=2)
     with pytest.raises(QuantConfigError, match="per_row_layers"):
         Int8Config(activation_granularity="ffn_out_per_row", per_row_layers=-1)
     assert Int8Config(activation_granularity="ffn_out_per_row").smoothing == 0.8
