@@ -101,7 +101,7 @@ def _dynamic(prepared: Path, out: Path, config: Int8Config, chosen: list[str], p
                                         # ONNX shape inference stops at contrib ops (MultiHeadAttention)
                                         "DefaultTensorType": onnx.TensorProto.FLOAT})
     model = onnx.load(str(out if chosen else prepared))
-    rewrite_per_row(model, per_row)
+    rewrite_per_row(model, per_row, config.per_channel)
     onnx.save(model, str(out))
 
 

@@ -17,6 +17,10 @@ channel when a smoothing Mul sits between the activation and the MatMul):
 U8S8 is the x86 fast path of MatMulInteger (measured here: S8S8 was 20x slower); the shift by L replaces an
 asymmetric per-row zero point, which MatMulIntegerToFloat does not take, and its product with the weight folds into
 the bias. The weight is symmetric int8 per output channel, as quantize_dynamic's per-channel weights.
+
+Not measured: x86 CPUs without VNNI run U8S8 with 16-bit pair sums that can saturate (255 * 127 * 2 > 32767), which
+ORT's `reduce_range` option exists for; per-row codes use the full uint8 range on every row, so that case is more
+likely than with a per-tensor scale. This CPU (AVX512-VNNI, AMX) and ARM kernels accumulate in 32 bits.
 """
 
 from __future__ import annotations
@@ -66,26 +70,22 @@ def _bias_add(graph, product: str):
     return None, None
 
 
-def _check_rows(model, tensor: str) -> None:
-    """QuantizeLinear's per-axis scale is 1-D, so the activation must be 2-D (tokens, features), as compact's
-    exports are; refuse a graph whose shape inference says otherwise."""
+def _ranks(model) -> dict[str, int]:
+    """The rank of each tensor ONNX shape inference knows (none when it stops at a contrib op or symbolic shape)."""
     import onnx
 
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # contrib ops or symbolic shapes: nothing known, compact's 2-D layout assumed
-        return
-    for info in list(inferred.graph.value_info) + list(inferred.graph.input):
-        if info.name == tensor and info.type.tensor_type.HasField("shape"):
-            rank = len(info.type.tensor_type.shape.dim)
-            if rank != 2:
-                raise QuantConfigError(f"per-row activation scales need 2-D MatMul inputs (tokens, features); "
-                                       f"{tensor!r} has rank {rank}. Use activation_granularity='per_tensor'.")
+    except Exception:  # nothing known: compact's 2-D layout is assumed
+        return {}
+    return {info.name: len(info.type.tensor_type.shape.dim) for info in list(inferred.graph.value_info)
+            + list(inferred.graph.input) if info.type.tensor_type.HasField("shape")}
 
 
-def rewrite_per_row(model, node_names: list[str]) -> int:
+def rewrite_per_row(model, node_names: list[str], per_channel: bool = True) -> int:
     """Replace each MatMul in `node_names` (constant fp32 weight, input following GELU or ReLU) by the per-row int8
-    product of the module doc, in place. Returns how many were rewritten."""
+    product of the module doc, in place; weights per output channel or per tensor. Returns how many were rewritten.
+    QuantizeLinear's per-axis scale is 1-D, so each input must be 2-D (tokens, features), as compact's exports are."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -95,15 +95,18 @@ def rewrite_per_row(model, node_names: list[str]) -> int:
         return 0
     shared = {"axis": np.array([-1], np.int64), "inv255": np.array(1 / 255, np.float32), "one": np.array(1, np.float32)}
     graph.initializer.extend(numpy_helper.from_array(v, f"per_row_{k}") for k, v in shared.items())
-    replaced = {}
+    replaced, ranks = {}, _ranks(model)
     for name, node in targets.items():
         x, weight_name = node.input[0], node.input[1]
         bound = lower_bound(model, x)
         if node.op_type != "MatMul" or weight_name not in initializers or bound is None:
             raise QuantConfigError(f"{name}: per-row activation scales are built for MatMuls with a constant weight "
                                    "whose input follows GELU or ReLU (the FFN output projection).")
-        _check_rows(model, x)
-        replaced[name] = _per_row_nodes(graph, node, numpy_helper.to_array(initializers[weight_name]), bound)
+        if ranks.get(x, 2) != 2:
+            raise QuantConfigError(f"per-row activation scales need 2-D MatMul inputs (tokens, features); {x!r} has "
+                                   f"rank {ranks[x]}. Use activation_granularity='per_tensor'.")
+        weight = numpy_helper.to_array(initializers[weight_name]).astype(np.float32)
+        replaced[name] = _per_row_nodes(graph, node, weight, bound, per_channel)
     ordered = [new for node in graph.node for new in replaced.get(node.name, [node])]
     del graph.node[:]
     graph.node.extend(ordered)
@@ -114,12 +117,15 @@ def rewrite_per_row(model, node_names: list[str]) -> int:
     return len(replaced)
 
 
-def _per_row_nodes(graph, node, weight: np.ndarray, bound: np.ndarray) -> list:
+def _per_row_nodes(graph, node, weight: np.ndarray, bound: np.ndarray, per_channel: bool) -> list:
     """The nodes replacing MatMul `node` (weight (K, N)); folds L @ W into its bias Add (or adds one)."""
     from onnx import helper, numpy_helper
 
     x, out, name = node.input[0], node.output[0], node.name
-    codes, scale = symmetric_codes(weight.T.astype(np.float32), 8)  # per output channel: rows of W^T
+    codes, scale = symmetric_codes(weight.T, 8)  # per output channel: rows of W^T
+    if not per_channel:  # one scale for the tensor, stored per channel (MatMulIntegerToFloat takes either)
+        codes, scale = symmetric_codes(weight.reshape(1, -1), 8)
+        codes, scale = codes.reshape(weight.shape).T, np.full((weight.shape[1], 1), scale.item(), np.float32)
     dequantized = (codes.astype(np.float32) * scale).T
     correction = (np.broadcast_to(bound, (weight.shape[0],)) @ dequantized).astype(np.float32)
     graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(codes.T), f"{name}_w_int8"),

@@ -492,7 +492,8 @@ def _gelu_matmul(weight, bias):
     return helper.make_model(full, opset_imports=opsets), helper.make_model(alone, opset_imports=opsets)
 
 
-def test_per_row_rewrite_errs_by_at_most_half_a_step_of_each_row():
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_per_row_rewrite_errs_by_at_most_half_a_step_of_each_row(per_channel):
     """The shift by GELU's lower bound and its fold into the bias are exact algebra: with a weight already on the
     int8 grid, the per-row product differs from fp32 only by rounding each activation to its own row's step
     ((max + 0.17) / 255): at most half a step times sum|W| per output, however different the rows' ranges."""
@@ -500,12 +501,13 @@ def test_per_row_rewrite_errs_by_at_most_half_a_step_of_each_row():
 
     rng_ = np.random.default_rng(1)
     weight = (rng_.integers(-127, 128, size=(24, 5)) / 127.0).astype(np.float32)
+    weight[0] = 1.0  # every column's max is 127 steps: the int8 codes (per channel or per tensor) are exact
     bias = rng_.standard_normal(5).astype(np.float32)
     x = (rng_.standard_normal((7, 24)) * np.array([[1], [10], [0.1], [3], [1], [5], [0.01]])).astype(np.float32)
     model, gelu_model = _gelu_matmul(weight, bias)
     run = lambda m, name: ort.InferenceSession(m.SerializeToString()).run([name], {"x": x})[0]
     fp32, gelu = run(model, "y"), run(gelu_model, "g")
-    assert rewrite_per_row(model, ["ffn_out"]) == 1
+    assert rewrite_per_row(model, ["ffn_out"], per_channel) == 1
     int8 = run(model, "y")
     step = (gelu.max(axis=1) + 0.17) / 255
     bound = step[:, None] / 2 * np.abs(weight).sum(axis=0)[None, :] + 1e-4
