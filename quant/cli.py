@@ -26,6 +26,10 @@ def add_quantize_command(sub) -> None:
     quantize.add_argument("--activation-type", choices=("uint8", "int8"), default=None, help="static only")
     quantize.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None,
                           help="static only")
+    quantize.add_argument("--activation-granularity", default=None,
+                          choices=("per_tensor", "ffn_out_per_row", "ffn_out_per_block", "per_block"),
+                          help="dynamic only; default ffn_out_per_row: one scale per token for the FFN output "
+                               "projections (bench/results/int8_variants.md), per_tensor elsewhere")
     quantize.add_argument("--calibration-examples", type=at_least(1), default=256)
     quantize.add_argument("--embedding-bits", type=int, choices=(8, 4, 2), default=8,
                           help="word-embedding width (one scale per row; 4 and 2 are packed)")
@@ -41,7 +45,7 @@ def add_quantize_command(sub) -> None:
 
 def cmd_quantize(args) -> int:
     config = Int8Config(weights=args.weights, activations=args.activations, activation_type=args.activation_type,
-                        calibration=args.calibration, calibration_examples=args.calibration_examples,
+                        activation_granularity=args.activation_granularity, calibration=args.calibration, calibration_examples=args.calibration_examples,
                         trim_vocabulary=args.trim_vocabulary, embedding_bits=args.embedding_bits)
     refuse_overwrite(args.out, {"fp32 folder": args.dir, "training data": args.train})
     check_folder(args.dir)  # config, weights and graphs read before any work (a corrupted file is named)

@@ -529,3 +529,20 @@ def test_per_row_settings_are_checked(fp32_folder, tmp_path):
     first = next(n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul"))  # reads a LayerNorm output
     with pytest.raises(QuantConfigError, match="GELU or ReLU"):
         rewrite_per_row(model, [first])
+
+
+def test_compact_quantize_takes_the_activation_granularity(fp32_folder, glue_dir, tmp_path):
+    """`compact quantize --activation-granularity`: per_tensor (the previous default) stays one flag away, and the
+    folder's config.json says which was used."""
+    from compact_nlp.cli import main
+
+    for granularity, per_row in ((None, 2), ("per_tensor", 0)):
+        out = tmp_path / f"int8-{granularity}"
+        flag = ["--activation-granularity", granularity] if granularity else []
+        assert main(["quantize", str(fp32_folder), str(out), "--task", "qqp", "--glue-dir", str(glue_dir),
+                     "--no-mobile", *flag]) == 0
+        saved = json.loads((out / "config.json").read_text())["quant"]["int8"]
+        assert saved["activation_granularity"] == (granularity or "ffn_out_per_row")
+        ops = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
+        assert ops.count("QuantizeLinear") == per_row  # one per-row quantization per FFN output projection
+        assert json.loads((out / "quant_report.json").read_text())["matmuls_per_row"] == per_row
