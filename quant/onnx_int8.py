@@ -47,11 +47,10 @@ from .onnx_passes import (
     module_kind,
     nodes_to_quantize,
     per_block_node,
-    per_row_node,
     quantize_embeddings,
     symmetric_codes,
 )
-from .per_row import rewrite_per_row
+from .per_row import per_row_node, rewrite_per_row
 from .smooth import smooth_graph
 from .vocab import trim_embedding_rows
 

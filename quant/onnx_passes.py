@@ -113,25 +113,6 @@ def layer_index(weight: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def per_row_node(model, node_name: str, config: Int8Config) -> bool:
-    """Whether MatMul `node_name` gets per-row activation scales (quant/per_row.py): the FFN output projections
-    under ffn_out_per_row, only those of the last `per_row_layers` layers when that is set. A projection whose input
-    is not a known GELU/ReLU output (no lower bound to shift by) stays per_tensor."""
-    from .per_row import lower_bound  # per_row imports this module
-
-    if config.activation_granularity != "ffn_out_per_row":
-        return False
-    node = next(n for n in model.graph.node if n.name == node_name)
-    if not is_ffn_output(node.input[1]) or lower_bound(model, node.input[0]) is None:
-        return False
-    if not config.per_row_layers:
-        return True
-    layers = [layer_index(n.input[1]) for n in model.graph.node
-              if n.op_type == "MatMul" and len(n.input) > 1 and is_ffn_output(n.input[1])]
-    last = max(i for i in layers if i is not None)
-    return layer_index(node.input[1]) > last - config.per_row_layers
-
-
 def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[str]:
     """Store each embedding table that is not kept fp32 at `bits` (8, 4, 2 or 1) with one symmetric scale per row, in
     place. Returns the tables' names.

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import QuantConfigError
-from .onnx_passes import symmetric_codes
+from .config import Int8Config, QuantConfigError
+from .onnx_passes import is_ffn_output, layer_index, symmetric_codes
 
 # min of x * Phi(x) is -0.16997 (the tanh approximation's too). Shifting by a hair more keeps every xs > 0, so each
 # row's max, and its scale, is positive without a Max(eps) node; ReLU gets a tiny shift for the same reason (a row of
@@ -57,6 +57,23 @@ def lower_bound(model, tensor: str) -> np.ndarray | None:
     if node.op_type == "Relu":
         return (-RELU_MIN * np.abs(factor)).astype(np.float32)
     return None
+
+
+def per_row_node(model, node_name: str, config: Int8Config) -> bool:
+    """Whether MatMul `node_name` gets per-row activation scales (quant/per_row.py): the FFN output projections
+    under ffn_out_per_row, only those of the last `per_row_layers` layers when that is set. A projection whose input
+    is not a known GELU/ReLU output (no lower bound to shift by) stays per_tensor."""
+    if config.activation_granularity != "ffn_out_per_row":
+        return False
+    node = next(n for n in model.graph.node if n.name == node_name)
+    if not is_ffn_output(node.input[1]) or lower_bound(model, node.input[0]) is None:
+        return False
+    if not config.per_row_layers:
+        return True
+    layers = [layer_index(n.input[1]) for n in model.graph.node
+              if n.op_type == "MatMul" and len(n.input) > 1 and is_ffn_output(n.input[1])]
+    last = max(i for i in layers if i is not None)
+    return layer_index(node.input[1]) > last - config.per_row_layers
 
 
 def _bias_add(graph, product: str):

@@ -18,7 +18,7 @@ def test_a_granularity_needs_dynamic_activations_and_a_known_block_size():
         Int8Config(activation_granularity="per_block", activations="static")
     with pytest.raises(QuantConfigError, match="block_size"):
         Int8Config(activation_granularity="per_block", block_size=48)
-    assert Int8Config().activation_granularity == "per_tensor"
+    assert Int8Config().activation_granularity == "ffn_out_per_row"  # the post-training dynamic default
 
 
 @pytest.mark.parametrize("granularity", ["per_tensor", "ffn_out_per_block", "per_block"])
