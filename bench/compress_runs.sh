@@ -23,4 +23,4 @@ wait
 # 2026-12-06, next session: a sentence-embedding model on the review text alone (the labels are not read), while
 # other jobs held the cores (a fine-tune, the combined rerun, two helpers' measurements)
 $C $R/embed/reviews_speedup1 --task embeddings --data $U/reviews.csv --text-column review --speedup 1 --max-drop 3 \
-  --time-budget 75m
+  --time-budget 60m
