@@ -66,13 +66,19 @@ def _in_range(name: str, array: np.ndarray, size: int, what: str) -> None:
 @dataclass(frozen=True)
 class Chunk:
     rows: np.ndarray  # indices into the batch
-    length: int  # the chunk's sequence length (its longest real row)
+    length: int  # the position after the chunk's last real token (its rows run on columns start..length)
+    start: int = 0  # the chunk's first real token: left padding (tokenizer padding_side="left") is cut too
 
 
 def real_lengths(mask: np.ndarray) -> np.ndarray:
     """Per row, the position after its last real token (right padding is cut, anything inside is kept)."""
     last = mask.shape[1] - np.argmax(mask[:, ::-1] != 0, axis=1)
     return np.where(mask.any(axis=1), last, 1)
+
+
+def first_tokens(mask: np.ndarray) -> np.ndarray:
+    """Per row, the position of its first real token (0 without left padding)."""
+    return np.argmax(mask != 0, axis=1)
 
 
 def plan_chunks(mask: np.ndarray, max_tokens: int = MAX_BATCH_TOKENS, one_row: bool = False) -> list[Chunk] | None:
@@ -83,35 +89,39 @@ def plan_chunks(mask: np.ndarray, max_tokens: int = MAX_BATCH_TOKENS, one_row: b
         return None
     if not one_row and batch * length <= max_tokens:
         return None
-    lengths = real_lengths(mask)
-    order = np.argsort(lengths, kind="stable")
+    ends, firsts = real_lengths(mask), first_tokens(mask)
+    order = np.argsort(ends - firsts, kind="stable")
     chunks, start = [], 0
     while start < batch:
         stop = start + 1
-        while not one_row and stop < batch and (stop + 1 - start) * lengths[order[stop]] <= max_tokens:
+        while not one_row and stop < batch:
+            grown = order[start:stop + 1]
+            if len(grown) * (ends[grown].max() - firsts[grown].min()) > max_tokens:
+                break
             stop += 1
         rows = order[start:stop]
-        chunks.append(Chunk(rows=rows, length=int(lengths[rows].max())))
+        chunks.append(Chunk(rows=rows, length=int(ends[rows].max()), start=int(firsts[rows].min())))
         start = stop
     return chunks
 
 
 def run_chunks(run, feed: dict[str, np.ndarray], chunks: list[Chunk]) -> list[np.ndarray] | None:
     """Run `run(feed) -> outputs` per chunk and put the rows back in order; a (B, T, ...) output is padded with
-    zeros after each row's chunk length (those positions are padding). None when an output's length follows
+    zeros outside each chunk's columns (those positions are padding). None when an output's length follows
     neither the chunk's length nor a fixed size (a token-pruned graph's states): the caller runs the batch whole."""
     batch, length = feed["input_ids"].shape
-    parts = [(chunk, run({k: v[chunk.rows, :chunk.length] for k, v in feed.items()})) for chunk in chunks]
+    parts = [(chunk, run({k: v[chunk.rows, chunk.start:chunk.length] for k, v in feed.items()}))
+             for chunk in chunks]
     merged = []
     for i, first in enumerate(parts[0][1]):
-        per_token = first.ndim >= 2 and all(out[i].shape[1] == c.length for c, out in parts)
+        per_token = first.ndim >= 2 and all(out[i].shape[1] == c.length - c.start for c, out in parts)
         shape = (batch, length, *first.shape[2:]) if per_token else (batch, *first.shape[1:])
         if not per_token and any(out[i].shape[1:] != first.shape[1:] for _, out in parts):
             return None
         result = np.zeros(shape, dtype=first.dtype)
         for chunk, out in parts:
             if per_token:
-                result[chunk.rows, :chunk.length] = out[i]
+                result[chunk.rows, chunk.start:chunk.length] = out[i]
             else:
                 result[chunk.rows] = out[i]
         merged.append(result)
