@@ -66,6 +66,10 @@ class ORTModel:
         self.max_batch_tokens: int | None = MAX_BATCH_TOKENS  # None: run every call as one batch
         self.one_row = dynamic_activations(self.model_path, config)  # run rows alone: batch-independent outputs
         self.output_names = [o.name for o in session.get_outputs()]
+        # outputs along the input's sequence axis (last_hidden_state), told from logits by the axis names the
+        # export gave them, not by their length (a 3-token chunk has as many tokens as 3 labels)
+        sequence = session.get_inputs()[0].shape[1]
+        self.per_token = [len(o.shape) >= 2 and o.shape[1] == sequence for o in session.get_outputs()]
         if self.required_output not in self.output_names:
             other = next(c for c in ORTModel.__subclasses__() if c.required_output in self.output_names)
             raise ValueError(
@@ -154,7 +158,7 @@ class ORTModel:
             )
         check_feed(feed, self.config.vocab_size, self.config.type_vocab_size)
         chunks = plan_chunks(feed["attention_mask"], self.max_batch_tokens or ids.size, self.one_row)
-        merged = chunks and run_chunks(lambda part: self.session.run(None, part), feed, chunks)
+        merged = chunks and run_chunks(lambda part: self.session.run(None, part), feed, chunks, self.per_token)
         return (merged or self.session.run(None, feed)), as_torch
 
 

@@ -57,9 +57,10 @@ def test_the_runtime_refuses_bad_inputs_and_answers_each_row_as_if_alone(model, 
         return
     logits = model(input_ids=ids, attention_mask=mask).logits
     assert logits.shape == (len(ids), 3) and np.isfinite(logits).all()
-    for row in range(len(ids)):  # the same text alone, cut after its last real token: the same answer
-        end = int(np.flatnonzero(mask[row])[-1]) + 1
-        alone = model(input_ids=ids[row:row + 1, :end], attention_mask=mask[row:row + 1, :end]).logits
+    for row in range(len(ids)):  # the same text alone, from its first real token to its last: the same answer
+        real = np.flatnonzero(mask[row])
+        cut = slice(int(real[0]), int(real[-1]) + 1)
+        alone = model(input_ids=ids[row:row + 1, cut], attention_mask=mask[row:row + 1, cut]).logits
         np.testing.assert_allclose(logits[row], alone[0], atol=1e-5)
 
 

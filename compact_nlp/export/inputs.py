@@ -8,7 +8,9 @@ Chunks: a call with many texts of mixed lengths is not run as one batch padded t
 sorted by real length and run in chunks of at most `max_tokens` padded tokens, each chunk padded only to its own
 longest row (memory stays bounded; a long text no longer makes the short ones pay for its padding). With
 `one_row`, each row runs alone at its real length: a graph whose activations are quantized dynamically (one scale
-per tensor, measured per call) then gives a text the same output whatever else is in the batch.
+per tensor, measured per call) then gives a text the same output whatever else is in the batch. Padding on the
+left of a row (tokenizer padding_side="left") is cut as well, the row moved to start at column 0: with absolute
+position embeddings that padding would shift the text's positions. Every text gets the answer it gets alone.
 """
 
 from __future__ import annotations
@@ -66,8 +68,13 @@ def _in_range(name: str, array: np.ndarray, size: int, what: str) -> None:
 @dataclass(frozen=True)
 class Chunk:
     rows: np.ndarray  # indices into the batch
-    length: int  # the position after the chunk's last real token (its rows run on columns start..length)
-    start: int = 0  # the chunk's first real token: left padding (tokenizer padding_side="left") is cut too
+    firsts: np.ndarray  # each row's first real token (0 without left padding)
+    spans: np.ndarray  # each row's columns from its first real token to its last
+
+    @property
+    def length(self) -> int:
+        """The chunk's sequence length: its longest row, every row moved to start at column 0."""
+        return int(self.spans.max())
 
 
 def real_lengths(mask: np.ndarray) -> np.ndarray:
@@ -82,47 +89,57 @@ def first_tokens(mask: np.ndarray) -> np.ndarray:
 
 
 def plan_chunks(mask: np.ndarray, max_tokens: int = MAX_BATCH_TOKENS, one_row: bool = False) -> list[Chunk] | None:
-    """The chunks to run, shortest rows first; None when the batch runs as it is (one row, or within max_tokens
-    and not one_row)."""
+    """The chunks to run, shortest rows first; None when the batch runs as it is (not one_row, no row padded on the
+    left, and one row or within max_tokens)."""
     batch, length = mask.shape
-    if batch == 1 and not one_row:
-        return None
-    if not one_row and batch * length <= max_tokens:
-        return None
     ends, firsts = real_lengths(mask), first_tokens(mask)
-    order = np.argsort(ends - firsts, kind="stable")
+    if not one_row and not firsts.any() and (batch == 1 or batch * length <= max_tokens):
+        return None
+    spans = ends - firsts
+    order = np.argsort(spans, kind="stable")
     chunks, start = [], 0
     while start < batch:
         stop = start + 1
-        while not one_row and stop < batch:
-            grown = order[start:stop + 1]
-            if len(grown) * (ends[grown].max() - firsts[grown].min()) > max_tokens:
-                break
+        while not one_row and stop < batch and (stop + 1 - start) * spans[order[stop]] <= max_tokens:
             stop += 1
         rows = order[start:stop]
-        chunks.append(Chunk(rows=rows, length=int(ends[rows].max()), start=int(firsts[rows].min())))
+        chunks.append(Chunk(rows=rows, firsts=firsts[rows], spans=spans[rows]))
         start = stop
     return chunks
 
 
-def run_chunks(run, feed: dict[str, np.ndarray], chunks: list[Chunk]) -> list[np.ndarray] | None:
-    """Run `run(feed) -> outputs` per chunk and put the rows back in order; a (B, T, ...) output is padded with
-    zeros outside each chunk's columns (those positions are padding). None when an output's length follows
-    neither the chunk's length nor a fixed size (a token-pruned graph's states): the caller runs the batch whole."""
+def chunk_feed(feed: dict[str, np.ndarray], chunk: Chunk) -> dict[str, np.ndarray]:
+    """The chunk's rows, each moved to start at column 0 and padded on the right to the chunk's length (ids,
+    mask and token types all 0 there)."""
+    part = {name: np.zeros((len(chunk.rows), chunk.length), dtype=values.dtype) for name, values in feed.items()}
+    for j, (row, first, span) in enumerate(zip(chunk.rows, chunk.firsts, chunk.spans)):
+        for name, values in feed.items():
+            part[name][j, :span] = values[row, first:first + span]
+    return part
+
+
+def run_chunks(run, feed: dict[str, np.ndarray], chunks: list[Chunk], per_token: list[bool]) -> \
+        list[np.ndarray] | None:
+    """Run `run(feed) -> outputs` per chunk and put the rows back in order; an output with `per_token` (B, T, ...)
+    is zero outside each row's real tokens (those positions are padding). None when a per-token output's
+    length is not the chunk's, or another output's shape differs between chunks (a token-pruned graph's states):
+    the caller runs the batch whole."""
     batch, length = feed["input_ids"].shape
-    parts = [(chunk, run({k: v[chunk.rows, chunk.start:chunk.length] for k, v in feed.items()}))
-             for chunk in chunks]
+    parts = [(chunk, run(chunk_feed(feed, chunk))) for chunk in chunks]
     merged = []
     for i, first in enumerate(parts[0][1]):
-        per_token = first.ndim >= 2 and all(out[i].shape[1] == c.length - c.start for c, out in parts)
-        shape = (batch, length, *first.shape[2:]) if per_token else (batch, *first.shape[1:])
-        if not per_token and any(out[i].shape[1:] != first.shape[1:] for _, out in parts):
+        along_tokens = per_token[i]
+        if along_tokens and any(out[i].shape[1] != c.length for c, out in parts):
             return None
-        result = np.zeros(shape, dtype=first.dtype)
+        if not along_tokens and any(out[i].shape[1:] != first.shape[1:] for _, out in parts):
+            return None
+        result = np.zeros((batch, length, *first.shape[2:]) if along_tokens else (batch, *first.shape[1:]),
+                          dtype=first.dtype)
         for chunk, out in parts:
-            if per_token:
-                result[chunk.rows, chunk.start:chunk.length] = out[i]
-            else:
+            if not along_tokens:
                 result[chunk.rows] = out[i]
+                continue
+            for j, (row, begin, span) in enumerate(zip(chunk.rows, chunk.firsts, chunk.spans)):
+                result[row, begin:begin + span] = out[i][j, :span]
         merged.append(result)
     return merged
