@@ -73,7 +73,8 @@ def _claim(out: Path, command: str, arguments: dict, inputs: dict, restart: bool
     created = not out.exists()
     if claim_output(out, job, restart=restart, reuse=bool(reuse)):
         print(f"{out}: --reuse keeps the finished stages already there; they are not redone, even where this job's "
-              f"settings differ from theirs" if reuse else f"{out}: resuming the same {command} job (--restart to start over)")
+              f"settings differ from theirs" if reuse
+              else f"{out}: resuming the same {command} job (--restart to start over)")
     return created
 
 

@@ -45,7 +45,8 @@ def add_quantize_command(sub) -> None:
 
 def cmd_quantize(args) -> int:
     config = Int8Config(weights=args.weights, activations=args.activations, activation_type=args.activation_type,
-                        activation_granularity=args.activation_granularity, calibration=args.calibration, calibration_examples=args.calibration_examples,
+                        activation_granularity=args.activation_granularity, calibration=args.calibration,
+                        calibration_examples=args.calibration_examples,
                         trim_vocabulary=args.trim_vocabulary, embedding_bits=args.embedding_bits)
     refuse_overwrite(args.out, {"fp32 folder": args.dir, "training data": args.train})
     check_folder(args.dir)  # config, weights and graphs read before any work (a corrupted file is named)

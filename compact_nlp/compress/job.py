@@ -232,5 +232,5 @@ def best_effort(tried: list[Attempt], target: Target) -> list[Attempt]:
     return [a for a in tried if a.plan["label"] == chosen.plan["label"]]
 
 
-__all__ = ["Setup", "check_inputs", "check_model", "fine_tune_teacher", "is_fine_tuned", "job_of", "plans_to_try", "selection_data",
-           "teacher_warning", "try_plans"]
+__all__ = ["Setup", "check_inputs", "check_model", "fine_tune_teacher", "is_fine_tuned", "job_of", "plans_to_try",
+           "selection_data", "teacher_warning", "try_plans"]
