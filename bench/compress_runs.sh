@@ -1,8 +1,8 @@
 #!/bin/bash
 # The `compact compress` runs behind docs/results.md "compact compress" (bench/results/compress.{json,md}), in the
 # order they ran on 2026-12-06. User files from `python bench/own_data.py` (GLUE rows reshaped: reviews.csv,
-# paraphrases.jsonl, similarity.csv) in $U; runs in $R. OMP_NUM_THREADS=1: the 2 cores were shared with other jobs,
-# where 2 torch threads per process ran 5.5x slower than 1. Collect: python bench/compress_results.py $R/*/
+# paraphrases.jsonl, similarity.csv, sentences.csv) in $U; runs in $R. OMP_NUM_THREADS=1: the 2 cores were shared
+# with other jobs, where 2 torch threads per process ran 5.5x slower than 1. Collect: python bench/compress_results.py $R/*/
 set -u
 U=${U:-/work/userdata}; R=${R:-/work/runs}
 export OMP_NUM_THREADS=1
@@ -20,7 +20,7 @@ compact compress $R/sst2_speedup1/teacher/seed-1/model $R/sst2_size5 $SST2 --siz
 $C $R/mrpc_speedup1 $MRPC --speedup 1 --max-drop 1.5 --time-budget 28m &
 $C $R/stsb_speedup1 $STSB --speedup 1 --max-drop 1.5 --time-budget 28m &
 wait
-# 2026-12-06, next session: a sentence-embedding model on the review text alone (the labels are not read), while
-# other jobs held the cores (a fine-tune, the combined rerun, two helpers' measurements)
-$C $R/embed/reviews_speedup1 --task embeddings --data $U/reviews.csv --text-column review --speedup 1 --max-drop 3 \
-  --time-budget 60m
+# 2026-12-06, later: a sentence-embedding model on unlabelled text alone (sentences.csv: the STS-B, SST-2, MRPC and
+# CoLA train sentences, never STS-B dev), beside the combined SST-2 rerun on the other core; then STS-B dev read once:
+#   python bench/compress_embed_stsb.py $R/embed/sentences_speedup1
+$C $R/embed/sentences_speedup1 --task embeddings --data $U/sentences.csv --text-column text --speedup 1 --max-drop 3 --time-budget 75m --accept-best

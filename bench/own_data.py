@@ -25,6 +25,7 @@ from transformers import pipeline
 
 from compact_nlp import AutoCompactModelForSequenceClassification
 from compact_nlp.data import load_task_data
+from compact_nlp.embeddings_text import training_texts
 from compact_nlp.glue import default_glue_dir, load_glue
 from compact_nlp.io import write_json, write_text
 from compact_nlp.run import run_task
@@ -55,6 +56,9 @@ def write_files(glue_dir, folder: Path) -> None:
         bins = ["low" if s < 2 else "medium" if s < 4 else "high" for s in stsb[split]["label"]]
         pd.DataFrame({"premise": stsb[split]["sentence1"], "hypothesis": stsb[split]["sentence2"],
                       "level": bins}).to_parquet(folder / name)
+    # unlabelled text for `compress --task embeddings`: the train sentences compact embed distils on, never STS-B dev
+    texts, _ = training_texts(glue_dir, limit=len(sst2["train"]) * 10, seed=1)
+    pd.DataFrame({"text": texts}).to_csv(folder / "sentences.csv", index=False)
 
 
 def commands(glue_dir, files: Path, out: Path) -> dict[str, list[str]]:
