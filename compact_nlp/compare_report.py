@@ -67,7 +67,8 @@ def _header(results: dict, peer: str) -> list[str]:
         f"Fidelity: {rows[PYTORCH].get('fidelity_metric', 'agreement with fp32')} (PyTorch fp32's predictions) on "
         f"the {results['real_length_examples']} timed inputs. "
         f"The fastest peer at real lengths, {first} thread(s), is **{peer}**: 'x faster than fastest peer' is against "
-        f"it. Machine: {results['machine']['platform']}, {results['machine']['cores']} cores."
+        f"it. Machine: {results['machine'].get('cpu', '')} {results['machine']['platform']}, "
+        f"{results['machine']['cores']} cores."
         + (f" Optimum rows: {', '.join(f'{k} {v}' for k, v in results['optimum_versions'].items())}, in its own "
            "environment." if results.get("optimum_versions") else "")
         + (f" Peers in their own environments: {'; '.join(runtimes)}." if runtimes else ""),

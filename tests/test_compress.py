@@ -13,6 +13,7 @@ import pytest
 import transformers as tf
 
 from compact_nlp.cli import main
+from compact_nlp.ship import machine
 from compact_nlp.compress.budget import TrainingPlan, choose_training, kept_decision
 from compact_nlp.compress.goal import Goal, GoalError, goal_from, parse_duration
 from compact_nlp.compress.planner import Attempt, Target, best, order, predicted_to_meet, target_of
@@ -183,6 +184,9 @@ def test_a_tiny_compress_plans_ships_resumes_and_refuses_other_arguments(sst2_cs
     assert (out / "model" / "model.ort").is_file() and (out / "model" / "README.md").is_file()
     assert (out / "candidates.png").is_file() and "## Attempts" in (out / "report.md").read_text()
     assert report["final"]["metric"] == "validation/accuracy"
+    card = (out / "model" / "README.md").read_text()
+    assert f"the speed of {report['baseline']['fastest_peer']} (the fastest int8 runtime measured in the same run)" \
+        in card and f"on this CPU: {machine()['cpu']}" in card, "the card states the peer ratio and names the CPU"
     model = tf.AutoConfig.from_pretrained(out / "model")
     assert set(model.id2label.values()) == {"negative", "positive"}, "the shipped model answers with the user's labels"
 

@@ -11,6 +11,7 @@ import pytest
 from compact_nlp.cli import main
 from compact_nlp.compress.embed_job import EmbedPlan, embed_plans, embed_training
 from compact_nlp.compress.embed_measure import EmbeddingBaseline, EmbeddingTexts, score_embeddings
+from compact_nlp.ship import machine
 from compact_nlp.compress.goal import Goal, GoalError
 from compact_nlp.compress.planner import target_of
 from conftest import GLUE_DIR, requires_glue
@@ -99,5 +100,6 @@ def test_a_tiny_embedding_compress_distils_ships_and_resumes(sst2_sentences, tin
     assert (out / "model" / "model.ort").is_file() and (out / "model" / "modules.json").is_file()
     card = (out / "model" / "README.md").read_text()
     assert "library_name: sentence-transformers" in card and str(tmp_path) not in card
+    assert f"| {machine()['cpu']} |" in card, "the card names the CPU its latency ratios were measured on"
     assert main(args[:-1]) == 0  # the same command resumes: every attempt is read back
     assert json.loads((out / "report.json").read_text())["attempts"] == report["attempts"]

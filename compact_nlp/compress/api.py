@@ -145,17 +145,20 @@ def _final(setup: Setup, chosen: list, teacher: str, baseline) -> dict:
         per_seed.append({**step, **measured, "seed": attempt.seed})
     replace_folder(chosen[0].folder, setup.out / "model", ignore=shutil.ignore_patterns("checkpoints", ".*"))
     summary = summarize(per_seed)
-    results = {"recipe": json.loads(Path(chosen[0].result_file).read_text())["recipe"], "summary": summary,
-               "per_seed": per_seed, "stages": [a.plan["label"] for a in chosen[:1]]}  # OUT/report.json has each step
-    write_model_card(setup.out / "model", results, technique_lines=card_lines(per_seed[0]))
     main = f"{spec.dev_splits[0]}/{spec.main_metric}"
     original = summary.get("original", {})
     speedup = original.get("latency_ms_batch1_median", 0) / summary["latency_ms_batch1_median"]
+    vs_peer = speedup * baseline.fastest_peer_ms / baseline.reference_ms
+    results = {"recipe": json.loads(Path(chosen[0].result_file).read_text())["recipe"], "summary": summary,
+               "per_seed": per_seed, "stages": [a.plan["label"] for a in chosen[:1]],  # OUT/report.json: each step
+               "against_peer": {"name": baseline.fastest_peer, "speedup": vs_peer,
+                                "cpu": per_seed[0]["machine"].get("cpu", "")}}
+    write_model_card(setup.out / "model", results, technique_lines=card_lines(per_seed[0]))
     return {"metric": main, "score_mean": summary[main]["mean"], "score_sd": summary[main]["sd"],
             "teacher_score": original.get(main), "drop": round(original.get(main, 0) - summary[main]["mean"], 2),
             "ms": summary["latency_ms_batch1_median"], "teacher_ms": original.get("latency_ms_batch1_median"),
             "speedup_vs_teacher": round(speedup, 2), "peer": baseline.fastest_peer,
-            "speedup_vs_peer": round(speedup * baseline.fastest_peer_ms / baseline.reference_ms, 2),
+            "speedup_vs_peer": round(vs_peer, 2),
             "size_mb": per_seed[0]["size_mb"][per_seed[0]["artifact"]], "teacher_size_mb": original.get("size_mb"),
             "seeds": summary["seeds"]}
 

@@ -27,6 +27,7 @@ from ..embeddings import distil_student, ship_embeddings
 from ..embeddings_measure import sentence_transformers_check
 from ..io import replace_folder, write_json, write_text
 from ..pretrained import resolve_checkpoint
+from ..ship import cpu_name
 from ..workdir import Job, claim_output, input_digest
 from .budget import Clock, TrainingPlan, kept_decision
 from .embed_measure import (REFERENCE, EmbeddingBaseline, EmbeddingTexts, full_depth_student, measure_baseline,
@@ -196,7 +197,7 @@ def final_numbers(context: EmbedContext, chosen: list[Attempt], model_name: str)
              "speedup_vs_teacher": round(context.baseline.reference_ms / ms, 2), "peer": context.baseline.fastest_peer,
              "speedup_vs_peer": round(context.baseline.fastest_peer_ms / ms, 2), "size_mb": chosen[0].size_mb,
              "teacher_size_mb": context.baseline.reference_size_mb, "layers": chosen[0].plan["layers"],
-             "base_model": model_name}
+             "base_model": model_name, "cpu": cpu_name(), "threads": context.threads}
     try:
         check = sentence_transformers_check(shipped, context.texts.final[:100], context.max_length)
         final["sentence_transformers_max_abs_diff"] = check.get("max_abs_diff_vs_compact_pytorch")
@@ -217,7 +218,8 @@ def write_card(folder: Path, final: dict, source_text: str) -> None:
         f"| similarity fidelity (100 x Spearman of pair cosines vs the original's) | {final['score_mean']:.2f} |",
         f"| mean cosine to the original's embedding | {final['mean_cosine_to_original']:.4f} |",
         f"| batch-1 latency, x the original (ORT fp32) | {final['speedup_vs_teacher']:.2f} |",
-        f"| x the fastest int8 peer ({final['peer']}) | {final['speedup_vs_peer']:.2f} |",
+        f"| x the fastest int8 peer measured in the same run ({final['peer']}) | {final['speedup_vs_peer']:.2f} |",
+        f"| CPU (batch 1, {final['threads']} thread(s)) | {final['cpu']} |",
         f"| model.ort MB | {final['size_mb']:.2f} |", ""]))
 
 

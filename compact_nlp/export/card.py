@@ -55,7 +55,7 @@ def model_card(results: dict, repo_name: str | None = None, technique_lines: lis
 {_scores(summary, first)}
 
 {_measurements(first)}
-{_comparison(summary, first)}
+{_comparison(summary, first)}{_against_peer(results)}
 {_training(results, summary, first)}
 
 ## Use
@@ -126,8 +126,22 @@ def _measurements(first: dict) -> str:
 | latency, batch 1, 1 thread, real dev inputs ({latency['mean_tokens']} tokens on average) | median {latency['median']} ms, p90 {latency['p90']} ms |
 | size | {size} |
 | {parity_label} | {first['export_parity']:.1e} |
-| hardware | {first['machine']['platform']}, {first['machine']['cores']} cores |
+| hardware | {_hardware(first['machine'])} |
 | versions | {", ".join(f"{k} {v}" for k, v in first['versions'].items())} |"""
+
+
+def _hardware(machine: dict) -> str:
+    cpu = f"{machine['cpu']}, " if machine.get("cpu") else ""  # results written before the CPU was recorded lack it
+    return f"{cpu}{machine['platform']}, {machine['cores']} cores"
+
+
+def _against_peer(results: dict) -> str:
+    """One line on the fastest int8 peer measured in the same run (compact compress), with the CPU it ran on."""
+    peer = results.get("against_peer")
+    if not peer:
+        return ""
+    return (f"\n**{peer['speedup']:.2f}x** the speed of {peer['name']} (the fastest int8 runtime measured in the same "
+            f"run) at batch 1 on this CPU: {peer['cpu']}.\n")
 
 
 def _training(results: dict, summary: dict, first: dict) -> str:
