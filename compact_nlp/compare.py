@@ -106,7 +106,7 @@ def real_length_latency(rows: dict, inputs: dict[str, list[dict]], rounds: int =
     """Median/p90 ms of each row over its inputs at their real lengths (inputs: per row, its tokenizer's), by
     compact_nlp.bench's loop: per round, one pass over the inputs for each row in turn, the rows interleaved by round.
     Each row thus runs warm, as the peers timed in their own processes do; interleaving the rows input by input
-    made every call start from another model's cache (an int8 MiniLM read 2.73 ms that way, 1.70 ms alone)."""
+    made every call start from another model's cache, which slowed the small models most (docs/results.md)."""
     def cycling(row, encoded: list[dict]):
         stream = itertools.cycle(encoded)
         return lambda: row(next(stream))
