@@ -10,4 +10,4 @@ OUT=${OUT:?set OUT to a scratch folder}
 VARIANTS=(--variant "compact int8, its default (per-row FFN output scales)=$OUT/int8_default")
 [ -n "${COMBINED:-}" ] && VARIANTS+=(--variant "compact combined: HAT 50% + token pruning + int8 QAT=$COMBINED")
 compact bench --task sst2 --glue-dir "$GLUE" --fp32 "$FT" --threads 1 "${VARIANTS[@]}" \
-  --out bench/results/compare_sst2_quiet
+  --out "bench/results/${NAME:-compare_sst2_quiet}"
