@@ -57,7 +57,7 @@ def write_files(glue_dir, folder: Path) -> None:
         pd.DataFrame({"premise": stsb[split]["sentence1"], "hypothesis": stsb[split]["sentence2"],
                       "level": bins}).to_parquet(folder / name)
     # unlabelled text for `compress --task embeddings`: the train sentences compact embed distils on, never STS-B dev
-    texts, _ = training_texts(glue_dir, limit=len(sst2["train"]) * 10, seed=1)
+    texts, _ = training_texts(glue_dir, limit=None, seed=1)  # all of them (distinct, shuffled)
     pd.DataFrame({"text": texts}).to_csv(folder / "sentences.csv", index=False)
 
 

@@ -22,7 +22,7 @@ HELD_OUT_FRACTION_BELOW = 10 * PYTHON_DOCS_HELD_OUT  # own text with fewer sente
 OWN_TEXT_MINIMUM = 20  # distinct sentences: a held-out tenth of at least 2
 
 
-def training_texts(glue_dir: str | None, limit: int, seed: int) -> tuple[list[str], str]:
+def training_texts(glue_dir: str | None, limit: int | None, seed: int) -> tuple[list[str], str]:
     """Unlabelled sentences to distil on, never STS-B dev: the train splits of STS-B, SST-2, MRPC and CoLA that are
     reachable. Returns (texts, where they came from)."""
     texts, sources = [], []
