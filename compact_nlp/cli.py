@@ -25,6 +25,7 @@ import traceback
 
 from huggingface_hub.errors import StrictDataclassError  # how transformers 5 reports an invalid config
 
+from .distributed import finish
 from .compress.cli import add_compress_command
 from .commands import (TASKS, cmd_bench, cmd_convert, cmd_demo, cmd_embed, cmd_export, cmd_push, cmd_run,
                        cmd_search)
@@ -201,7 +202,9 @@ def _convert_command(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        finish()  # under accelerate launch: leave the process group together, before the interpreter exits
+        return code
     except (CompactConfigError, UnsupportedArchitectureError, CorruptWeightsError, ExportParityError,
             StrictDataclassError, ValueError, OSError) as error:
         if args.debug:

@@ -25,6 +25,7 @@ from .io import refuse_overwrite, save_pretrained_atomic
 from .pretrained import require_package, resolve_checkpoint
 from .recipe import DEFAULT_RECIPE, load_recipe
 from .registry import techniques
+from .distributed import on_main
 from .run import load_data, run_recipe
 from .runtime import check_folder
 from .workdir import JOB_FILE, Job, claim_output, input_digest
@@ -184,7 +185,7 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe or DEFAULT_RECIPE, overrides, presets=args.preset, data=section)
     data = load_data(recipe, args.glue_dir)  # read and checked before anything trains or is written
     out = Path(args.out or Path("out") / (data.spec.name if section else Path(args.recipe).stem))
-    created = _claim(out, "run", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
+    created = on_main(_claim, out, "run", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
                      getattr(args, "restart", False), getattr(args, "reuse", False))
     try:
         return _run_claimed(recipe, out, args.glue_dir, data)

@@ -45,6 +45,7 @@ from .embeddings_measure import (encode_all, markdown, measure, sentence_transfo
                                  spearman_of_cosine)
 from .embeddings_text import (PYTHON_DOCS_HELD_OUT, PYTHON_DOCS_SOURCE, python_docs_sentences,  # noqa: F401
                               python_docs_split, source_split, sts_pairs, training_texts)
+from .distributed import on_main, uses_cuda
 from .export import export_model
 from .hat import SearchSpace
 from .io import save_pretrained_atomic, write_json, write_text
@@ -94,8 +95,9 @@ def _student(teacher, teacher_source: str, layers: int):
 
 
 def distil_student(teacher_source: str, texts: list[str], out: Path, layers: int, epochs: float, batch_size: int,
-                   learning_rate: float, max_length: int, seed: int) -> Path:
-    """Step 1: the shallower student distilled on `texts`; returns its folder (skipped when it exists)."""
+                   learning_rate: float, max_length: int, seed: int, device: str = "auto") -> Path:
+    """Step 1: the shallower student distilled on `texts` on `device` (compact_nlp.distributed.uses_cuda); returns
+    its folder (skipped when it exists). Under several processes each trains and the main one saves."""
     import datasets
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
@@ -112,15 +114,19 @@ def distil_student(teacher_source: str, texts: list[str], out: Path, layers: int
     args = TrainingArguments(
         str(out / "checkpoints"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
         learning_rate=learning_rate, warmup_steps=0.1, weight_decay=0.01, save_strategy="steps", save_steps=200,
-        save_total_limit=1, logging_steps=50, report_to=[], use_cpu=not torch.cuda.is_available(), seed=seed,
+        save_total_limit=1, logging_steps=50, report_to=[], use_cpu=not uses_cuda(device), seed=seed,
         train_sampling_strategy="group_by_length", remove_unused_columns=False)
     trainer = CompactTrainer(model=student, args=args, train_dataset=rows, hooks=[EmbeddingDistillationHook(teacher)],
                              data_collator=DataCollatorWithPadding(tokenizer))
     interrupted = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     trainer.train(resume_from_checkpoint=True if interrupted else None)
-    save_pretrained_atomic(tokenizer, folder)
-    save_pretrained_atomic(trainer.model, folder)  # config.json last: a restart skips this step only when it is there
+    on_main(save_student, tokenizer, trainer.model.to("cpu"), folder)
     return folder
+
+
+def save_student(tokenizer, model, folder: Path) -> None:
+    save_pretrained_atomic(tokenizer, folder)
+    save_pretrained_atomic(model, folder)  # config.json last: a restart skips the step only when it is there
 
 
 def ship_embeddings(student: Path, out: Path, texts: list[str], max_length: int) -> Path:

@@ -16,6 +16,7 @@ from transformers import TrainingArguments
 
 from .augment import augmented_copies, augmented_rows
 from .data import TaskData, TaskSpec, glue_task_data
+from .distributed import WAIT, uses_cuda
 from .glue import SEEN_HELDOUT_WARNING_PERCENT, carve_heldout, carve_unseen_heldout, heldout_overlap
 
 UNLABELLED = -100  # the label of transfer rows: only the teacher teaches them
@@ -39,6 +40,9 @@ class Protocol:
     # held-out rows whose text the model never learns from: whole texts (inside no other training row), and every
     # training row inside one of them dropped (SST-2 lists each sentence's phrases as rows; docs/protocol.md)
     heldout_unseen: bool = False
+    # what trains: auto (a CUDA GPU where torch sees one, else the CPU), cpu or cuda (with mixed precision: bf16 where
+    # the GPU has it, else fp16); exported models are timed on the CPU whatever trained them
+    device: str = "auto"
 
 
 @dataclass
@@ -174,14 +178,16 @@ def training_arguments(protocol: Protocol, output_dir: str, seed: int, metric: s
     """The protocol's TrainingArguments: evaluated on the held-out split each epoch, the best epoch there kept
     (`metric`; None: no selection), batches of similar lengths (less padding, faster on CPU); `changes` override."""
     p = protocol
+    cuda = uses_cuda(p.device)
     settings = dict(
         num_train_epochs=p.epochs, max_steps=p.steps or -1, per_device_train_batch_size=p.batch_size,
         per_device_eval_batch_size=64, learning_rate=p.learning_rate, warmup_steps=p.warmup,
         weight_decay=p.weight_decay, eval_strategy="epoch" if metric else "no",
         save_strategy="epoch", save_total_limit=2, load_best_model_at_end=metric is not None,
         metric_for_best_model=metric, greater_is_better=True if metric else None, seed=seed, logging_steps=50,
-        report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
-        train_sampling_strategy="group_by_length",
+        report_to=[], use_cpu=not cuda, disable_tqdm=False, train_sampling_strategy="group_by_length",
+        bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
+        ddp_timeout=int(WAIT.total_seconds()),  # the other processes wait while the main one exports and times
     )
     settings.update(changes)
     return TrainingArguments(output_dir, **settings)

@@ -36,6 +36,7 @@ from .augment import augmented_copies
 from .data import PROBLEM_TYPES
 from .distill import DistillationConfig
 from .glue import GlueDataError, get_task
+from .distributed import DeviceError, uses_cuda
 from .protocol import Protocol
 from .registry import section_names, techniques
 
@@ -240,6 +241,10 @@ def _validate_protocol(p: Protocol) -> None:
         raise RecipeError(f"protocol.seeds must be a non-empty list of distinct integers, got {p.seeds}.")
     if p.steps is not None and p.steps <= 0:
         raise RecipeError(f"protocol.steps must be positive or null, got {p.steps}.")
+    try:  # an unknown device, or cuda without a GPU, is refused before anything loads
+        uses_cuda(p.device)
+    except DeviceError as error:
+        raise RecipeError(f"protocol.{error}") from None
 
 
 def _build(cls, data, where: str):

@@ -29,6 +29,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .auto import AutoCompactModelForSequenceClassification
 from .data import MULTI_LABEL, TaskData, TaskSpec, glue_task_data, load_task_data, task_texts
 from .distill import DistillationConfig
+from .distributed import on_main
 from .export.card import write_model_card
 from .io import write_json
 from .metrics import compute_metrics
@@ -168,14 +169,15 @@ def run_seed(recipe: Recipe, seed: int, out: Path, data: TaskData, glue_dir: str
                          "without a teacher.")
     trainer, splits, facts, started = train_seed(recipe, data, seed, out, glue_dir)
     train_seconds = time.perf_counter() - started_at
-    heldout_scores = trainer.evaluate()
-    shipped = ship_seed(recipe, data, trainer, splits, started, out)
+    heldout_scores = trainer.evaluate()  # every process takes part (the Trainer splits the rows between them)
+    trainer.model.to("cpu")  # what ships runs on the CPU, whatever trained it
+    shipped = on_main(ship_seed, recipe, data, trainer, splits, started, out)  # the others wait for its numbers
     technique_facts = {k: v for t in recipe.techniques()
                        for k, v in t.facts(trainer.model, started.configs[t.name]).items()}
     return {
         "task": data.spec.name, "data": data.spec.to_dict(), "data_notes": data.notes, "seed": seed,
         "model": started.model_name, "teacher": started.teacher_name, **facts,
-        "train_steps": trainer.state.global_step,
+        "train_steps": trainer.state.global_step, "processes": trainer.args.world_size,
         "heldout": {k.removeprefix("eval_"): v for k, v in heldout_scores.items()},
         **shipped, **technique_facts,
         "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.perf_counter() - started_at, 1),
@@ -194,14 +196,19 @@ def run_recipe(recipe: Recipe, out: str | os.PathLike, glue_dir: str | None = No
             per_seed.append(json.loads(done.read_text()))
             continue
         result = run_seed(recipe, seed, out / f"seed-{seed}", data, glue_dir)
-        write_json(done, result)
+        on_main(write_json, done, result)
         per_seed.append(result)
     results = {"recipe": recipe.to_dict(), "summary": summarize(per_seed), "per_seed": per_seed}
-    write_json(out / RESULTS_FILE, results)
-    lines = card_lines(recipe, per_seed[0])
-    for seed in recipe.protocol.seeds:  # every seed's folder ships with the card of the whole run
-        write_model_card(out / f"seed-{seed}" / "model", results, technique_lines=lines)
+    on_main(write_results, recipe, results, out)
     return results
+
+
+def write_results(recipe: Recipe, results: dict, out: Path) -> None:
+    """OUT/results.json, and the card of the whole run in every seed's model folder."""
+    write_json(out / RESULTS_FILE, results)
+    lines = card_lines(recipe, results["per_seed"][0])
+    for seed in recipe.protocol.seeds:
+        write_model_card(out / f"seed-{seed}" / "model", results, technique_lines=lines)
 
 
 def card_lines(recipe: Recipe, result: dict) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..distributed import process_count
 from ..registry import StandaloneResult, Technique, register
 from .config import HatConfig
 from .pipeline import run_search
@@ -22,6 +23,9 @@ class HardwareAwareSearch(Technique):
         return HatConfig.from_dict(section) if section else None
 
     def check(self, config, recipe) -> None:
+        if process_count() > 1:  # each step trains a SubTransformer sampled at random: one process samples for all
+            raise ValueError(f"hardware-aware search (hat:) runs in one process, and {process_count()} were started: "
+                             "run it without accelerate launch / torchrun.")
         if not recipe.techniques():
             return  # alone: compact search compares every budget it is given
         if not recipe.teacher:

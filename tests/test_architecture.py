@@ -53,7 +53,8 @@ LAYER_OF = {
     # training
     "compact_nlp.trainer": "training",
     "compact_nlp.distill": "training",
-    "compact_nlp.protocol": "training",  # the shared training protocol: splits, transfer set, TrainingArguments
+    "compact_nlp.protocol": "training",
+    "compact_nlp.distributed": "training",  # several processes: what runs once, what runs on every one  # the shared training protocol: splits, transfer set, TrainingArguments
     # techniques
     "compact_nlp.hat": "techniques",
     "compact_nlp.token_pruning": "techniques",

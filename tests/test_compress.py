@@ -211,26 +211,49 @@ def test_an_unreachable_target_ships_nothing_and_exits_3(sst2_csv, tiny_model, t
     assert "no plan is predicted" in report["distance"]
 
 
-@requires_glue
-@pytest.mark.slow
-def test_a_tiny_compress_runs_unchanged_under_accelerate_launch(sst2_csv, tiny_model, tmp_path):
-    """The issue's command line. accelerate 1.16 runs `--cpu` jobs through its simple launcher (one process whatever
-    --num_processes says; multi-process CPU needs a MULTI_CPU config and mpirun), so this checks that compress runs
-    unchanged under accelerate's launcher and environment, not data-parallel training (docs/compress.md)."""
+def accelerate_compress(tmp_path, launch: list[str], arguments: list[str]) -> subprocess.CompletedProcess:
     accelerate = Path(sys.executable).with_name("accelerate")
     if not accelerate.exists():
         pytest.skip("accelerate is not installed")
-    train, dev = sst2_csv
-    out = tmp_path / "out"
     env = {**os.environ, "COMPACT_PEER_ENVS": str(tmp_path / "no-peers"), "COMPACT_CACHE": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "2", "-m", "compact_nlp.cli",
-                           "compress", str(tiny_model), str(out), "--data", str(train), "--validation", str(dev),
-                           "--label-column", "sentiment", "--latency-ms", "1000", "--max-drop", "100"],
+    return subprocess.run([str(accelerate), "launch", *launch, "--num_machines", "1", "--mixed_precision", "no",
+                           "--dynamo_backend", "no", "-m", "compact_nlp.cli", "compress", *arguments],
                           env=env, capture_output=True, text=True, timeout=1200)
+
+
+@requires_glue
+@pytest.mark.slow
+@pytest.mark.parametrize("launch, processes", [(["--multi_gpu", "--num_processes", "2"], 2),
+                                               (["--cpu", "--num_processes", "2"], 1)],
+                         ids=["two-processes", "cpu-flag"])
+def test_a_tiny_compress_trains_data_parallel_under_accelerate_launch(sst2_csv, tiny_model, tmp_path, launch,
+                                                                      processes):
+    """Every training run of the compress is data-parallel over the processes accelerate starts; the main one
+    measures, decides and writes, and the folder ships once. On a machine without a GPU, `--multi_gpu` starts the
+    processes (torch.distributed.run) and they train on the CPU over gloo; accelerate 1.16 runs the issue's literal
+    `--cpu --num_processes 2` through its simple launcher, as one process (multi-CPU there needs mpirun), which must
+    work too."""
+    train, dev = sst2_csv
+    out = tmp_path / "out"
+    done = accelerate_compress(tmp_path, launch, [
+        str(tiny_model), str(out), "--data", str(train), "--validation", str(dev), "--label-column", "sentiment",
+        "--latency-ms", "1000", "--max-drop", "100"])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((out / "report.json").read_text())["status"] == "met"
-    assert (out / "model" / "model.ort").is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "met" and (out / "model" / "model.ort").is_file()
+    assert done.stdout.count("# compact compress") == 1  # one report printed, by the main process
+    trained = [json.loads(f.read_text())["per_seed"][0] for f in [out / "teacher" / "results.json",
+                                                                    *(out / "steps").glob("*/results.json")]]
+    assert trained[0]["train_steps"] > 0  # the tiny model has no head: the teacher was fine-tuned here
+    assert {run["processes"] for run in trained if run["train_steps"]} == {processes}
+
+
+def test_device_cuda_without_a_gpu_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code = main(["compress", "model-that-is-never-loaded", str(tmp_path / "out"), "--data", str(tmp_path / "x.csv"),
+                 "--speedup", "2", "--max-drop", "1", "--device", "cuda"])
+    assert code == 2 and not (tmp_path / "out").exists()
 
 
 def test_a_teacher_no_better_than_learning_nothing_is_called_out():

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..data import TaskData, load_task_data
+from ..distributed import lead, uses_cuda
 from ..export.card import write_model_card
 from ..io import refuse_overwrite, replace_folder
 from ..registry import card_lines
@@ -30,14 +31,23 @@ def compress(model: str, data: TaskData | str | os.PathLike, out: str | os.PathL
              latency_ms: float | None = None, size_mb: float | None = None, max_drop: float = 1.0,
              task: str | None = None, time_budget: str | float | None = None, threads: int = 1, seeds: int = 1,
              dry_run: bool = False, accept_best: bool = False, restart: bool = False, text_column: str | None = None,
-             log=print) -> CompressResult:
+             device: str = "auto", log=print) -> CompressResult:
     """Compress `model` on `data` (a TaskData, or a file that compact_nlp.data.load_task_data reads) to one target
     (`speedup` over the fastest int8 peer measured here, `latency_ms` at batch 1, or `size_mb`) within `max_drop`
     points, into `out`; returns what was planned, tried and shipped (also in OUT/report.json). Run again with the
     same arguments to resume; other arguments on the same OUT are refused unless `restart`.
-    `task="embeddings"`: a sentence-embedding model on unlabelled text in `data`'s `text_column` (embed_job)."""
+    `task="embeddings"`: a sentence-embedding model on unlabelled text in `data`'s `text_column` (embed_job).
+    `device`: what trains (auto, cpu, cuda); latency is measured on the CPU. Under `accelerate launch` with several
+    processes, every training run is data-parallel over them, and the main process measures, decides and writes
+    (compact_nlp.distributed.lead); every process returns the result."""
     goal = goal_from(speedup, latency_ms, size_mb, max_drop)
-    limits = Limits(parse_duration(time_budget), threads, seeds)
+    limits = Limits(parse_duration(time_budget), threads, seeds, device)
+    return lead(lambda: _compress(model, data, Path(out), goal, limits, task, dry_run, accept_best, restart,
+                                  text_column, log), cpu=not uses_cuda(device))
+
+
+def _compress(model: str, data, out: Path, goal, limits: Limits, task: str | None, dry_run: bool, accept_best: bool,
+              restart: bool, text_column: str | None, log) -> CompressResult:
     if task == EMBEDDINGS:
         refuse_overwrite(out, {"model": check_model(model)})
         return compress_embeddings(model, data, Path(out), goal, limits, text_column, dry_run, accept_best, restart,
@@ -108,7 +118,8 @@ def _train_and_ship(setup: Setup, result: CompressResult, ordered, target, basel
     else:
         teacher, score = setup.model, None
     clock.save()
-    context = Context(setup.selection, teacher, setup.max_length, training.epochs, training.train_subset)
+    context = Context(setup.selection, teacher, setup.max_length, training.epochs, training.train_subset,
+                      device=setup.limits.device)
     tried, chosen = try_plans(setup, context, ordered, target, baseline.reference_ms, clock, training, cost, log)
     result.teacher = {"folder": teacher, "fine_tuned_here": needs_teacher,
                       "heldout_score": score if score is not None else (tried[0].teacher_score if tried else None)}

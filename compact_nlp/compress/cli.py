@@ -3,6 +3,7 @@ and by compact_nlp.compress.goal where they are goals."""
 
 from __future__ import annotations
 
+from ..distributed import DEVICES, is_main
 from ..data.options import add_data_options, at_least, non_negative_float, positive_float, task_data_from_options
 from ..io import refuse_overwrite
 from .api import compress
@@ -36,6 +37,10 @@ def add_compress_command(sub) -> None:
     command.add_argument("--threads", type=at_least(1), default=1, help="threads latency is measured with")
     command.add_argument("--seeds", type=at_least(1), default=1,
                          help="seeds the chosen plan trains with; the held-out drop is their mean")
+    command.add_argument("--device", choices=DEVICES, default="auto",
+                         help="what trains: auto (a CUDA GPU where torch sees one), cpu, or cuda (mixed precision); "
+                              "latency is always measured on this machine's CPU. Data-parallel over several "
+                              "processes: start it with accelerate launch")
     command.add_argument("--dry-run", action="store_true", help="measure and print the plan; train nothing")
     command.add_argument("--accept-best", action="store_true",
                          help="when the goal is not reached, ship the best attempt anyway (exit 0)")
@@ -56,7 +61,9 @@ def cmd_compress(args) -> int:
     result = compress(args.model, data, args.out, speedup=args.speedup, latency_ms=args.latency_ms,
                       size_mb=args.size_mb, max_drop=args.max_drop, task=args.task, time_budget=args.time_budget,
                       threads=args.threads, seeds=args.seeds, dry_run=args.dry_run, accept_best=args.accept_best,
-                      restart=args.restart, text_column=args.text_column if embeddings else None)
-    with open(f"{args.out}/report.md") as report:
-        print(report.read())
+                      restart=args.restart, text_column=args.text_column if embeddings else None,
+                      device=args.device)
+    if is_main():  # one report on the terminal, however many processes trained
+        with open(f"{args.out}/report.md") as report:
+            print(report.read())
     return result.exit_code

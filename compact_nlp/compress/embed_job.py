@@ -23,6 +23,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
+from ..distributed import everywhere
 from ..embeddings import distil_student, ship_embeddings
 from ..embeddings_measure import sentence_transformers_check
 from ..io import replace_folder, write_json, write_text
@@ -125,6 +126,7 @@ class EmbedContext:
     baseline: EmbeddingBaseline
     target: Target
     threads: int
+    device: str = "auto"  # what the students distil on
 
     def timed_in_frame(self, model_ort: Path, sentences: list[str]) -> float:
         """The file's median ms timed beside the reference now, in the baseline's timing frame."""
@@ -142,8 +144,9 @@ def run_embed_attempt(context: EmbedContext, plan: EmbedPlan, seed: int, clock: 
     started = clock.elapsed
     where = context.out / "steps" / (f"{plan.slug}-rows{context.rows}-seed-{seed}" if plan.distils else plan.slug)
     if plan.distils:
-        student = distil_student(context.source, context.texts.train[:context.rows], where, plan.layers,
-                                 EPOCHS * plan.training, BATCH_SIZE, LEARNING_RATE, context.max_length, seed)
+        student = everywhere(distil_student, context.source, context.texts.train[:context.rows], where, plan.layers,
+                             EPOCHS * plan.training, BATCH_SIZE, LEARNING_RATE, context.max_length, seed,
+                             context.device)
     else:
         student = full_depth_student(context.source, where / "student")
     folder = ship_embeddings(student, where, context.texts.train, context.max_length)
@@ -255,7 +258,7 @@ def compress_embeddings(model: str, data, out: Path, goal: Goal, limits: Limits,
         notes.append("no depth is predicted to meet the target on this machine")
     if dry_run or not plans:
         return _finish(result, "planned" if dry_run else "unmet", out, clock, minutes)
-    context = EmbedContext(source, texts, rows, max_length, out, baseline, target, limits.threads)
+    context = EmbedContext(source, texts, rows, max_length, out, baseline, target, limits.threads, limits.device)
     tried, chosen = try_embed_plans(context, plans, goal, limits, clock, log)
     result.attempts = [a.to_dict() for a in tried]
     status = "met" if chosen else "unmet"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from ..distributed import DeviceError, uses_cuda
+
 SPEEDUP, LATENCY, SIZE = "speedup", "latency_ms", "size_mb"
 EMBEDDINGS = "embeddings"  # unlabelled text, a sentence-embedding model (compact_nlp.compress.embed_job)
 TASKS = ("classification", "regression", "pairs", EMBEDDINGS)  # what --task may say; labelled data must agree
@@ -77,12 +79,17 @@ class Limits:
     time_budget_s: float | None = None
     threads: int = 1
     seeds: int = 1
+    device: str = "auto"  # what trains (compact_nlp.distributed.uses_cuda); latency is always measured on the CPU
 
     def __post_init__(self):
         if self.threads < 1:
             raise GoalError(f"--threads must be 1 or more, got {self.threads}.")
         if self.seeds < 1:
             raise GoalError(f"--seeds must be 1 or more, got {self.seeds}.")
+        try:
+            uses_cuda(self.device)
+        except DeviceError as error:
+            raise GoalError(f"--{error}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)

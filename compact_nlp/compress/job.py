@@ -23,6 +23,7 @@ from transformers import AutoConfig
 
 from ..convert import SUPPORTED_MODEL_TYPES, UnsupportedArchitectureError
 from ..data import TaskData
+from ..distributed import everywhere
 from ..modeling import CompactBertConfig
 from ..glue import carve_heldout
 from ..io import write_json
@@ -121,10 +122,10 @@ def fine_tune_teacher(setup: Setup, training: TrainingPlan) -> tuple[str, float,
     OUT/teacher; returns the folder, its held-out score (points) and the seconds one training example took."""
     spec = setup.data.spec
     protocol = {"heldout": 0.1, "epochs": training.teacher_epochs, "max_length": setup.max_length,
-                "seeds": [SPLIT_SEED], "train_subset": training.teacher_subset}
+                "seeds": [SPLIT_SEED], "train_subset": training.teacher_subset, "device": setup.limits.device}
     recipe = load_recipe("default", [f"model={setup.model}", f"protocol={json.dumps(protocol)}"],
                          data={"train": spec.source, "name": spec.name})
-    results = run_recipe(recipe, setup.out / "teacher", data=setup.selection)
+    results = everywhere(run_recipe, recipe, setup.out / "teacher", data=setup.selection)
     first = results["per_seed"][0]
     per_example = first["train_seconds"] / max(1.0, first["train_examples"] * training.teacher_epochs)
     return (str(setup.out / "teacher" / f"seed-{SPLIT_SEED}" / "model"),

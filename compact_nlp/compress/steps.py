@@ -21,6 +21,7 @@ from ..io import write_json
 from ..protocol import tokenize
 from ..recipe import load_recipe
 from ..registry import ExportContext, TrainContext, technique
+from ..distributed import everywhere
 from ..run import RESULTS_FILE, run_recipe
 from ..ship import export_for_shipping, measure_shipped
 from .plans import Plan, student_layers
@@ -78,11 +79,12 @@ class Context:
     epochs: float  # of a step that trains, before its factor
     train_subset: int | None  # rows per step when the time budget cannot afford them all (stated in the report)
     target_platform: str = "arm"
+    device: str = "auto"  # what the steps train on (compact_nlp.distributed.uses_cuda)
 
     def protocol(self, seed: int, stage: dict, factor: float) -> dict:
         protocol = {"heldout": 0.1, "epochs": self.epochs, "max_length": self.max_length, "batch_size": 32,
                     "learning_rate": 5.0e-5, "warmup": 0.1, "weight_decay": 0.01, "seeds": [seed],
-                    "train_subset": self.train_subset, **stage.get("protocol", {})}
+                    "train_subset": self.train_subset, "device": self.device, **stage.get("protocol", {})}
         protocol["epochs"] = round(protocol["epochs"] * factor, 3)
         return protocol
 
@@ -106,8 +108,8 @@ def run_step(context: Context, step: Step, model: str, seed: int, out: Path) -> 
     if (out / RESULTS_FILE).is_file():
         return json.loads((out / RESULTS_FILE).read_text())
     recipe = step_recipe(context, step, model, seed)
-    if step.trains:
-        return run_recipe(recipe, out, data=context.data)
+    if step.trains:  # every process trains it (accelerate launch); the main one exports and times it
+        return everywhere(run_recipe, recipe, out, data=context.data)
     results = {"recipe": recipe.to_dict(), "per_seed": [_post_training(context, step, model, seed, out)]}
     write_json(out / RESULTS_FILE, results)
     return results

@@ -1,0 +1,77 @@
+"""Several processes (compact_nlp.distributed): training data-parallel under `accelerate launch`, everything else once;
+the training device and its refusals."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compact_nlp.cli import main
+from compact_nlp.distributed import DeviceError, everywhere, lead, on_main, uses_cuda
+from compact_nlp.recipe import RecipeError, load_recipe
+from conftest import GLUE_DIR, requires_glue
+
+
+def test_with_one_process_every_pattern_is_a_plain_call():
+    assert on_main(sorted, [3, 1, 2]) == [1, 2, 3]
+    assert lead(lambda: everywhere(max, 4, 7), cpu=True) == 7
+    with pytest.raises(KeyError, match="missing"):
+        lead(lambda: {}["missing"], cpu=True)
+
+
+def test_the_training_device_is_checked(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert uses_cuda("auto") is False and uses_cuda("cpu") is False
+    with pytest.raises(DeviceError, match="must be one of auto, cpu, cuda, got 'gpu'"):
+        uses_cuda("gpu")
+    with pytest.raises(RecipeError, match=r"protocol.device cuda: torch sees no CUDA GPU.*--device cpu"):
+        load_recipe("glue/sst2", ["protocol.device=cuda"])
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert uses_cuda("auto") is True and uses_cuda("cpu") is False
+
+
+@pytest.fixture
+def reviews(tmp_path):
+    """400 real SST-2 training rows as a user's CSV (other column names, labels as words)."""
+    if GLUE_DIR is None:
+        pytest.skip("GLUE data not found")
+    with open(GLUE_DIR / "SST-2" / "train.tsv") as source, open(tmp_path / "reviews.csv", "w", newline="") as target:
+        rows = list(csv.reader(source, delimiter="\t", quoting=csv.QUOTE_NONE))[1:401]
+        writer = csv.writer(target)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows([text, ("negative", "positive")[int(label)]] for text, label in rows)
+    return tmp_path / "reviews.csv"
+
+
+@requires_glue
+@pytest.mark.slow
+def test_compact_run_trains_data_parallel_under_accelerate_launch(reviews, tiny_model, tmp_path):
+    """`accelerate launch` with two processes (on the CPU, over gloo): each trains on half of every epoch's rows, so
+    the run takes half the optimizer steps of one process; the main process alone exports, times and writes."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        pytest.skip("accelerate is not installed")
+    arguments = ["run", "--train", str(reviews), "--text-column", "review", "--label-column", "sentiment",
+                 "--model", str(tiny_model), "--set", "protocol.epochs=1", "--set", "protocol.batch_size=16",
+                 "--set", "protocol.max_length=64"]
+    assert main([*arguments, "--out", str(tmp_path / "one")]) == 0
+    done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "compact_nlp.cli", *arguments,
+                           "--out", str(tmp_path / "two")],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / run / "results.json").read_text())["per_seed"][0] for run in ("one", "two"))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert two["train_steps"] == (one["train_steps"] + 1) // 2  # 21 steps of 16 on one process, 11 on each of two
+    shipped = [sorted(p.name for p in (tmp_path / run / "seed-1" / "model").iterdir()) for run in ("one", "two")]
+    assert shipped[0] == shipped[1] and {"model.ort", "README.md"} <= set(shipped[1])  # written once, complete
+
+
+def test_hardware_aware_search_refuses_several_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what accelerate launch / torchrun set; the check reads only that
+    with pytest.raises(ValueError, match="runs in one process, and 2 were started"):
+        load_recipe("glue/sst2", ["teacher=some/fine-tuned-model"], ["combined"])
