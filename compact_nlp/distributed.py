@@ -53,6 +53,17 @@ def process_count() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def per_process(batch_size: int) -> int:
+    """Each process's share of a training batch: compact's batch sizes are the whole step's (as in the recipes whose
+    numbers docs/results.md reports), so N processes train with the same steps and batches as one, N times faster
+    where each has its own device."""
+    count = process_count()
+    if batch_size % count:
+        raise ValueError(f"a batch of {batch_size} rows does not split evenly over {count} processes; start a number "
+                         f"of processes that divides it, or set protocol.batch_size to a multiple of {count}.")
+    return batch_size // count
+
+
 def _state(cpu: bool | None = None) -> PartialState:
     """accelerate's process state; the first call starts the process group (on the CPU: gloo). The Trainer's
     TrainingArguments then find it started and share it."""
@@ -140,5 +151,5 @@ def finish() -> None:
         torch.distributed.destroy_process_group()
 
 
-__all__ = ["DEVICES", "DeviceError", "everywhere", "finish", "is_main", "lead", "on_main", "process_count",
-           "uses_cuda"]
+__all__ = ["DEVICES", "DeviceError", "everywhere", "finish", "is_main", "lead", "on_main", "per_process",
+           "process_count", "uses_cuda"]

@@ -45,7 +45,7 @@ from .embeddings_measure import (encode_all, markdown, measure, sentence_transfo
                                  spearman_of_cosine)
 from .embeddings_text import (PYTHON_DOCS_HELD_OUT, PYTHON_DOCS_SOURCE, python_docs_sentences,  # noqa: F401
                               python_docs_split, source_split, sts_pairs, training_texts)
-from .distributed import on_main, uses_cuda
+from .distributed import on_main, per_process, uses_cuda
 from .export import export_model
 from .hat import SearchSpace
 from .io import save_pretrained_atomic, write_json, write_text
@@ -112,7 +112,7 @@ def distil_student(teacher_source: str, texts: list[str], out: Path, layers: int
     rows = datasets.Dataset.from_dict({"text": texts}).map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True, remove_columns=["text"])
     args = TrainingArguments(
-        str(out / "checkpoints"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+        str(out / "checkpoints"), num_train_epochs=epochs, per_device_train_batch_size=per_process(batch_size),
         learning_rate=learning_rate, warmup_steps=0.1, weight_decay=0.01, save_strategy="steps", save_steps=200,
         save_total_limit=1, logging_steps=50, report_to=[], use_cpu=not uses_cuda(device), seed=seed,
         train_sampling_strategy="group_by_length", remove_unused_columns=False)

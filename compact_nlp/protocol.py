@@ -16,7 +16,7 @@ from transformers import TrainingArguments
 
 from .augment import augmented_copies, augmented_rows
 from .data import TaskData, TaskSpec, glue_task_data
-from .distributed import WAIT, uses_cuda
+from .distributed import WAIT, per_process, uses_cuda
 from .glue import SEEN_HELDOUT_WARNING_PERCENT, carve_heldout, carve_unseen_heldout, heldout_overlap
 
 UNLABELLED = -100  # the label of transfer rows: only the teacher teaches them
@@ -28,7 +28,7 @@ class Protocol:
     heldout: float | int = 0.1  # fraction or count carved from train for model selection
     epochs: float = 3.0
     max_length: int = 128
-    batch_size: int = 32
+    batch_size: int = 32  # rows per optimizer step, split over the processes under accelerate launch
     learning_rate: float = 5e-5
     warmup: float = 0.1  # fraction of the steps
     weight_decay: float = 0.01
@@ -180,7 +180,7 @@ def training_arguments(protocol: Protocol, output_dir: str, seed: int, metric: s
     p = protocol
     cuda = uses_cuda(p.device)
     settings = dict(
-        num_train_epochs=p.epochs, max_steps=p.steps or -1, per_device_train_batch_size=p.batch_size,
+        num_train_epochs=p.epochs, max_steps=p.steps or -1, per_device_train_batch_size=per_process(p.batch_size),
         per_device_eval_batch_size=64, learning_rate=p.learning_rate, warmup_steps=p.warmup,
         weight_decay=p.weight_decay, eval_strategy="epoch" if metric else "no",
         save_strategy="epoch", save_total_limit=2, load_best_model_at_end=metric is not None,

@@ -25,12 +25,12 @@ from .latency import (
     Measurer,
     collect_latency,
 )
-from .search import Candidate, SearchResult, evolutionary_search, pareto_front, plot_search
+from .search import Candidate, SearchResult, evolutionary_search, given_subtransformer, pareto_front, plot_search
 from .space import SearchSpace, SearchSpaceError, SubTransformer
 
 __all__ = [
     "Candidate", "HatConfig", "HatConfigError", "LatencyData", "LatencyPredictor", "LatencyRecord", "LatencySpec",
     "LatencySpecMismatch", "Measurer", "SandwichHook", "SearchResult", "SearchSpace", "SearchSpaceError",
-    "SubTransformer", "SuperTransformer", "collect_latency", "evolutionary_search", "extract", "importance",
-    "pareto_front", "plot_search", "rewire",
+    "SubTransformer", "SuperTransformer", "collect_latency", "evolutionary_search", "extract", "given_subtransformer",
+    "importance", "pareto_front", "plot_search", "rewire",
 ]

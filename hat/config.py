@@ -45,6 +45,9 @@ class HatConfig(ConfigSection):
         so the SubTransformers are compared with a full model that had as much training as they had;
         uniform_reference: also distil the hand-picked uniform SubTransformer of each budget (the comparison that shows
         what the search found; the combined pipeline, which ships the searched one only, turns it off).
+    subtransformer: {hidden, heads, ffn} to ship under each budget instead of searching for one (it must lie in the
+        space): to rerun a documented architecture, or to try one by hand; results mark it as given, not searched.
+        The SuperTransformer is trained as for a search, since the SubTransformer inherits its weights.
     """
 
     hidden: list[int] | None = None
@@ -81,6 +84,7 @@ class HatConfig(ConfigSection):
     distillation: dict = field(default_factory=dict)
     full_reference: bool = True
     uniform_reference: bool = True
+    subtransformer: dict | None = None
     seed: int = 0
     version: int = field(default=HAT_CONFIG_VERSION)
 
@@ -117,6 +121,10 @@ class HatConfig(ConfigSection):
             DistillationConfig.from_dict(self.subtransformer_distillation())
         except (TypeError, ValueError) as error:
             raise HatConfigError(f"hat.distillation: {error}") from error
+        if self.subtransformer is not None and (not isinstance(self.subtransformer, dict)
+                                                or set(self.subtransformer) != {"hidden", "heads", "ffn"}):
+            raise HatConfigError("hat.subtransformer names one architecture as {hidden: H, heads: [..], ffn: [..]} "
+                                 f"(one head count and FFN width per layer), got {self.subtransformer!r}.")
         self.check_version(HAT_CONFIG_VERSION)
 
     def subtransformer_distillation(self) -> dict:

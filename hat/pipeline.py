@@ -55,7 +55,7 @@ from .elastic import SandwichHook, SuperTransformer, importance, rewire
 from .extract import extract
 from .latency import LatencyPredictor, collect_latency
 from .measure import latency_spec, make_measurer, measuring_texts
-from .search import evolutionary_search, plot_search
+from .search import evolutionary_search, given_subtransformer, plot_search
 from .space import SearchSpace
 
 
@@ -105,7 +105,6 @@ def heldout_fitness(supernet, batches: list[dict], task):
     return fitness
 
 
-# --- the stages -----------------------------------------------------------------------------------------------------
 def _log(message: str) -> None:
     print(f"[compact search {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -205,9 +204,10 @@ def latency_stage(supernet, measurer, config, out: Path):
 
 def search_budget(supernet, predictor, full_ms: float, fraction: float, fitness, config, out: Path):
     """Stage 4 for one budget: the evolutionary search and its Pareto plot."""
-    folder = out / f"search-{fraction:g}"
+    folder, budget = out / f"search-{fraction:g}", fraction * full_ms
+    if config.subtransformer:  # given, not searched for (hat.subtransformer)
+        return given_subtransformer(supernet.space, predictor, budget, fitness, config.subtransformer)
     folder.mkdir(parents=True, exist_ok=True)
-    budget = fraction * full_ms
 
     def progress(generation, best):
         _log(f"budget {fraction:g}: generation {generation}/{config.iterations}, best {best.fitness:.2f} at "

@@ -49,10 +49,12 @@ class SearchResult:
     history: list[Candidate]  # every SubTransformer scored, in order
     best_per_generation: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    given: bool = False  # hat.subtransformer: the choice was given, not searched for
 
     def to_dict(self) -> dict:
         return {"best": self.best.to_dict(), "budget_ms": self.budget_ms, "seconds": round(self.seconds, 1),
-                "evaluated": len(self.history), "best_per_generation": self.best_per_generation}
+                "evaluated": len(self.history), "best_per_generation": self.best_per_generation,
+                **({"given": True} if self.given else {})}
 
 
 def _draw(make: Callable[[], tuple], space: SearchSpace, predictor: LatencyPredictor, budget_ms: float) -> tuple:
@@ -62,6 +64,16 @@ def _draw(make: Callable[[], tuple], space: SearchSpace, predictor: LatencyPredi
             return gene
     raise SearchSpaceError(f"no SubTransformer under {budget_ms:.3f} ms turned up in {MAX_DRAWS} draws: the budget "
                            "is too tight for this space; raise it or add smaller choices.")
+
+
+def given_subtransformer(space: SearchSpace, predictor: LatencyPredictor, budget_ms: float,
+                         fitness: Callable[[SubTransformer], float], given: dict) -> SearchResult:
+    """The result of a search that was not run: `given` ({hidden, heads, ffn}, checked against the space) is the
+    choice, scored and predicted like a searched one, whatever the budget."""
+    sub = SubTransformer.from_dict(given)
+    space.check(sub)
+    chosen = Candidate(sub, predictor.predict(sub), fitness(sub))
+    return SearchResult(chosen, budget_ms, [chosen], [chosen.fitness], given=True)
 
 
 def evolutionary_search(space: SearchSpace, predictor: LatencyPredictor, budget_ms: float,

@@ -11,9 +11,17 @@ from pathlib import Path
 import pytest
 
 from compact_nlp.cli import main
-from compact_nlp.distributed import DeviceError, everywhere, lead, on_main, uses_cuda
+from compact_nlp.distributed import DeviceError, everywhere, lead, on_main, per_process, uses_cuda
 from compact_nlp.recipe import RecipeError, load_recipe
 from conftest import GLUE_DIR, requires_glue
+
+
+def test_a_batch_is_split_over_the_processes_or_refused(monkeypatch):
+    assert per_process(32) == 32
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert per_process(32) == 8
+    with pytest.raises(ValueError, match="a batch of 30 rows does not split evenly over 4 processes"):
+        per_process(30)
 
 
 def test_with_one_process_every_pattern_is_a_plain_call():
@@ -50,8 +58,8 @@ def reviews(tmp_path):
 @requires_glue
 @pytest.mark.slow
 def test_compact_run_trains_data_parallel_under_accelerate_launch(reviews, tiny_model, tmp_path):
-    """`accelerate launch` with two processes (on the CPU, over gloo): each trains on half of every epoch's rows, so
-    the run takes half the optimizer steps of one process; the main process alone exports, times and writes."""
+    """`accelerate launch` with two processes (on the CPU, over gloo): each trains on half of every batch, so the run
+    takes the steps one process takes, with the same batches; the main process alone exports, times and writes."""
     accelerate = Path(sys.executable).with_name("accelerate")
     if not accelerate.exists():
         pytest.skip("accelerate is not installed")
@@ -66,7 +74,8 @@ def test_compact_run_trains_data_parallel_under_accelerate_launch(reviews, tiny_
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = (json.loads((tmp_path / run / "results.json").read_text())["per_seed"][0] for run in ("one", "two"))
     assert (one["processes"], two["processes"]) == (1, 2)
-    assert two["train_steps"] == (one["train_steps"] + 1) // 2  # 21 steps of 16 on one process, 11 on each of two
+    # the batch is the step's: each process takes 8 of its 16 rows, so both take the same 21 steps
+    assert two["train_steps"] == one["train_steps"] == 21
     shipped = [sorted(p.name for p in (tmp_path / run / "seed-1" / "model").iterdir()) for run in ("one", "two")]
     assert shipped[0] == shipped[1] and {"model.ort", "README.md"} <= set(shipped[1])  # written once, complete
 

@@ -30,6 +30,7 @@ from compact_nlp.hat import (
     collect_latency,
     evolutionary_search,
     extract,
+    given_subtransformer,
     importance,
     pareto_front,
     plot_search,
@@ -447,6 +448,18 @@ def test_the_search_finds_fit_subtransformers_under_the_budget(fitted, tmp_path)
     assert all(a.predicted_ms <= b.predicted_ms and a.fitness < b.fitness for a, b in zip(front, front[1:]))
     plot_search(result, tmp_path / "pareto.png", reference=(predictor.predict(space.largest()), 1.0, "full"))
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_given_subtransformer_is_scored_like_a_searched_one_and_checked_against_the_space(fitted):
+    space, predictor = fitted
+    sub = space.largest()
+    result = given_subtransformer(space, predictor, 1.0, _params, sub.to_dict())
+    assert result.given and result.to_dict()["given"] and result.best.sub == sub
+    assert result.best.fitness == _params(sub) and result.best.predicted_ms == predictor.predict(sub)
+    with pytest.raises(SearchSpaceError, match="not in the search space"):
+        given_subtransformer(space, predictor, 1.0, _params, {**sub.to_dict(), "hidden": sub.hidden + 1})
+    with pytest.raises(HatConfigError, match=r"hat.subtransformer names one architecture"):
+        HatConfig(subtransformer={"hidden": 384, "heads": [12]})
 
 
 def test_the_search_resumes_and_refuses_a_changed_setting(fitted, tmp_path):
