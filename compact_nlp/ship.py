@@ -10,7 +10,6 @@ dev data and timed on the same inputs, interleaved with the shipped file, so the
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -24,6 +23,7 @@ from transformers import AutoTokenizer
 from .auto import AutoCompactModelForSequenceClassification
 from .data import TaskSpec, as_spec
 from .export import export_model
+from .export.machine import cpu_name, machine  # noqa: F401 (re-exported: cards and benches name the CPU)
 from .metrics import compute_metrics
 from .pretrained import resolve_checkpoint
 from .runtime import ORTModelForSequenceClassification
@@ -93,29 +93,6 @@ def versions() -> dict:
 
     return {"compact": version("compact-nlp"), "torch": torch.__version__, "transformers": transformers.__version__,
             "onnxruntime": onnxruntime.__version__}
-
-
-INT8_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "asimddp", "i8mm")  # what int8 kernels use
-
-
-def cpu_name() -> str:
-    """The CPU's model name and the int8-relevant instruction sets it reports (/proc/cpuinfo on Linux; the
-    platform's processor string elsewhere): a latency figure means little without them."""
-    try:
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    name = fields.get("model name") or fields.get("Hardware") or platform.machine()
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    found = [f for f in INT8_FEATURES if f in flags]
-    return f"{name} ({', '.join(found)})" if found else name
-
-
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu": cpu_name(), "cores": os.cpu_count()}
 
 
 def _size_mb(path: Path) -> float:

@@ -147,6 +147,7 @@ def test_export_model_writes_the_mobile_folder(tmp_path, tiny_bert_classifier, t
     assert not [n for n in names if n.startswith(".")], "no scratch files left behind"
     assert json.loads((out / "export_report.json").read_text()) == report
     assert report["ort_mobile"]["target_platform"] == "arm" and report["mobile_usability"]["verdict"]
+    assert report["machine"]["cpu"] and report["machine"]["cores"] >= 1  # the machine its parity was checked on
     assert "ai.onnx;" in (out / "required_operators.config").read_text()
     parity("bert", "classifier: .ort file vs PyTorch", report["ort_parity"]["max_abs_diff"])
     assert report["ort_parity"]["max_abs_diff"] <= 1e-4

@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from pathlib import Path
 
 import torch
 
 from ..io import remove_scratch, save_pretrained_atomic, write_json
+from .machine import machine
 from .mobile import TARGET_PLATFORMS, convert_to_ort, mobile_usability
 from .onnx import (DEFAULT_ATOL, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportParityError, check_opset, check_parity,
                    export_onnx)
@@ -103,7 +103,7 @@ def _export(model, out: Path, tokenizer_source, mobile: bool, target_platform: s
         "exporter": {"name": "torch.onnx.export(dynamo=True)", "opset": opset, "fuse_attention": fuse_attention,
                      "torch": torch.__version__,
                      "onnxruntime": ort.__version__},
-        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "machine": machine(),
     }
     report["onnx_parity"] = export_onnx(model, out / "model.onnx", opset=opset, atol=atol,
                                         fuse_attention=fuse_attention).to_dict()
