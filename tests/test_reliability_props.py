@@ -12,7 +12,7 @@ import transformers as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compact_nlp import ORTModelForSequenceClassification, export_model
+from compact_nlp import ORTModelForFeatureExtraction, ORTModelForSequenceClassification, export_model
 from compact_nlp.convert import from_hf_model
 from compact_nlp.data import DataError, load_task_data
 from compact_nlp.export.inputs import RuntimeInputError
@@ -62,6 +62,34 @@ def test_the_runtime_refuses_bad_inputs_and_answers_each_row_as_if_alone(model, 
         cut = slice(int(real[0]), int(real[-1]) + 1)
         alone = model(input_ids=ids[row:row + 1, cut], attention_mask=mask[row:row + 1, cut]).logits
         np.testing.assert_allclose(logits[row], alone[0], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> ORTModelForFeatureExtraction:
+    torch_model = from_hf_model(tf.AutoModel.from_config(tiny_hf_config("bert"))).eval()
+    folder = tmp_path_factory.mktemp("props") / "encoder"
+    export_model(torch_model, folder)
+    return ORTModelForFeatureExtraction.from_pretrained(folder)
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(batches())
+def test_per_token_outputs_are_each_rows_own_states_at_its_real_positions(encoder, case):
+    """A batch cut into chunks by length puts every row's states back where its real tokens are (left, right or
+    inner padding): at those positions, the same as the row alone (padding positions carry no meaning, as in
+    transformers)."""
+    ids, mask, max_batch_tokens = case
+    if ids.dtype.kind == "f" or ids.min() < 0 or ids.max() >= VOCAB or (mask.sum(axis=1) == 0).any():
+        return  # refused: the test above checks how
+    encoder.max_batch_tokens = max_batch_tokens
+    states = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert states.shape[:2] == ids.shape
+    for row in range(len(ids)):
+        real = np.flatnonzero(mask[row])
+        cut = slice(int(real[0]), int(real[-1]) + 1)
+        alone = encoder(input_ids=ids[row:row + 1, cut], attention_mask=mask[row:row + 1, cut]).last_hidden_state
+        kept = mask[row, cut].astype(bool)
+        np.testing.assert_allclose(states[row, cut][kept], alone[0][kept], atol=1e-4)
 
 
 CELLS = st.one_of(st.text(max_size=12), st.sampled_from(["", "0", "1", "2.5", "pos", "neg", '"', "a,b", "\t", "NaN"]))

@@ -111,11 +111,16 @@ def plan_chunks(mask: np.ndarray, max_tokens: int = MAX_BATCH_TOKENS, one_row: b
 def chunk_feed(feed: dict[str, np.ndarray], chunk: Chunk) -> dict[str, np.ndarray]:
     """The chunk's rows, each moved to start at column 0 and padded on the right to the chunk's length (ids,
     mask and token types all 0 there)."""
-    part = {name: np.zeros((len(chunk.rows), chunk.length), dtype=values.dtype) for name, values in feed.items()}
-    for j, (row, first, span) in enumerate(zip(chunk.rows, chunk.firsts, chunk.spans)):
-        for name, values in feed.items():
-            part[name][j, :span] = values[row, first:first + span]
-    return part
+    rows, columns, inside = _positions(chunk)
+    columns = np.minimum(columns, next(iter(feed.values())).shape[1] - 1)  # outside a row's span: any column, zeroed
+    return {name: np.where(inside, values[rows, columns], 0).astype(values.dtype) for name, values in feed.items()}
+
+
+def _positions(chunk: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns) in the whole batch of each (row, position) of the chunk, and which positions are real tokens."""
+    positions = np.arange(chunk.length)[None, :]
+    inside = positions < np.asarray(chunk.spans)[:, None]
+    return np.asarray(chunk.rows)[:, None], np.asarray(chunk.firsts)[:, None] + positions, inside
 
 
 def run_chunks(run, feed: dict[str, np.ndarray], chunks: list[Chunk], per_token: list[bool]) -> \
@@ -139,7 +144,7 @@ def run_chunks(run, feed: dict[str, np.ndarray], chunks: list[Chunk], per_token:
             if not along_tokens:
                 result[chunk.rows] = out[i]
                 continue
-            for j, (row, begin, span) in enumerate(zip(chunk.rows, chunk.firsts, chunk.spans)):
-                result[row, begin:begin + span] = out[i][j, :span]
+            rows, columns, inside = _positions(chunk)
+            result[np.broadcast_to(rows, inside.shape)[inside], columns[inside]] = out[i][inside]
         merged.append(result)
     return merged
