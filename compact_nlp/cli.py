@@ -25,12 +25,12 @@ import traceback
 
 from huggingface_hub.errors import StrictDataclassError  # how transformers 5 reports an invalid config
 
-from .distributed import finish
 from .compress.cli import add_compress_command
 from .commands import (TASKS, cmd_bench, cmd_convert, cmd_demo, cmd_embed, cmd_export, cmd_push, cmd_run,
                        cmd_search)
 from .convert import UnsupportedArchitectureError
 from .data.options import add_data_options, at_least, in_range, positive_float
+from .distributed import finish
 from .registry import techniques
 from .export import MAX_OPSET, MIN_OPSET, ExportParityError
 from .modeling import CompactConfigError

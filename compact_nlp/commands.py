@@ -16,6 +16,7 @@ from .peers import ENVIRONMENTS as PEER_ENVIRONMENTS
 from .bench import bench_folder
 from .convert import to_hf_model
 from .data import TaskData, task_data_from_options
+from .distributed import on_main
 from .embeddings import PYTHON_DOCS_HELD_OUT, compress_embeddings
 from .embeddings import markdown as embeddings_markdown
 from .export import export_model, remove_previous_export
@@ -25,7 +26,6 @@ from .io import refuse_overwrite, save_pretrained_atomic
 from .pretrained import require_package, resolve_checkpoint
 from .recipe import DEFAULT_RECIPE, load_recipe
 from .registry import techniques
-from .distributed import on_main
 from .run import load_data, run_recipe
 from .runtime import check_folder
 from .workdir import JOB_FILE, Job, claim_output, input_digest
@@ -185,8 +185,8 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe or DEFAULT_RECIPE, overrides, presets=args.preset, data=section)
     data = load_data(recipe, args.glue_dir)  # read and checked before anything trains or is written
     out = Path(args.out or Path("out") / (data.spec.name if section else Path(args.recipe).stem))
-    created = on_main(_claim, out, "run", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
-                     getattr(args, "restart", False), getattr(args, "reuse", False))
+    created = on_main(_claim, out, "run", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir},  # once: accelerate
+                      _recipe_inputs(recipe), getattr(args, "restart", False), getattr(args, "reuse", False))
     try:
         return _run_claimed(recipe, out, args.glue_dir, data)
     except BaseException:

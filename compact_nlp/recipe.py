@@ -35,8 +35,8 @@ import yaml
 from .augment import augmented_copies
 from .data import PROBLEM_TYPES
 from .distill import DistillationConfig
-from .glue import GlueDataError, get_task
 from .distributed import DeviceError, uses_cuda
+from .glue import GlueDataError, get_task
 from .protocol import Protocol
 from .registry import section_names, techniques
 

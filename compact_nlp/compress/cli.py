@@ -3,8 +3,8 @@ and by compact_nlp.compress.goal where they are goals."""
 
 from __future__ import annotations
 
-from ..distributed import DEVICES, is_main
 from ..data.options import add_data_options, at_least, non_negative_float, positive_float, task_data_from_options
+from ..distributed import DEVICES, is_main
 from ..io import refuse_overwrite
 from .api import compress
 from .goal import EMBEDDINGS, TASKS
