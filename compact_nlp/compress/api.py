@@ -66,7 +66,8 @@ def _compress(model: str, data, out: Path, goal, limits: Limits, task: str | Non
     if restore_measurements(out / "plan", cache):
         setup.notes.append("the baseline and the plans' latency and size were measured by an earlier compress of the "
                            f"same model and data on this machine ({cache}); only the goal differs")
-    baseline, plans, predictor = measure_phase(source, selection, setup.max_length, limits.threads, out, log)
+    baseline, plans, predictor = measure_phase(source, selection, setup.max_length, limits.threads, out, log,
+                                               limits.device)
     target = target_of(goal, baseline.fastest_peer, baseline.fastest_peer_ms)
     rows, cost = len(selection.train), baseline.train_seconds_per_example
     ordered = plans_to_try(plans, target, predictor, lambda plan: attempt_seconds(plan, rows, 3, cost))

@@ -21,6 +21,7 @@ from transformers import AutoTokenizer
 
 from ..auto import AutoCompactModelForSequenceClassification
 from ..data import SINGLE_LABEL, TaskSpec, task_texts
+from ..distributed import uses_cuda
 from ..protocol import tokenize
 from ..registry import ExportContext, TrainContext, technique
 from ..ship import export_for_shipping, latency_side_by_side, shipped_file
@@ -149,24 +150,27 @@ def factor_predictions(plans: list[Plan], measured: dict[str, tuple[float, float
 
 
 def train_seconds_per_example(model: str, spec: TaskSpec, train, max_length: int, batch: int = 16,
-                              batches: int = 8) -> float:
-    """Seconds of one training step per example (forward, backward, optimizer) of the full model on real rows: the
-    fastest of `batches` steps, since other jobs on a shared machine only ever slow a step down (the teacher's
-    training then measures the real speed, and the attempts are planned from that)."""
+                              batches: int = 8, device: str = "auto") -> float:
+    """Seconds of one training step per example (forward, backward, optimizer) of the full model on real rows, on
+    the training `device`: the fastest of `batches` steps, since other jobs on a shared machine only ever slow a step
+    down (the teacher's training then measures the real speed, and the attempts are planned from that)."""
     tokenizer = AutoTokenizer.from_pretrained(model)
-    net = load_start(model, spec).train()
+    where = torch.device("cuda" if uses_cuda(device) else "cpu")
+    net = load_start(model, spec).to(where).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
     rows = train.shuffle(seed=0).select(range(min(batches * batch, len(train))))
     features = tokenize(rows, tokenizer, spec, max_length)
     times = []
     for start in range(0, len(features), batch):
         chunk = features[start:start + batch]
-        encoded = tokenizer.pad({k: chunk[k] for k in ("input_ids", "attention_mask")}, return_tensors="pt")
+        encoded = tokenizer.pad({k: chunk[k] for k in ("input_ids", "attention_mask")}, return_tensors="pt").to(where)
         labels = torch.tensor(chunk["labels"], dtype=torch.long if spec.problem_type == SINGLE_LABEL else torch.float)
         began = time.perf_counter()
-        loss = net(**encoded, labels=labels).loss
+        loss = net(**encoded, labels=labels.to(where)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        if where.type == "cuda":
+            torch.cuda.synchronize()  # the GPU's work is done when the clock stops
         times.append((time.perf_counter() - began) / len(chunk["labels"]))
     return min(times[1:] if len(times) > 1 else times)

@@ -117,7 +117,7 @@ def keep_measurements(folder: Path, cache: Path) -> None:
 
 
 def measure_phase(source: str, selection: TaskData, max_length: int, threads: int, out: Path,
-                  log) -> tuple[Baseline, list[Plan], Predictor]:
+                  log, device: str = "auto") -> tuple[Baseline, list[Plan], Predictor]:
     """The baseline, and every plan with its predicted latency and size (from the basis: compact_nlp.compress.measure);
     read back from OUT/plan/ when measured."""
     folder = out / "plan"
@@ -135,7 +135,7 @@ def measure_phase(source: str, selection: TaskData, max_length: int, threads: in
         peer = fastest(peers)
         predictor.measure(basis(original_layers, plans))
         peer_ms = _in_frame(peer, peers, predictor, folder)
-        cost = train_seconds_per_example(source, spec, selection.train, max_length)
+        cost = train_seconds_per_example(source, spec, selection.train, max_length, device=device)
         baseline = Baseline(predictor.frame_ms, round(reference.stat().st_size / 2**20, 3), [asdict(p) for p in peers],
                             peer.name, peer_ms, cost, _mean_tokens(source, heldout, spec, max_length))
         write_json(folder / BASELINE_FILE, baseline.to_dict())
