@@ -18,6 +18,11 @@ FT1=$R/baselines/sst2/seed-1/model
 mkdir -p $R/combined/sst2 && [ -d $R/combined/sst2/hat ] || cp -al $R/hat/sst2 $R/combined/sst2/hat
 compact run --reuse recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --out $R/combined/sst2 \
   --glue-dir $GLUE
+# issue 27: the same preset with the first run's architecture given instead of searched (hat.subtransformer); the
+# latency file only feeds the predictions (docs/results.md, "Combined pipeline against the peers")
+mkdir -p $R/combined/sst2-pinned/hat && cp -n bench/results/hat_latency_sst2_combined_rerun.jsonl $R/combined/sst2-pinned/hat/latency.jsonl
+compact run --reuse recipes/glue/sst2.yaml --preset combined --set model=$FT1 --set teacher=$FT1 --out $R/combined/sst2-pinned \
+  --set 'hat.subtransformer={hidden: 384, heads: [12, 12, 8, 6], ffn: [1536, 768, 512, 1024]}' --glue-dir $GLUE
 mkdir -p $R/combined/sst2-binary
 for step in hat token_pruning; do [ -d $R/combined/sst2-binary/$step ] || cp -al $R/combined/sst2/$step $R/combined/sst2-binary/; done
 compact run --reuse recipes/glue/sst2.yaml --preset combined --preset combined-binary --set model=$FT1 --set teacher=$FT1 \
