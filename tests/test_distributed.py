@@ -84,3 +84,11 @@ def test_hardware_aware_search_refuses_several_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")  # what accelerate launch / torchrun set; the check reads only that
     with pytest.raises(ValueError, match="runs in one process, and 2 were started"):
         load_recipe("glue/sst2", ["teacher=some/fine-tuned-model"], ["combined"])
+
+
+def test_the_device_is_recorded_only_when_chosen_so_older_folders_still_resume():
+    from compact_nlp.compress.goal import Limits
+
+    assert "device" not in load_recipe("glue/sst2").to_dict()["protocol"]  # as in a job file from before the setting
+    assert load_recipe("glue/sst2", ["protocol.device=cpu"]).to_dict()["protocol"]["device"] == "cpu"
+    assert "device" not in Limits().to_dict() and Limits(device="cpu").to_dict()["device"] == "cpu"

@@ -92,4 +92,7 @@ class Limits:
             raise GoalError(f"--{error}") from None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        limits = asdict(self)
+        if self.device == "auto":  # recorded when chosen: an OUT written before the setting existed resumes
+            del limits["device"]
+        return limits

@@ -17,11 +17,11 @@ from transformers import AutoTokenizer
 
 from ..auto import AutoCompactModelForSequenceClassification
 from ..data import TaskData, task_texts
+from ..distributed import everywhere
 from ..io import write_json
 from ..protocol import tokenize
 from ..recipe import load_recipe
 from ..registry import ExportContext, TrainContext, technique
-from ..distributed import everywhere
 from ..run import RESULTS_FILE, run_recipe
 from ..ship import export_for_shipping, measure_shipped
 from .plans import Plan, student_layers
