@@ -30,7 +30,7 @@ from .commands import (TASKS, cmd_bench, cmd_convert, cmd_demo, cmd_embed, cmd_e
                        cmd_search)
 from .convert import UnsupportedArchitectureError
 from .data.options import add_data_options, at_least, in_range, positive_float
-from .distributed import finish
+from .distributed import DEVICES, finish
 from .registry import techniques
 from .export import MAX_OPSET, MIN_OPSET, ExportParityError
 from .modeling import CompactConfigError
@@ -120,6 +120,9 @@ def _run_command(sub) -> None:
                      help="merge a preset over the recipe: recipes/presets/NAME.yaml or a YAML path (repeatable)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe key after the presets, e.g. --set protocol.epochs=1 (repeatable)")
+    run.add_argument("--device", choices=DEVICES, default=None,
+                     help="what trains (protocol.device): auto (a CUDA GPU where torch sees one), cpu, or cuda (mixed "
+                          "precision); data-parallel over several processes: start it with accelerate launch")
     run.add_argument("--restart", action="store_true",
                      help="OUT holds a run of another recipe, model or data: discard it and start over")
     run.add_argument("--reuse", action="store_true",

@@ -181,7 +181,8 @@ def cmd_run(args) -> int:
     if args.recipe is None and section is None:
         raise ValueError("compact run needs a recipe (a YAML file, or glue/<task>) or your data: --train FILE "
                          "[--text-column COL --label-column COL].")
-    overrides = [*([f"model={args.model}"] if args.model else []), *args.set]
+    overrides = [*([f"model={args.model}"] if args.model else []),
+                 *([f"protocol.device={args.device}"] if getattr(args, "device", None) else []), *args.set]
     recipe = load_recipe(args.recipe or DEFAULT_RECIPE, overrides, presets=args.preset, data=section)
     data = load_data(recipe, args.glue_dir)  # read and checked before anything trains or is written
     out = Path(args.out or Path("out") / (data.spec.name if section else Path(args.recipe).stem))

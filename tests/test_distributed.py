@@ -65,7 +65,7 @@ def test_compact_run_trains_data_parallel_under_accelerate_launch(reviews, tiny_
         pytest.skip("accelerate is not installed")
     arguments = ["run", "--train", str(reviews), "--text-column", "review", "--label-column", "sentiment",
                  "--model", str(tiny_model), "--set", "protocol.epochs=1", "--set", "protocol.batch_size=16",
-                 "--set", "protocol.max_length=64"]
+                 "--set", "protocol.max_length=64", "--device", "cpu"]
     assert main([*arguments, "--out", str(tmp_path / "one")]) == 0
     done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "compact_nlp.cli", *arguments,
@@ -74,6 +74,7 @@ def test_compact_run_trains_data_parallel_under_accelerate_launch(reviews, tiny_
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = (json.loads((tmp_path / run / "results.json").read_text())["per_seed"][0] for run in ("one", "two"))
     assert (one["processes"], two["processes"]) == (1, 2)
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["recipe"]["protocol"]["device"] == "cpu"
     # the batch is the step's: each process takes 8 of its 16 rows, so both take the same 21 steps
     assert two["train_steps"] == one["train_steps"] == 21
     shipped = [sorted(p.name for p in (tmp_path / run / "seed-1" / "model").iterdir()) for run in ("one", "two")]
@@ -92,3 +93,12 @@ def test_the_device_is_recorded_only_when_chosen_so_older_folders_still_resume()
     assert "device" not in load_recipe("glue/sst2").to_dict()["protocol"]  # as in a job file from before the setting
     assert load_recipe("glue/sst2", ["protocol.device=cpu"]).to_dict()["protocol"]["device"] == "cpu"
     assert "device" not in Limits().to_dict() and Limits(device="cpu").to_dict()["device"] == "cpu"
+
+
+def test_compact_run_takes_the_device_and_refuses_cuda_without_a_gpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    (tmp_path / "reviews.csv").write_text("review,sentiment\na fine film,positive\na dull film,negative\n")
+    code = main(["run", "--train", str(tmp_path / "reviews.csv"), "--label-column", "sentiment", "--device", "cuda",
+                 "--out", str(tmp_path / "out")])
+    assert code == 2 and "protocol.device cuda: torch sees no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
