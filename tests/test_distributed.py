@@ -102,3 +102,22 @@ def test_compact_run_takes_the_device_and_refuses_cuda_without_a_gpu(tmp_path, m
                  "--out", str(tmp_path / "out")])
     assert code == 2 and "protocol.device cuda: torch sees no CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@requires_glue
+@pytest.mark.slow
+def test_an_error_inside_a_led_compress_reaches_every_process_instead_of_hanging(reviews, tiny_model, tmp_path):
+    """The data says classification and --task says regression: compress finds that inside `lead`, on the main
+    process; the follower must get the same error (exit 2), not wait for a training run that never comes."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        pytest.skip("accelerate is not installed")
+    done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "compact_nlp.cli", "compress",
+                           str(tiny_model), str(tmp_path / "out"), "--data", str(reviews), "--text-column", "review",
+                           "--label-column", "sentiment", "--task", "regression", "--size-mb", "5",
+                           "--max-drop", "1"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "COMPACT_PEER_ENVS": str(tmp_path / "none")},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.count("compact: error: --task regression does not match the data") == 2  # each process
