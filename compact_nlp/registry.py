@@ -21,6 +21,7 @@ outside compact registers the same way; `register()` does it in code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 from importlib.metadata import entry_points
 
 ENTRY_POINT_GROUP = "compact_nlp.techniques"
@@ -85,6 +86,17 @@ class PlanOption:
     trains: bool = True  # False: post-training (no training step of its own)
     train_factor: float = 1.0  # its training step runs this many times the planner's epochs (an escalation: 2.0)
     escalation: PlanOption | None = None  # the costlier try at the same latency and size (e.g. QAT after PTQ)
+    # A search (a standalone technique) picks its own depth and widths under a latency budget: the planner pairs it
+    # with the full depth only, predicts its latency as this share of the model it starts from (the budget it
+    # searches under) instead of timing a proxy, and cannot predict its size before the search has run.
+    latency_share: float | None = None
+    shallowest: Callable[[int], int] | None = None  # a search: the fewest layers it may keep, of a model's layers
+    fixed_examples: int = 0  # training examples its own stages take whatever the data's size (a SuperTransformer's)
+    fixed_seconds: float = 0.0  # its work that is not training (latency measurements, the search itself)
+
+    @property
+    def searches(self) -> bool:
+        return self.latency_share is not None
 
 
 class Technique:

@@ -276,10 +276,10 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     save_pretrained_atomic(tokenizer, folder / "pytorch")
     shipped = ship_int8(trainer.model, tokenizer, folder / "model", task, train, dev, p.max_length,
                         recipe.export.mobile, recipe.export.target_platform, recipe.export.fuse_attention)
-    result = {"label": label, "subtransformer": sub.to_dict(), "seed": seed, "train_seconds": round(train_seconds, 1),
-              "distillation": trainer.compact_config.distillation.to_dict(),
-              "train_examples": len(train), "transfer_examples": len(train_tokenized) - len(train),
-              "heldout_examples": len(heldout_tokenized),
+    result = {"label": label, "task": task.name, "data": task.to_dict(),  # the card reads the task from here
+              "subtransformer": sub.to_dict(), "seed": seed, "train_seconds": round(train_seconds, 1),
+              "distillation": trainer.compact_config.distillation.to_dict(), "train_examples": len(train),
+              "transfer_examples": len(train_tokenized) - len(train), "heldout_examples": len(heldout_tokenized),
               "heldout": {k.removeprefix("eval_"): v for k, v in heldout.items()}, **shipped}
     write_json(done, result)
     card_recipe = recipe.to_dict()  # the card states the distillation this model had, not the protocol's fine-tuning

@@ -59,6 +59,11 @@ class SubTransformer:
         return f"hidden {self.hidden}, {self.depth} layers, heads {list(self.heads)}, FFN {list(self.ffn)}"
 
 
+def shallowest_depth(layers: int) -> int:
+    """The fewest layers a SubTransformer of the default space keeps: a third of the model's."""
+    return max(1, layers // 3)
+
+
 Gene = tuple[int, ...]  # (hidden, depth, heads x max_layers, ffn x max_layers)
 
 
@@ -111,7 +116,7 @@ class SearchSpace(ConfigSection):
 
         return cls(max_layers=layers, hidden=fractions(hidden, (1, 5 / 6, 2 / 3), 8),
                    heads=fractions(heads, (1, 2 / 3, 1 / 2, 1 / 3)), ffn=fractions(ffn, (1, 2 / 3, 1 / 2, 1 / 3), 8),
-                   depth=list(range(max(1, layers // 3), layers + 1)), layer_selection=layer_selection)
+                   depth=list(range(shallowest_depth(layers), layers + 1)), layer_selection=layer_selection)
 
     # --- checks against the SuperTransformer -------------------------------------------------------------------
     def check_model(self, config) -> None:

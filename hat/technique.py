@@ -7,9 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..distributed import process_count
-from ..registry import StandaloneResult, Technique, register
+from ..registry import PlanOption, StandaloneResult, Technique, register
 from .config import HatConfig
+from .space import shallowest_depth
 from .pipeline import run_search
+
+
+# `compact compress` plans a search at these shares of the full model's int8 latency, with priors of the drop (points)
+# from SST-2 runs (docs/results.md "HAT search": HAT alone -0.80 at 33% and 25%; HAT + int8 -0.63 to -0.99 at 45%,
+# -1.08 at 22%; one re-measured 50% search that chose 3 layers lost 1.94): they only order plans, held-out decides.
+PLAN_SHARES = ((0.5, 0.8), (0.33, 1.2), (0.25, 1.6))
+# Fixed work of a search, whatever the data's size (docs/hat.md, 2 cores): about 5 s to export and time one
+# SubTransformer, and about 3 minutes of evolution
+SECONDS_PER_LATENCY_MODEL = 5.0
+EVOLUTION_SECONDS = 180.0
 
 
 class HardwareAwareSearch(Technique):
@@ -34,6 +45,23 @@ class HardwareAwareSearch(Technique):
         if len(config.budgets) != 1:
             raise ValueError(f"the combined pipeline ships one model, so hat.budgets takes one budget, got "
                              f"{config.budgets}; e.g. --set hat.budgets=[0.5] (compact search compares several).")
+
+    def plan_options(self) -> list[PlanOption]:
+        """For `compact compress`: a search under each of PLAN_SHARES of the full model's latency, with the defaults'
+        SuperTransformer training and one distillation of the searched SubTransformer (no reference models: the
+        planner compares attempts itself). None under several processes: the search runs in one."""
+        if process_count() > 1:
+            return []
+        defaults = HatConfig()
+        fixed_seconds = SECONDS_PER_LATENCY_MODEL * (defaults.latency_models + defaults.noise_models *
+                                                     defaults.noise_repeats) + EVOLUTION_SECONDS
+        # the stage records the distillation's length and rate (the search reads them from its own section)
+        stage = {"protocol": {"epochs": defaults.distill_epochs, "learning_rate": defaults.distill_learning_rate}}
+        return [PlanOption(f"HAT search at {share:g} of the latency",
+                           {"budgets": [share], "full_reference": False, "uniform_reference": False}, stage, drop,
+                           latency_share=share, shallowest=shallowest_depth, fixed_examples=defaults.supernet_steps * defaults.supernet_batch_size,
+                           fixed_seconds=fixed_seconds)
+                for share, drop in PLAN_SHARES]
 
     def card_line(self, result: dict) -> str:
         sub = result.get("subtransformer")

@@ -6,6 +6,7 @@ is printed at the end of the run (pytest's terminal summary), so every run shows
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 from pathlib import Path
@@ -170,3 +171,18 @@ def glue_dir(tmp_path):
                for i in range(4)]
         (tmp_path / "MNLI" / name).write_text("\n".join([MNLI_DEV_HEADER] + dev) + "\n")
     return tmp_path
+
+
+@pytest.fixture
+def sst2_csv(tmp_path):
+    """600 real SST-2 training rows and 200 dev rows as a user's CSV (other column names, labels as words)."""
+    if GLUE_DIR is None:
+        pytest.skip("GLUE data not found")
+    words = ("negative", "positive")
+    for split, name, count in (("train.tsv", "reviews.csv", 600), ("dev.tsv", "reviews_dev.csv", 200)):
+        with open(GLUE_DIR / "SST-2" / split) as source, open(tmp_path / name, "w", newline="") as target:
+            rows = list(csv.reader(source, delimiter="\t", quoting=csv.QUOTE_NONE))[1:count + 1]
+            writer = csv.writer(target)
+            writer.writerow(["review", "sentiment"])
+            writer.writerows([text, words[int(label)]] for text, label in rows)
+    return tmp_path / "reviews.csv", tmp_path / "reviews_dev.csv"

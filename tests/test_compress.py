@@ -2,7 +2,6 @@
 refused in one line before training, and (slow) a tiny compress on real SST-2 rows end to end: dry run, ship,
 resume, the refused changed-arguments case and the unreachable target."""
 
-import csv
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ from compact_nlp.compress.planner import Attempt, Target, best, order, predicted
 from compact_nlp.compress.plans import Plan, all_plans, escalations, student_layers
 from compact_nlp.compress.steps import steps_of
 from compact_nlp.registry import PlanOption
-from conftest import GLUE_DIR, requires_glue
+from conftest import requires_glue
 
 
 def test_goals_are_checked_before_anything_runs():
@@ -40,14 +39,16 @@ def test_plans_combine_what_the_registry_offers_under_each_options_rule():
     plans = all_plans(6)
     assert all(p.layers < 6 or p.options for p in plans), "the original itself is not a plan"
     assert {p.layers for p in plans} == {6, 5, 4, 3, 2}
-    binary = [p for p in plans if any(o.min_layers for o in p.options.values())]
+    binary = [p for p in plans if "binary" in p.label]
     assert binary and min(p.layers for p in binary) == 5, "binary weights need depth (a rule from earlier runs)"
+    half = [p for p in plans if "kept 0.5" in p.label]
+    assert half and min(p.layers for p in half) == 3, "half the tokens is out of reach with 1 of 2 layers unpruned"
     assert student_layers(6, 3) == [1, 3, 5] and student_layers(6, 6) is None
 
 
 def test_escalations_keep_the_shape_and_get_costlier():
     plan = next(p for p in all_plans(6) if p.layers == 3 and len(p.options) == 2
-                and all(not o.min_layers for o in p.options.values()) and "PTQ" in p.label)
+                and "binary" not in p.label and "PTQ" in p.label)
     tries = escalations(plan)
     assert [t.shape_key for t in tries] == [plan.shape_key] * len(tries), "an escalation never changes the shape"
     assert "PTQ" in tries[0].label and "QAT" in tries[1].label and tries[-1].training == 2.0
@@ -65,7 +66,7 @@ def test_a_resumed_run_keeps_the_first_runs_training_decision(tmp_path):
 
 
 def test_binary_weights_at_full_depth_escalate_to_twice_the_training():
-    plan = next(p for p in all_plans(6) if p.layers == 6 and any(o.min_layers for o in p.options.values()))
+    plan = next(p for p in all_plans(6) if p.layers == 6 and "binary" in p.label)
     tries = escalations(plan)
     assert len(tries) == 2 and tries[1].shape_key == plan.shape_key
     assert steps_of(tries[1])[-1].epochs_factor == 2 * steps_of(tries[0])[-1].epochs_factor
@@ -147,21 +148,6 @@ def test_an_output_onto_an_input_is_refused(tmp_path, tiny_model, capsys):
                      "--speedup", "2", "--max-drop", "1"])
         assert code == 2 and "would overwrite" in capsys.readouterr().err
     assert data.read_text().startswith("review,sentiment")
-
-
-@pytest.fixture
-def sst2_csv(tmp_path):
-    """600 real SST-2 training rows and 200 dev rows as a user's CSV (other column names, labels as words)."""
-    if GLUE_DIR is None:
-        pytest.skip("GLUE data not found")
-    words = ("negative", "positive")
-    for split, name, count in (("train.tsv", "reviews.csv", 600), ("dev.tsv", "reviews_dev.csv", 200)):
-        with open(GLUE_DIR / "SST-2" / split) as source, open(tmp_path / name, "w", newline="") as target:
-            rows = list(csv.reader(source, delimiter="\t", quoting=csv.QUOTE_NONE))[1:count + 1]
-            writer = csv.writer(target)
-            writer.writerow(["review", "sentiment"])
-            writer.writerows([text, words[int(label)]] for text, label in rows)
-    return tmp_path / "reviews.csv", tmp_path / "reviews_dev.csv"
 
 
 @requires_glue

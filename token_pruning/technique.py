@@ -4,7 +4,10 @@ the first training step on."""
 
 from __future__ import annotations
 
+import math
+
 from ..registry import PlanOption, Prepared, Technique, TrainContext, register
+from .config import TokenPruningConfig
 from .recipes import prepare, token_pruning_config
 
 
@@ -26,7 +29,10 @@ class TokenPruning(Technique):
         the transfer set)."""
         stage = {"protocol": {"learning_rate": 3.0e-5},
                  "distillation": {"temperature": 2.0, "task_weight": 1.0, "logits_weight": 1.0, "hidden_weight": 1.0}}
-        return [PlanOption(f"tokens kept {keep}", {"keep_ratio": keep}, stage, drop)
+        # a keep ratio needs layers enough that the unpruned first ones leave it in reach (geometric_schedule)
+        unpruned = TokenPruningConfig().unpruned_layers
+        return [PlanOption(f"tokens kept {keep}", {"keep_ratio": keep}, stage, drop,
+                           min_layers=math.floor(unpruned / keep) + 1)
                 for keep, drop in ((0.7, 0.5), (0.5, 1.5))]
 
     def facts(self, model, config) -> dict:

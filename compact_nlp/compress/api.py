@@ -75,7 +75,8 @@ def _compress(model: str, data, out: Path, goal, limits: Limits, task: str | Non
     if not ordered:
         near = closest(plans, target)
         setup.notes.append(f"no plan is predicted to meet the target; the nearest is {near.label} "
-                           f"({near.predicted_ms:.2f} ms, {near.predicted_size_mb:.2f} MB)")
+                           f"({near.predicted_ms:.2f} ms"
+                           + (f", {near.predicted_size_mb:.2f} MB)" if near.predicted_size_mb is not None else ")"))
         ordered = [near] if accept_best else []
     needs_teacher = not is_fine_tuned(source, data)
     training = kept_decision(out / "plan" / "training.json", lambda: choose_training(

@@ -44,10 +44,14 @@ def step_seconds(rows: int, epochs: float, seconds_per_example: float, share_of_
         + STEP_OVERHEAD_S
 
 
-def attempt_seconds(plan: Plan, rows: int, epochs: float, seconds_per_example: float) -> float:
-    """Expected wall time of one attempt of `plan` (one seed)."""
+def attempt_seconds(plan: Plan, rows: int, epochs: float, seconds_per_example: float, finished: int = 0) -> float:
+    """Expected wall time of one attempt of `plan` (one seed): its steps, the first `finished` aside (run by an
+    earlier attempt that began the same way), each with the fixed work of its options (a search's SuperTransformer
+    training and latency measurements)."""
     total = 0.0
-    for step in steps_of(plan):
+    for step in steps_of(plan)[finished:]:
+        total += sum(plan.options[name].fixed_examples * seconds_per_example * (1 + DISTILLATION_COST) +
+                     plan.options[name].fixed_seconds for name in step.sections)
         if not step.trains:
             total += STEP_OVERHEAD_S
             continue
@@ -79,10 +83,12 @@ def teacher_training(rows: int, seconds_per_example: float, budget_s: float) -> 
 
 def attempt_training(rows: int, seconds_per_example: float, budget_s: float | None,
                      first: Plan | None) -> tuple[float, int | None, str]:
-    """A student step's epochs and rows: the first attempt fits in FIRST_ATTEMPT_SHARE of what is left."""
+    """A student step's epochs and rows: the first attempt's training fits in FIRST_ATTEMPT_SHARE of what is left
+    once its fixed work (a search's, which fewer rows would not shorten) is counted."""
     if budget_s is None or first is None:
         return STUDENT_EPOCHS, None, ""
-    share, epochs, subset = FIRST_ATTEMPT_SHARE * budget_s, STUDENT_EPOCHS, None
+    fixed = attempt_seconds(first, 0, 1, seconds_per_example)
+    share, epochs, subset = fixed + FIRST_ATTEMPT_SHARE * max(0.0, budget_s - fixed), STUDENT_EPOCHS, None
     while epochs > 1 and attempt_seconds(first, rows, epochs, seconds_per_example) > share:
         epochs -= 1
     if attempt_seconds(first, rows, epochs, seconds_per_example) > share:

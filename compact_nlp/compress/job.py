@@ -35,7 +35,7 @@ from .budget import Clock, TrainingPlan, attempt_seconds
 from .goal import EMBEDDINGS, TASKS, Goal, GoalError, Limits
 from .planner import Attempt, Target, best, meets_target, order
 from .plans import Plan, escalations
-from .steps import Context, run_attempt
+from .steps import Context, finished_steps, run_attempt
 
 SELECTION_FRACTION, SELECTION_MAX_ROWS, SPLIT_SEED = 0.1, 2000, 1
 
@@ -188,15 +188,17 @@ def try_plans(setup: Setup, context: Context, plans: list[Plan], target: Target,
     seeds = [SPLIT_SEED + i for i in range(setup.limits.seeds)]
     for plan in plans:
         for attempt_plan in escalations(plan):
-            expected = attempt_seconds(attempt_plan, training.train_subset or rows, training.epochs,
-                                       seconds_per_example)
-            if not clock.affords(expected * len(seeds)):  # an attempt holds only when every seed has run
-                log(f"skip {attempt_plan.label}: about {expected * len(seeds) / 60:.0f} min for {len(seeds)} seed(s), "
+            # the steps an earlier attempt began with (the student, a search) are read back, not run again
+            expected = [attempt_seconds(attempt_plan, training.train_subset or rows, training.epochs,
+                                        seconds_per_example, finished_steps(context, attempt_plan, seed,
+                                                                            setup.out / "steps")) for seed in seeds]
+            if not clock.affords(sum(expected)):  # an attempt holds only when every seed has run
+                log(f"skip {attempt_plan.label}: about {sum(expected) / 60:.0f} min for {len(seeds)} seed(s), "
                     f"{clock.left() / 60:.0f} min left")
                 continue
             runs = []
-            for seed in seeds:
-                log(f"attempt {attempt_plan.label} (seed {seed}; about {expected / 60:.0f} min, "
+            for seed, seconds in zip(seeds, expected):
+                log(f"attempt {attempt_plan.label} (seed {seed}; about {seconds / 60:.0f} min, "
                     f"{'no limit' if clock.left() is None else f'{clock.left() / 60:.0f} min left'})")
                 runs.append(one_attempt(setup, context, attempt_plan, seed, reference_ms, target, clock))
                 log(f"  held-out {main} {runs[-1].score:.2f} (teacher {runs[-1].teacher_score:.2f}, drop "
@@ -220,7 +222,7 @@ def plans_to_try(plans: list[Plan], target: Target, predictor, seconds_of) -> li
     proxies of their own shape (the rest from the basis: compact_nlp.compress.measure.factor_predictions)."""
     for _ in range(4):
         ordered = order(plans, target, seconds_of)
-        unmeasured = [plan for plan in ordered[:VERIFIED_PLANS] if not predictor.is_measured(plan)]
+        unmeasured = [plan for plan in ordered[:VERIFIED_PLANS] if not (predictor.is_measured(plan) or plan.searched)]
         if not unmeasured:
             break
         predictor.measure(unmeasured)

@@ -117,9 +117,10 @@ def time_beside_reference(files: dict[str, Path], reference: Path, reference_ms:
 
 
 def basis(original_layers: int, plans: list[Plan]) -> list[Plan]:
-    """The plans whose proxies are measured first: each depth alone, each technique option alone at full depth."""
+    """The plans whose proxies are measured first: each depth alone, each technique option alone at full depth (a
+    search aside: its shape exists only once it has run)."""
     singles = [p for p in plans if (p.layers < original_layers and not p.options) or
-               (p.layers == original_layers and len(p.options) == 1)]
+               (p.layers == original_layers and len(p.options) == 1 and not p.searched)]
     return singles
 
 
@@ -128,7 +129,8 @@ def factor_predictions(plans: list[Plan], measured: dict[str, tuple[float, float
     """Each plan's latency and size from the basis (`measured`: shape key -> (ms, MB), or None where a technique
     refused the shape), as the product of its depth's and its options' ratios to the reference; a plan that was
     measured itself keeps its measurement (the planner measures the plans it will try:
-    compact_nlp.compress.prepare). A refused plan, or one built on a refused part, predicts None."""
+    compact_nlp.compress.prepare). A refused plan, or one built on a refused part, predicts None. A search's part
+    is its budget's share of the latency, and leaves the size unknown (None)."""
     for plan in plans:
         if plan.shape_key in measured:
             plan.predicted_ms, plan.predicted_size_mb = measured[plan.shape_key] or (None, None)
@@ -136,7 +138,9 @@ def factor_predictions(plans: list[Plan], measured: dict[str, tuple[float, float
         ms, mb = reference_ms, reference_mb
         parts = [Plan(plan.original_layers, plan.layers)] if plan.layers < plan.original_layers else []
         parts += [Plan(plan.original_layers, plan.original_layers, {name: option})
-                  for name, option in plan.options.items()]
+                  for name, option in plan.options.items() if not option.searches]
+        for option in plan.options.values():
+            ms = ms * option.latency_share if option.searches else ms
         for part in parts:
             if measured.get(part.shape_key) is None:
                 ms = mb = None
@@ -146,7 +150,7 @@ def factor_predictions(plans: list[Plan], measured: dict[str, tuple[float, float
         if ms is None:
             plan.predicted_ms = plan.predicted_size_mb = None
             continue
-        plan.predicted_ms, plan.predicted_size_mb = round(ms, 3), round(mb, 3)
+        plan.predicted_ms, plan.predicted_size_mb = round(ms, 3), None if plan.searched else round(mb, 3)
 
 
 def train_seconds_per_example(model: str, spec: TaskSpec, train, max_length: int, batch: int = 16,

@@ -42,8 +42,8 @@ def target_of(goal: Goal, peer: str, peer_ms: float) -> Target:
 def predicted_to_meet(plan: Plan, target: Target) -> bool:
     if plan.predicted_ms is None:  # a technique refused the plan's shape
         return False
-    if target.kind == SIZE:
-        return plan.predicted_size_mb <= target.size_mb * PREDICTION_SLACK
+    if target.kind == SIZE:  # a search's size is not known before it runs: it is not planned for a size goal
+        return plan.predicted_size_mb is not None and plan.predicted_size_mb <= target.size_mb * PREDICTION_SLACK
     return plan.predicted_ms <= target.ms * PREDICTION_SLACK
 
 
@@ -58,7 +58,8 @@ def closest(plans: list[Plan], target: Target) -> Plan:
     """The plan predicted to come nearest the target, when none is predicted to meet it."""
     possible = [plan for plan in plans if plan.predicted_ms is not None]
     if target.kind == SIZE:
-        return min(possible, key=lambda plan: plan.predicted_size_mb)
+        return min((plan for plan in possible if plan.predicted_size_mb is not None),
+                   key=lambda plan: plan.predicted_size_mb)
     return min(possible, key=lambda plan: plan.predicted_ms)
 
 

@@ -4,6 +4,10 @@ a technique: it only combines what the registry offers, with the rules each opti
 
 A plan's attempts are the plan itself, then its escalations at the same latency and size, cheapest first: each
 technique option's own escalation (e.g. QAT after PTQ), then the student distilled twice as long.
+
+An option that searches (PlanOption.latency_share: HAT's search under a latency budget) picks its own depth, so it is
+planned at the full depth only; it trains by its own settings, so a plan's `training` escalation lengthens the first
+step after it, never the search.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ class Plan:
 
     @property
     def label(self) -> str:
-        parts = [f"{self.layers} of {self.original_layers} layers" + ("" if self.training == 1 else
-                                                                     f", distilled {self.training:g}x")]
+        longer = "" if self.training == 1 else f"distilled {self.training:g}x"
+        parts = ([longer] if longer else []) if self.searched else [  # a search picks its own depth
+            f"{self.layers} of {self.original_layers} layers" + (f", {longer}" if longer else "")]
         return ", ".join(parts + [option.label for option in self.options.values()])
 
     @property
@@ -66,15 +71,23 @@ class Plan:
             option.expected_drop for option in self.options.values())
 
     @property
+    def searched(self) -> bool:
+        """Whether an option searches the shape: its latency is predicted from the search's budget, its size is not
+        known before the search."""
+        return any(option.searches for option in self.options.values())
+
+    @property
     def changes_structure(self) -> bool:
-        """Whether the plan has a student step: fewer layers, or an option that trains before the last one."""
-        return self.layers < self.original_layers or any(o.trains for o in list(self.options.values())[:-1])
+        """Whether the plan has a student step that its `training` lengthens: fewer layers, or an option that trains
+        before the last one (a search aside: it trains by its own settings)."""
+        return self.layers < self.original_layers or any(o.trains and not o.searches
+                                                         for o in list(self.options.values())[:-1])
 
     def to_dict(self) -> dict:
         return {"label": self.label, "layers": self.layers, "training": self.training,
                 "options": {name: {"label": o.label, "section": o.section} for name, o in self.options.items()},
                 "predicted_ms": self.predicted_ms, "predicted_size_mb": self.predicted_size_mb,
-                "expected_drop": round(self.expected_drop, 2)}
+                "expected_drop": round(self.expected_drop, 2), "searched": self.searched}
 
 
 def depths(original: int) -> list[int]:
@@ -82,17 +95,24 @@ def depths(original: int) -> list[int]:
 
 
 def all_plans(original_layers: int) -> list[Plan]:
-    """Every depth x every combination of at most one option per technique, less those an option's rule forbids and
-    the original itself."""
+    """Every depth x every combination of at most one option per technique, less those an option's rule forbids
+    (`min_layers`; a search, which picks its own depth, at the full depth only) and the original itself."""
     offered = [(t.name, [None, *t.plan_options()]) for t in techniques() if t.plan_options()]
     plans = []
     for depth in depths(original_layers):
         for choice in itertools.product(*[options for _, options in offered]):
             chosen = {name: option for (name, _), option in zip(offered, choice) if option is not None}
-            if (depth < original_layers or chosen) and all(depth >= o.min_layers for o in chosen.values()):
+            allowed = all(_fewest_layers(depth, chosen) >= o.min_layers and (depth == original_layers or
+                                                                             not o.searches) for o in chosen.values())
+            if (depth < original_layers or chosen) and allowed:
                 plan = Plan(original_layers, depth, chosen)
                 plans.append(replace(plan, shape=plan.shape_key))
     return plans
+
+
+def _fewest_layers(depth: int, options: dict[str, PlanOption]) -> int:
+    """The fewest layers the plan's model may have: its depth, or what a search in it may keep."""
+    return min([depth] + [o.shallowest(depth) for o in options.values() if o.searches and o.shallowest])
 
 
 def escalations(plan: Plan) -> list[Plan]:

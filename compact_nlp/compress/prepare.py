@@ -51,8 +51,9 @@ class Predictor:
         self.refused: dict[str, str] = state.get("refused", {})
 
     def measure(self, plans: list[Plan]) -> None:
-        """Export and time the proxies of the plans not measured yet, in one side-by-side run."""
-        todo = {plan.shape_key: plan for plan in plans if plan.shape_key not in self.measured}
+        """Export and time the proxies of the plans not measured yet, in one side-by-side run (a plan that searches
+        its shape has no proxy: its budget predicts it)."""
+        todo = {plan.shape_key: plan for plan in plans if plan.shape_key not in self.measured and not plan.searched}
         if not todo:
             return
         files = {}

@@ -47,7 +47,8 @@ def plan_table(plans: list[dict], peer_ms: float | None, minutes: dict[str, floa
     lines = ["| # | plan | predicted ms | x peer | predicted MB | prior drop | est. min |", "|---|---|---|---|---|---|---|"]
     for i, plan in enumerate(plans, 1):
         speed = f"{peer_ms / plan['predicted_ms']:.2f}" if peer_ms else "-"
-        lines.append(f"| {i} | {plan['label']} | {plan['predicted_ms']:.2f} | {speed} | {plan['predicted_size_mb']:.2f} "
+        size = "after the search" if plan["predicted_size_mb"] is None else f"{plan['predicted_size_mb']:.2f}"
+        lines.append(f"| {i} | {plan['label']} | {plan['predicted_ms']:.2f} | {speed} | {size} "
                      f"| {plan['expected_drop']:.1f} | {minutes.get(plan['label'], 0):.0f} |")
     return "\n".join(lines)
 

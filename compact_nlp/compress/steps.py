@@ -47,8 +47,8 @@ def steps_of(plan: Plan) -> list[Step]:
     """The plan's steps, in registry order: the student step (when it has fewer layers) takes the first option that
     trains; every other option is a step of its own (a post-training one trains nothing), so that attempts which share
     their first steps share them on disk too (run_attempt)."""
-    steps = []
-    if plan.layers < plan.original_layers:
+    steps, lengthened = [], plan.layers < plan.original_layers  # plan.training goes to one step: the first but a search
+    if lengthened:
         steps.append(Step(layers=student_layers(plan.original_layers, plan.layers), stage=STUDENT_STAGE,
                           epochs_factor=plan.training))
     for name, option in plan.options.items():
@@ -57,7 +57,8 @@ def steps_of(plan: Plan) -> list[Step]:
             steps[-1].stage = _merge(steps[-1].stage, option.stage)  # the option's settings win over the student's
             steps[-1].epochs_factor *= option.train_factor
         else:
-            factor = option.train_factor * (plan.training if not steps else 1.0)
+            factor = option.train_factor * (plan.training if not (lengthened or option.searches) else 1.0)
+            lengthened = lengthened or not option.searches
             steps.append(Step({name: option.section}, None, option.stage, factor, option.trains))
     return steps
 
@@ -108,11 +109,40 @@ def run_step(context: Context, step: Step, model: str, seed: int, out: Path) -> 
     if (out / RESULTS_FILE).is_file():
         return json.loads((out / RESULTS_FILE).read_text())
     recipe = step_recipe(context, step, model, seed)
-    if step.trains:  # every process trains it (accelerate launch); the main one exports and times it
+    if _searches(step):
+        result = _searched(context, step, recipe, seed, out)
+    elif step.trains:  # every process trains it (accelerate launch); the main one exports and times it
         return everywhere(run_recipe, recipe, out, data=context.data)
-    results = {"recipe": recipe.to_dict(), "per_seed": [_post_training(context, step, model, seed, out)]}
+    else:
+        result = _post_training(context, step, model, seed, out)
+    results = {"recipe": recipe.to_dict(), "per_seed": [result]}
     write_json(out / RESULTS_FILE, results)
     return results
+
+
+def _searches(step: Step) -> bool:
+    return any(technique(name).standalone for name in step.sections)
+
+
+def _searched(context: Context, step: Step, recipe, seed: int, out: Path) -> dict:
+    """A standalone option (a search) run from the step's model into OUT/<name>/ (resumable there): the model it
+    produces is exported as it is, in fp32 (the next step quantizes it, or it ships so), and measured on the held-out
+    rows beside the teacher like any step's. A search runs in one process (its technique refuses more)."""
+    (name, section), = step.sections.items()
+    chosen = technique(name)
+    produced = chosen.run_standalone(recipe, chosen.config(section), context.data, out / name)
+    for line in produced.lines:
+        print(line, flush=True)
+    spec, folder = context.data.spec, out / f"seed-{seed}" / "model"
+    model = AutoCompactModelForSequenceClassification.from_pretrained(produced.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(produced.model_dir)
+    report = export_for_shipping(model, tokenizer, folder, target_platform=context.target_platform)
+    shipped = measure_shipped(folder, report, spec, context.data.dev(), context.max_length,
+                              context.target_platform, original=context.teacher)
+    return {"task": spec.name, "data": spec.to_dict(), "seed": seed, "model": recipe.model,
+            "teacher": context.teacher, "train_examples": len(context.data.train), "transfer_examples": 0,
+            "heldout_examples": len(context.data.splits["validation"]), **shipped, **produced.facts,
+            name: produced.summary}
 
 
 def _post_training(context: Context, step: Step, model_dir: str, seed: int, out: Path) -> dict:
@@ -170,6 +200,17 @@ def step_key(context: Context, step: Step, model: str, seed: int) -> str:
     return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
+def finished_steps(context: Context, plan: Plan, seed: int, steps_folder: Path) -> int:
+    """How many of `plan`'s first steps an earlier attempt has run already (run_attempt reads them back)."""
+    model, done = context.teacher, 0
+    for step in steps_of(plan):
+        where = steps_folder / step_key(context, step, model, seed)
+        if not (where / RESULTS_FILE).is_file():
+            break
+        model, done = str(where / f"seed-{seed}" / "model"), done + 1
+    return done
+
+
 def run_attempt(context: Context, plan: Plan, seed: int, steps_folder: Path) -> AttemptRun:
     """Every step of `plan` for `seed`, each in its own folder under `steps_folder` (shared between attempts)."""
     model = context.teacher
@@ -181,4 +222,4 @@ def run_attempt(context: Context, plan: Plan, seed: int, steps_folder: Path) -> 
     return AttemptRun(model, steps)
 
 
-__all__ = ["AttemptRun", "Context", "STUDENT_STAGE", "Step", "run_attempt", "run_step", "steps_of"]
+__all__ = ["AttemptRun", "Context", "STUDENT_STAGE", "Step", "finished_steps", "run_attempt", "run_step", "steps_of"]

@@ -1,0 +1,142 @@
+"""`compact compress` with a search among its plans (HAT's search under a latency budget, offered through the
+registry): planned at the full depth only, predicted from its budget, never re-run by an escalation, its fixed cost
+in the time estimates, and (slow) one attempt of a search + int8 plan on real SST-2 rows, run and read back."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from compact_nlp import CompactBertConfig, CompactBertForSequenceClassification
+from compact_nlp.compress.budget import attempt_seconds, attempt_training
+from compact_nlp.compress.goal import Goal
+from compact_nlp.compress.job import selection_data
+from compact_nlp.compress.measure import basis, factor_predictions
+from compact_nlp.compress.planner import closest, predicted_to_meet, target_of
+from compact_nlp.compress.plans import Plan, all_plans, escalations
+from compact_nlp.compress.steps import Context, finished_steps, run_attempt, steps_of
+from compact_nlp.data import load_task_data
+from compact_nlp.registry import technique
+from conftest import requires_glue
+
+
+def search_options():
+    return technique("hat").plan_options()
+
+
+def test_a_search_is_planned_at_full_depth_with_what_its_shallowest_model_allows():
+    searched = [plan for plan in all_plans(6) if plan.searched]
+    assert {plan.layers for plan in searched} == {6}, "a search picks its own depth"
+    assert {plan.options["hat"].latency_share for plan in searched} == {o.latency_share for o in search_options()}
+    # HAT may keep 2 of 6 layers: binary weights (5 layers or more) and keeping half the tokens (3 or more) are
+    # never planned after it; keeping 0.7 of the tokens (2 or more) is
+    labels = [plan.label for plan in searched]
+    assert not any("binary" in label or "kept 0.5" in label for label in labels)
+    assert any("kept 0.7" in label for label in labels) and all("layers" not in label for label in labels)
+    assert not any(p.layers == 2 and "kept 0.5" in p.label for p in all_plans(6)), "out of reach at 2 layers"
+
+
+def test_a_search_plan_is_predicted_from_its_budget_and_has_no_size_before_it_runs():
+    plans = all_plans(6)
+    assert not any(plan.searched for plan in basis(6, plans)), "a search has no proxy to measure"
+    measured = {plan.shape_key: (5.0 if plan.options else 8.0, 10.0) for plan in basis(6, plans)}
+    factor_predictions(plans, measured, 10.0, 40.0)
+    ptq = next(p for p in plans if p.searched and p.options["hat"].latency_share == 0.33 and len(p.options) == 2
+               and "PTQ" in p.label)
+    assert ptq.predicted_ms == pytest.approx(10.0 * 0.33 * 0.5) and ptq.predicted_size_mb is None
+    size_goal = target_of(Goal("size_mb", 5, 3), "peer", 6.0)
+    assert not predicted_to_meet(ptq, size_goal), "a size goal is never planned on a size nobody predicted"
+    assert closest(plans, size_goal).predicted_size_mb is not None
+    assert predicted_to_meet(ptq, target_of(Goal("speedup", 3, 1), "peer", 6.0))  # 1.65 ms against 2 ms
+
+
+def test_escalating_a_search_plan_never_runs_the_search_again():
+    plan = next(p for p in all_plans(6) if p.searched and len(p.options) == 3)  # search, tokens kept 0.7, int8 PTQ
+    tries = escalations(plan)
+    searches = {json.dumps(steps_of(attempt)[0].__dict__, sort_keys=True) for attempt in tries}
+    assert len(searches) == 1, "every attempt shares the search step (the same folder, run once)"
+    assert tries[-1].training == 2 and steps_of(tries[-1])[1].epochs_factor == 2.0, "the next step trains longer"
+    alone = next(p for p in all_plans(6) if p.searched and list(p.options) == ["hat", "quant"])
+    assert [t.training for t in escalations(alone)] == [1.0, 1.0], "PTQ, then QAT: nothing to lengthen"
+
+
+def test_a_search_plans_fixed_work_is_in_its_time_estimate():
+    plan = next(p for p in all_plans(6) if p.searched and len(p.options) == 1)
+    option = plan.options["hat"]
+    assert option.fixed_examples > 0 and option.fixed_seconds > 0
+    without = replace(plan, options={"hat": replace(option, fixed_examples=0, fixed_seconds=0)})
+    assert attempt_seconds(plan, 1000, 3, 0.01) - attempt_seconds(without, 1000, 3, 0.01) == pytest.approx(
+        option.fixed_examples * 0.01 * 1.35 + option.fixed_seconds)
+
+
+def test_a_searchs_fixed_work_leaves_the_rows_their_share_and_is_not_counted_for_an_escalation():
+    """Fewer rows do not shorten a SuperTransformer's training: the first attempt's rows get half of what the fixed
+    work leaves (not the minimum), and QAT after PTQ reads the search back, so its estimate leaves the search out."""
+    plan = next(p for p in all_plans(6) if p.searched and list(p.options) == ["hat", "quant"])
+    budget_s, per_example = 110 * 60, 0.0266  # SST-2 on one thread of this machine
+    epochs, rows, _ = attempt_training(65349, per_example, budget_s, plan)
+    spent = attempt_seconds(plan, rows, epochs, per_example)
+    assert rows > 10000 and spent < budget_s
+    qat = escalations(plan)[1]
+    assert attempt_seconds(qat, rows, epochs, per_example, finished=1) < spent / 4
+
+
+def test_a_search_is_not_offered_to_several_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert search_options() == [] and not any(plan.searched for plan in all_plans(6))
+
+
+# the search's own parameter-count "milliseconds" (as tests/test_hat.py): its outcome must not hang on timing noise
+USER_MEASURER = """
+import dataclasses
+
+
+class ParameterCount:
+    def __init__(self, spec, tokenizer, texts):
+        self.spec = dataclasses.replace(spec, runtime="parameter-count", hardware="none: counted")
+
+    def measure(self, model):
+        return [sum(p.numel() for n, p in model.named_parameters() if ".layers." in n) / 1000]
+"""
+TINY_SEARCH = {"budgets": [0.6], "full_reference": False, "uniform_reference": False, "supernet_steps": 2,
+               "supernet_batch_size": 3, "importance_batches": 1, "latency_models": 10, "noise_models": 2,
+               "noise_repeats": 2, "population": 4, "parents": 2, "mutations": 1, "crossovers": 1, "iterations": 2,
+               "fitness_examples": 16, "distill_epochs": 1, "sequence_length": 32,
+               "measurer": "user_measurer:ParameterCount"}
+
+
+@requires_glue
+@pytest.mark.slow
+def test_an_attempt_searches_then_quantizes_the_searched_model_and_reads_back(sst2_csv, tiny_tokenizer, tmp_path,
+                                                                               monkeypatch):
+    (tmp_path / "user_measurer.py").write_text(USER_MEASURER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    train, _ = sst2_csv
+    selection, _ = selection_data(load_task_data(str(train), label="sentiment"))
+    teacher = tmp_path / "teacher"  # a (tiny, random) classifier of the user's labels, as a fine-tuned teacher is
+    config = CompactBertConfig(vocab_size=99, hidden_size=64, head_dim=8, num_heads_per_layer=[8] * 3,
+                               intermediate_size_per_layer=[256] * 3, max_position_embeddings=64,
+                               **selection.spec.model_labels())
+    CompactBertForSequenceClassification(config).save_pretrained(teacher)
+    tiny_tokenizer.save_pretrained(teacher)
+    context = Context(selection, str(teacher), max_length=32, epochs=1.0, train_subset=None)
+    search = replace(search_options()[0], section=TINY_SEARCH, latency_share=0.6)
+    plan = Plan(3, 3, {"hat": search, "quant": technique("quant").plan_options()[0]})
+
+    run = run_attempt(context, plan, 1, tmp_path / "steps")
+    searched, quantized = (step["per_seed"][0] for step in run.steps)
+    sub = searched["subtransformer"]
+    assert searched["hat"]["predicted_ms"] <= searched["hat"]["budget_ms"], "the search kept to its budget"
+    assert searched["artifact"] == "model.ort" and searched["original"]["folder"] == str(teacher)
+    search_step = next(p for p in (tmp_path / "steps").iterdir() if p.name.startswith("hat-"))
+    shipped = CompactBertForSequenceClassification.from_pretrained(search_step / "seed-1" / "model")
+    assert shipped.config.num_heads_per_layer == sub["heads"], "the next step starts from the searched shape"
+    assert quantized["quant"]["config"]["mode"] == "ptq" and quantized["layers"] == len(sub["heads"])
+    assert run.result["subtransformer"] == sub, "the card learns what the search found"
+    assert set(shipped.config.id2label.values()) == {"negative", "positive"}
+
+    assert finished_steps(context, plan, 1, tmp_path / "steps") == 2
+    assert finished_steps(context, escalations(plan)[1], 1, tmp_path / "steps") == 1, "QAT reads the search back"
+    again = run_attempt(context, plan, 1, tmp_path / "steps")
+    assert again.steps == json.loads(json.dumps(run.steps)) and again.model_dir == run.model_dir, \
+        "a finished attempt is read back, nothing searched again"
