@@ -4,8 +4,10 @@ resume, the refused changed-arguments case and the unreachable target."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,15 +199,57 @@ def test_an_unreachable_target_ships_nothing_and_exits_3(sst2_csv, tiny_model, t
     assert "no plan is predicted" in report["distance"]
 
 
-def accelerate_compress(tmp_path, launch: list[str], arguments: list[str]) -> subprocess.CompletedProcess:
+def compress_command(launch: list[str] | None, arguments: list[str]) -> list[str]:
+    """`compact compress` in a process of its own, or under `accelerate launch` with `launch`'s options."""
+    if launch is None:
+        return [sys.executable, "-m", "compact_nlp.cli", "compress", *arguments]
     accelerate = Path(sys.executable).with_name("accelerate")
     if not accelerate.exists():
         pytest.skip("accelerate is not installed")
-    env = {**os.environ, "COMPACT_PEER_ENVS": str(tmp_path / "no-peers"), "COMPACT_CACHE": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.run([str(accelerate), "launch", *launch, "--num_machines", "1", "--mixed_precision", "no",
-                           "--dynamo_backend", "no", "-m", "compact_nlp.cli", "compress", *arguments],
-                          env=env, capture_output=True, text=True, timeout=1200)
+    return [str(accelerate), "launch", *launch, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
+            "no", "-m", "compact_nlp.cli", "compress", *arguments]
+
+
+def compress_env(tmp_path) -> dict:
+    return {**os.environ, "COMPACT_PEER_ENVS": str(tmp_path / "no-peers"), "COMPACT_CACHE": str(tmp_path / "cache"),
+            "OMP_NUM_THREADS": "1"}
+
+
+def accelerate_compress(tmp_path, launch: list[str], arguments: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(compress_command(launch, arguments), env=compress_env(tmp_path), capture_output=True,
+                          text=True, timeout=1200)
+
+
+@requires_glue
+@pytest.mark.slow
+@pytest.mark.parametrize("launch", [None, ["--multi_gpu", "--num_processes", "2"]], ids=["one", "two-processes"])
+def test_a_compress_killed_during_an_attempt_resumes_without_training_the_teacher_again(sst2_csv, tiny_model,
+                                                                                         tmp_path, launch):
+    """SIGKILL to every process once the first attempt has begun (the teacher fine-tuned, its folder final); the same
+    command then resumes: the teacher is read back, the attempt runs, the folder ships."""
+    train, dev = sst2_csv
+    out = tmp_path / "out"
+    arguments = [str(tiny_model), str(out), "--data", str(train), "--validation", str(dev), "--label-column",
+                 "sentiment", "--latency-ms", "1000", "--max-drop", "100"]
+    first = subprocess.Popen(compress_command(launch, arguments), env=compress_env(tmp_path),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 900
+    while not (out / "steps").is_dir() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first.poll() is None, "the compress ended before its first attempt began: nothing was killed"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    teacher = out / "teacher" / "seed-1" / "model" / "model.safetensors"
+    written = teacher.stat().st_mtime_ns
+    assert not (out / "model").exists()
+
+    again = subprocess.run(compress_command(launch, arguments), env=compress_env(tmp_path), capture_output=True,
+                           text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming compress" in again.stdout + again.stderr
+    assert teacher.stat().st_mtime_ns == written, "the fine-tuned teacher is read back, not trained again"
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "met" and (out / "model" / "model.ort").is_file()
 
 
 @requires_glue
