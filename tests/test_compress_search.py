@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from compact_nlp import CompactBertConfig, CompactBertForSequenceClassification
-from compact_nlp.compress.budget import attempt_seconds, attempt_training
-from compact_nlp.compress.goal import Goal
+from compact_nlp.compress.budget import affordable, attempt_seconds, attempt_training, choose_training
+from compact_nlp.compress.goal import Goal, GoalError
 from compact_nlp.compress.job import selection_data
 from compact_nlp.compress.measure import basis, factor_predictions
 from compact_nlp.compress.planner import closest, predicted_to_meet, target_of
@@ -79,6 +79,17 @@ def test_a_searchs_fixed_work_leaves_the_rows_their_share_and_is_not_counted_for
     assert rows > 10000 and spent < budget_s
     qat = escalations(plan)[1]
     assert attempt_seconds(qat, rows, epochs, per_example, finished=1) < spent / 4
+
+
+def test_a_budget_that_cannot_run_a_search_leaves_it_out_and_keeps_the_cheaper_plans():
+    search = next(p for p in all_plans(6) if p.searched and list(p.options) == ["hat", "quant"])
+    student = next(p for p in all_plans(6) if p.layers == 3 and list(p.options) == ["quant"])
+    kept, notes = affordable([search, student], 60000, 0.0266, 40 * 60, needs_teacher=True)
+    assert kept == [student] and len(notes) == 1 and notes[0].startswith(f"left out: {search.label} (about")
+    assert affordable([search], 60000, 0.0266, 40 * 60, True) == ([search], []), "none fits: choose_training says so"
+    with pytest.raises(GoalError, match="too short"):
+        choose_training(60000, 0.0266, 40 * 60, True, search)
+    assert affordable([search, student], 60000, 0.0266, None, True) == ([search, student], [])
 
 
 def test_a_search_is_not_offered_to_several_processes(monkeypatch):

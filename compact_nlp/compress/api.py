@@ -15,7 +15,7 @@ from ..io import refuse_overwrite, replace_folder
 from ..registry import card_lines
 from ..ship import measure_shipped, summarize
 from ..workdir import claim_output
-from .budget import Clock, attempt_seconds, attempt_training, choose_training, kept_decision
+from .budget import Clock, affordable, attempt_seconds, attempt_training, choose_training, kept_decision
 from .embed_job import compress_embeddings
 from .goal import EMBEDDINGS, GoalError, Limits, goal_from, parse_duration
 from .job import (Setup, best_effort, check_inputs, check_model, fine_tune_teacher, is_fine_tuned, job_of,
@@ -79,6 +79,9 @@ def _compress(model: str, data, out: Path, goal, limits: Limits, task: str | Non
                            + (f", {near.predicted_size_mb:.2f} MB)" if near.predicted_size_mb is not None else ")"))
         ordered = [near] if accept_best else []
     needs_teacher = not is_fine_tuned(source, data)
+    # against the whole budget, so that a resumed run (less time left) keeps the plans the first one chose from
+    ordered, left_out = affordable(ordered, rows, cost, clock.budget_s, needs_teacher)
+    setup.notes += left_out
     training = kept_decision(out / "plan" / "training.json", lambda: choose_training(
         rows, cost, clock.left(), needs_teacher, ordered[0] if ordered else None))
     setup.notes += [n for n in (training.note,) if n]

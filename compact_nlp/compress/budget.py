@@ -99,6 +99,27 @@ def attempt_training(rows: int, seconds_per_example: float, budget_s: float | No
     return epochs, subset, note
 
 
+def least_seconds(plan: Plan | None, rows: int, seconds_per_example: float, needs_teacher: bool) -> float:
+    """The least a compress with `plan` first can take: the teacher (when it is fine-tuned here) and one attempt,
+    each one epoch on MIN_ROWS rows."""
+    fewest = min(rows, MIN_ROWS)
+    return (step_seconds(fewest, 1, seconds_per_example, 1.0, False) if needs_teacher else 0) + \
+        (attempt_seconds(plan, fewest, 1, seconds_per_example) if plan else 0)
+
+
+def affordable(plans: list[Plan], rows: int, seconds_per_example: float, budget_s: float | None,
+               needs_teacher: bool) -> tuple[list[Plan], list[str]]:
+    """The plans a time budget can run at all (least_seconds), in their order, and a note for each left out; when
+    none fits, all are kept, and choose_training says how much time the first needs."""
+    if budget_s is None:
+        return plans, []
+    kept = [p for p in plans if least_seconds(p, rows, seconds_per_example, needs_teacher) <= budget_s]
+    notes = [f"left out: {p.label} (about {least_seconds(p, rows, seconds_per_example, needs_teacher) / 60:.0f} "
+             f"min even on {min(rows, MIN_ROWS)} rows; the budget has {budget_s / 60:.0f})"
+             for p in plans if p not in kept]
+    return (kept, notes) if kept else (plans, [])
+
+
 def choose_training(rows: int, seconds_per_example: float, budget_s: float | None, needs_teacher: bool,
                     first: Plan | None) -> TrainingPlan:
     """The longest training the budget affords, up to the protocol's (the teacher's, then the first attempt's; the
@@ -106,8 +127,7 @@ def choose_training(rows: int, seconds_per_example: float, budget_s: float | Non
     budget does not cover the baseline and one attempt on MIN_ROWS rows."""
     if budget_s is None:
         return TrainingPlan(STUDENT_EPOCHS, None, TEACHER_EPOCHS if needs_teacher else 0.0)
-    minimum = (step_seconds(min(rows, MIN_ROWS), 1, seconds_per_example, 1.0, False) if needs_teacher else 0) + \
-        (attempt_seconds(first, min(rows, MIN_ROWS), 1, seconds_per_example) if first else 0)
+    minimum = least_seconds(first, rows, seconds_per_example, needs_teacher)
     if budget_s < minimum:
         raise GoalError(f"--time-budget {budget_s / 60:.0f} min is too short: fine-tuning the baseline and one "
                         f"attempt on {min(rows, MIN_ROWS)} rows takes about {minimum / 60:.0f} min here; give at "
