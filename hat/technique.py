@@ -59,7 +59,8 @@ class HardwareAwareSearch(Technique):
         stage = {"protocol": {"epochs": defaults.distill_epochs, "learning_rate": defaults.distill_learning_rate}}
         return [PlanOption(f"HAT search at {share:g} of the latency",
                            {"budgets": [share], "full_reference": False, "uniform_reference": False}, stage, drop,
-                           latency_share=share, shallowest=shallowest_depth, fixed_examples=defaults.supernet_steps * defaults.supernet_batch_size,
+                           latency_share=share, shallowest=shallowest_depth, late_keys=("budgets",),
+                           fixed_examples=defaults.supernet_steps * defaults.supernet_batch_size,
                            fixed_seconds=fixed_seconds)
                 for share, drop in PLAN_SHARES]
 

@@ -139,15 +139,28 @@ def test_an_attempt_searches_then_quantizes_the_searched_model_and_reads_back(ss
     sub = searched["subtransformer"]
     assert searched["hat"]["predicted_ms"] <= searched["hat"]["budget_ms"], "the search kept to its budget"
     assert searched["artifact"] == "model.ort" and searched["original"]["folder"] == str(teacher)
-    search_step = next(p for p in (tmp_path / "steps").iterdir() if p.name.startswith("hat-"))
+    search_step = next(p for p in (tmp_path / "steps").glob("hat-*") if "-work-" not in p.name)
     shipped = CompactBertForSequenceClassification.from_pretrained(search_step / "seed-1" / "model")
     assert shipped.config.num_heads_per_layer == sub["heads"], "the next step starts from the searched shape"
     assert quantized["quant"]["config"]["mode"] == "ptq" and quantized["layers"] == len(sub["heads"])
     assert run.result["subtransformer"] == sub, "the card learns what the search found"
     assert set(shipped.config.id2label.values()) == {"negative", "positive"}
 
-    assert finished_steps(context, plan, 1, tmp_path / "steps") == 2
-    assert finished_steps(context, escalations(plan)[1], 1, tmp_path / "steps") == 1, "QAT reads the search back"
+    assert finished_steps(context, plan, 1, tmp_path / "steps") == (2, {"hat"})
+    assert finished_steps(context, escalations(plan)[1], 1, tmp_path / "steps") == (1, {"hat"}), \
+        "QAT reads the search back"
     again = run_attempt(context, plan, 1, tmp_path / "steps")
     assert again.steps == json.loads(json.dumps(run.steps)) and again.model_dir == run.model_dir, \
         "a finished attempt is read back, nothing searched again"
+
+    # a search at another budget: its own step, in the same work folder, where the SuperTransformer and the latency
+    # measurements are read back (the estimate leaves their fixed work out)
+    other = Plan(3, 3, {"hat": replace(search, section={**TINY_SEARCH, "budgets": [0.8]}, latency_share=0.8)})
+    assert finished_steps(context, other, 1, tmp_path / "steps") == (0, {"hat"})
+    work = next((tmp_path / "steps").glob("hat-work-*"))
+    measured, trained = (work / "latency.jsonl").read_text(), (work / "supernet" / "model" / "model.safetensors")
+    stamp = trained.stat().st_mtime_ns
+    wider = run_attempt(context, other, 1, tmp_path / "steps").result
+    assert (work / "latency.jsonl").read_text() == measured and trained.stat().st_mtime_ns == stamp
+    assert wider["hat"]["budget_ms"] > searched["hat"]["budget_ms"] and len(list((tmp_path / "steps").glob(
+        "hat-work-*"))) == 1

@@ -44,14 +44,15 @@ def step_seconds(rows: int, epochs: float, seconds_per_example: float, share_of_
         + STEP_OVERHEAD_S
 
 
-def attempt_seconds(plan: Plan, rows: int, epochs: float, seconds_per_example: float, finished: int = 0) -> float:
+def attempt_seconds(plan: Plan, rows: int, epochs: float, seconds_per_example: float, finished: int = 0,
+                    work_done: frozenset | set = frozenset()) -> float:
     """Expected wall time of one attempt of `plan` (one seed): its steps, the first `finished` aside (run by an
     earlier attempt that began the same way), each with the fixed work of its options (a search's SuperTransformer
-    training and latency measurements)."""
+    training and latency measurements) unless an earlier attempt did that work (`work_done`: option names)."""
     total = 0.0
     for step in steps_of(plan)[finished:]:
         total += sum(plan.options[name].fixed_examples * seconds_per_example * (1 + DISTILLATION_COST) +
-                     plan.options[name].fixed_seconds for name in step.sections)
+                     plan.options[name].fixed_seconds for name in step.sections if name not in work_done)
         if not step.trains:
             total += STEP_OVERHEAD_S
             continue

@@ -190,8 +190,8 @@ def try_plans(setup: Setup, context: Context, plans: list[Plan], target: Target,
         for attempt_plan in escalations(plan):
             # the steps an earlier attempt began with (the student, a search) are read back, not run again
             expected = [attempt_seconds(attempt_plan, training.train_subset or rows, training.epochs,
-                                        seconds_per_example, finished_steps(context, attempt_plan, seed,
-                                                                            setup.out / "steps")) for seed in seeds]
+                                        seconds_per_example, *finished_steps(context, attempt_plan, seed,
+                                                                             setup.out / "steps")) for seed in seeds]
             if not clock.affords(sum(expected)):  # an attempt holds only when every seed has run
                 log(f"skip {attempt_plan.label}: about {sum(expected) / 60:.0f} min for {len(seeds)} seed(s), "
                     f"{clock.left() / 60:.0f} min left")

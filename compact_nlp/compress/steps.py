@@ -28,6 +28,7 @@ from .plans import Plan, student_layers
 
 # the student step (fewer layers), distilled from the teacher's logits and hidden states at a learning rate a
 # shallower student needs (docs/results.md "Distillation": SST-2 and MRPC students trained at 1e-4)
+WORK_DONE = "work_done.json"  # in a work folder once a search has run there
 STUDENT_STAGE = {"protocol": {"learning_rate": 1.0e-4},
                  "distillation": {"temperature": 1.0, "task_weight": 1.0, "logits_weight": 1.0, "hidden_weight": 1.0}}
 
@@ -41,6 +42,7 @@ class Step:
     stage: dict = field(default_factory=dict)  # protocol / distillation overrides
     epochs_factor: float = 1.0
     trains: bool = True
+    work: dict | None = None  # a search's section less its late keys: steps that share it share its costly stages
 
 
 def steps_of(plan: Plan) -> list[Step]:
@@ -59,7 +61,8 @@ def steps_of(plan: Plan) -> list[Step]:
         else:
             factor = option.train_factor * (plan.training if not (lengthened or option.searches) else 1.0)
             lengthened = lengthened or not option.searches
-            steps.append(Step({name: option.section}, None, option.stage, factor, option.trains))
+            work = {k: v for k, v in option.section.items() if k not in option.late_keys} if option.late_keys else None
+            steps.append(Step({name: option.section}, None, option.stage, factor, option.trains, work))
     return steps
 
 
@@ -125,12 +128,14 @@ def _searches(step: Step) -> bool:
 
 
 def _searched(context: Context, step: Step, recipe, seed: int, out: Path) -> dict:
-    """A standalone option (a search) run from the step's model into OUT/<name>/ (resumable there): the model it
+    """A standalone option (a search) run from the step's model in its work folder (resumable there): the model it
     produces is exported as it is, in fp32 (the next step quantizes it, or it ships so), and measured on the held-out
     rows beside the teacher like any step's. A search runs in one process (its technique refuses more)."""
     (name, section), = step.sections.items()
     chosen = technique(name)
-    produced = chosen.run_standalone(recipe, chosen.config(section), context.data, out / name)
+    working = out / name if step.work is None else work_folder(context, step, recipe.model, seed, out.parent)
+    produced = chosen.run_standalone(recipe, chosen.config(section), context.data, working)
+    write_json(working / WORK_DONE, {"done": section})  # its costly stages are on disk: the next search skips them
     for line in produced.lines:
         print(line, flush=True)
     spec, folder = context.data.spec, out / f"seed-{seed}" / "model"
@@ -193,22 +198,36 @@ class AttemptRun:
 def step_key(context: Context, step: Step, model: str, seed: int) -> str:
     """A step's folder name: what it starts from and everything that decides its result, so that two attempts that
     begin with the same step (PTQ, then QAT, of one student) run it once."""
-    settings = {"model": model, "seed": seed, "step": asdict(step), "epochs": context.epochs,
-                "subset": context.train_subset, "max_length": context.max_length}
-    text = json.dumps(settings, sort_keys=True)
+    described = {key: value for key, value in asdict(step).items() if key != "work"}  # work follows from sections
     name = "-".join([*step.sections, "student" if step.layers else ""]).strip("-") or "step"
-    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    return f"{name}-{_digest(context, described, model, seed)}"
 
 
-def finished_steps(context: Context, plan: Plan, seed: int, steps_folder: Path) -> int:
-    """How many of `plan`'s first steps an earlier attempt has run already (run_attempt reads them back)."""
-    model, done = context.teacher, 0
+def work_folder(context: Context, step: Step, model: str, seed: int, steps_folder: Path) -> Path:
+    """Where a search step's technique works: shared by the steps whose sections differ only in late keys (a search
+    at another budget reuses the SuperTransformer and latency measurements there)."""
+    (name,) = step.sections
+    return steps_folder / f"{name}-work-{_digest(context, {'work': step.work, 'stage': step.stage}, model, seed)}"
+
+
+def _digest(context: Context, step: dict, model: str, seed: int) -> str:
+    settings = {"model": model, "seed": seed, "step": step, "epochs": context.epochs,
+                "subset": context.train_subset, "max_length": context.max_length}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def finished_steps(context: Context, plan: Plan, seed: int, steps_folder: Path) -> tuple[int, set[str]]:
+    """How many of `plan`'s first steps an earlier attempt has run already (run_attempt reads them back), and the
+    options whose shared work (work_folder) an earlier attempt has done."""
+    model, done, shared = context.teacher, 0, set()
     for step in steps_of(plan):
+        if step.work is not None and (work_folder(context, step, model, seed, steps_folder) / WORK_DONE).is_file():
+            shared |= set(step.sections)
         where = steps_folder / step_key(context, step, model, seed)
         if not (where / RESULTS_FILE).is_file():
             break
         model, done = str(where / f"seed-{seed}" / "model"), done + 1
-    return done
+    return done, shared
 
 
 def run_attempt(context: Context, plan: Plan, seed: int, steps_folder: Path) -> AttemptRun:
