@@ -24,13 +24,16 @@ from .glue import GLUE_DIR_ENV, GlueDataError, default_glue_dir, load_glue
 from .hub import push_folder
 from .io import refuse_overwrite, save_pretrained_atomic
 from .pretrained import require_package, resolve_checkpoint
-from .recipe import DEFAULT_RECIPE, load_recipe
+from .recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from .registry import techniques
 from .run import load_data, run_recipe
 from .runtime import check_folder
-from .workdir import JOB_FILE, Job, claim_output, input_digest
+from .workdir import JOB_FILE, Job, claim_output, defaults_of, input_digest
 
 TASKS = ("auto", "feature-extraction", "text-classification")
+
+# a recipe setting added since a run's job file was written is the same job while it holds its default
+RECIPE_DEFAULTS = defaults_of(Recipe, "recipe.")
 
 
 def data_section(args) -> dict | None:
@@ -61,7 +64,8 @@ def _local(source) -> str | None:
     return str(source) if source is not None and Path(str(source)).expanduser().exists() else None
 
 
-def _claim(out: Path, command: str, arguments: dict, inputs: dict, restart: bool, reuse: bool | None = None) -> bool:
+def _claim(out: Path, command: str, arguments: dict, inputs: dict, restart: bool, reuse: bool | None = None,
+           defaults: dict | None = None) -> bool:
     """OUT belongs to this job (compact_nlp.workdir): refused when it would overwrite an input, or when it holds
     another job; resumed when it holds this one. `reuse` is None for a command without finished stages to keep, else
     whether the user asked to keep them. Returns whether the claim created OUT."""
@@ -70,7 +74,7 @@ def _claim(out: Path, command: str, arguments: dict, inputs: dict, restart: bool
         (out / JOB_FILE).unlink()  # failed on its input): nothing to resume, nothing of another job's to keep
     digests = {str(source): input_digest(source) for source in set(inputs.values()) if source}  # each folder once
     job = Job(command, arguments, {name: digests[str(source)] for name, source in inputs.items() if source},
-              reusable=reuse is not None)
+              reusable=reuse is not None, defaults=defaults or {})
     created = not out.exists()
     if claim_output(out, job, restart=restart, reuse=bool(reuse)):
         print(f"{out}: --reuse keeps the finished stages already there; they are not redone, even where this job's "
@@ -187,7 +191,8 @@ def cmd_run(args) -> int:
     data = load_data(recipe, args.glue_dir)  # read and checked before anything trains or is written
     out = Path(args.out or Path("out") / (data.spec.name if section else Path(args.recipe).stem))
     created = on_main(_claim, out, "run", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir},  # once: accelerate
-                      _recipe_inputs(recipe), getattr(args, "restart", False), getattr(args, "reuse", False))
+                      _recipe_inputs(recipe), getattr(args, "restart", False), getattr(args, "reuse", False),
+                      RECIPE_DEFAULTS)
     try:
         return _run_claimed(recipe, out, args.glue_dir, data)
     except BaseException:
@@ -244,7 +249,7 @@ def cmd_search(args) -> int:
     name = data.spec.name if recipe.data else Path(args.recipe).stem
     out = Path(args.out or Path("out") / f"{name}-search")
     _claim(out, "search", {"recipe": recipe.to_dict(), "glue_dir": args.glue_dir}, _recipe_inputs(recipe),
-           getattr(args, "restart", False), getattr(args, "reuse", False))
+           getattr(args, "restart", False), getattr(args, "reuse", False), RECIPE_DEFAULTS)
     return _standalone(recipe, out, args.glue_dir, data)
 
 

@@ -226,8 +226,6 @@ class Recipe:
         """Plain data, the technique sections as top-level keys (as the YAML has them)."""
         data = asdict(self)
         sections = data.pop("sections")
-        if data["protocol"]["device"] == "auto":  # where it trains, recorded when chosen: a folder written before the
-            del data["protocol"]["device"]  # setting existed is the same job and resumes
         return {**data, **{name: sections.get(name) for name in section_names()}}
 
 

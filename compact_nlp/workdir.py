@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from .io import write_json
@@ -25,22 +25,74 @@ class OutputInUseError(ValueError):
     """OUT holds another job's files (or files compact did not write)."""
 
 
+_ABSENT = object()
+
+
 @dataclass
 class Job:
-    """What a job was asked to do: enough to tell a resume of it from a different job."""
+    """What a job was asked to do: enough to tell a resume of it from a different job.
+
+    `defaults` maps a setting (its dotted path in `arguments`) to its default: a job file written before the setting
+    existed lacks it, and is the same job as long as this one leaves it at the default."""
 
     command: str
     arguments: dict  # the settings that change the result (not e.g. --debug); JSON-serialisable
     inputs: dict = field(default_factory=dict)  # input name -> digest (input_digest)
     reusable: bool = False  # the command keeps finished stages that still fit (--reuse): run, search
+    defaults: dict = field(default_factory=dict)
 
     def differences(self, other: Job) -> list[str]:
+        """What differs from `other`, setting by setting (e.g. "argument recipe.protocol.epochs: 3 -> 2")."""
         changed = [] if self.command == other.command else [f"command {other.command} -> {self.command}"]
-        for kind, mine, theirs in (("argument", self.arguments, other.arguments), ("input", self.inputs, other.inputs)):
+        for kind, mine, theirs in (("argument", _flat(self.arguments), _flat(other.arguments)),
+                                   ("input", self.inputs, other.inputs)):
             for key in sorted(set(mine) | set(theirs)):
-                if mine.get(key) != theirs.get(key):
-                    changed.append(f"{kind} {key}: {theirs.get(key)!r} -> {mine.get(key)!r}")
+                now, then = mine.get(key, _ABSENT), theirs.get(key, _ABSENT)
+                if now == then or (_ABSENT in (now, then) and (then if now is _ABSENT else now) ==
+                                   self.defaults.get(key, _ABSENT)) or _opened(key, now, then, mine, theirs):
+                    continue
+                changed.append(f"{kind} {key}: {_shown(then)} -> {_shown(now)}")
         return changed
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as {dotted path: value}; an empty mapping is a value of its own."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _opened(key: str, now, then, mine: dict, theirs: dict) -> bool:
+    """Whether `key` went from None to settings of its own (or back): the settings below it name the change."""
+    if {id(now), id(then)} != {id(None), id(_ABSENT)}:
+        return False
+    nested = mine if now is _ABSENT else theirs
+    return any(k.startswith(f"{key}.") for k in nested)
+
+
+def _shown(value) -> str:
+    return "(not recorded)" if value is _ABSENT else repr(value)
+
+
+def defaults_of(cls, prefix: str = "") -> dict:
+    """The defaults of dataclass `cls`'s fields as {dotted path: value}, through nested dataclasses: Job.defaults."""
+    found = {}
+    for spec in fields(cls):
+        if spec.default is not MISSING:
+            value = spec.default
+        elif spec.default_factory is not MISSING:
+            value = spec.default_factory()
+        else:
+            continue
+        if is_dataclass(value):
+            found.update(defaults_of(type(value), f"{prefix}{spec.name}."))
+        else:
+            found[f"{prefix}{spec.name}"] = value
+    return found
 
 
 def input_digest(source: str | os.PathLike | None) -> str | None:

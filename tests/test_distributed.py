@@ -87,12 +87,27 @@ def test_hardware_aware_search_refuses_several_processes(monkeypatch):
         load_recipe("glue/sst2", ["teacher=some/fine-tuned-model"], ["combined"])
 
 
-def test_the_device_is_recorded_only_when_chosen_so_older_folders_still_resume():
+def test_a_job_file_from_before_the_device_setting_is_the_same_job_while_the_device_is_auto():
+    """Job files written before `device` existed lack it: at its default the job resumes, chosen it is another job,
+    and the difference is named setting by setting."""
+    from compact_nlp.commands import RECIPE_DEFAULTS
     from compact_nlp.compress.goal import Limits
+    from compact_nlp.workdir import Job, defaults_of
 
-    assert "device" not in load_recipe("glue/sst2").to_dict()["protocol"]  # as in a job file from before the setting
-    assert load_recipe("glue/sst2", ["protocol.device=cpu"]).to_dict()["protocol"]["device"] == "cpu"
-    assert "device" not in Limits().to_dict() and Limits(device="cpu").to_dict()["device"] == "cpu"
+    def run_job(overrides):
+        return Job("run", {"recipe": load_recipe("glue/sst2", overrides).to_dict()}, defaults=RECIPE_DEFAULTS)
+
+    older = run_job([])
+    del older.arguments["recipe"]["protocol"]["device"]  # as written before the setting
+    assert run_job([]).differences(older) == []
+    assert run_job(["protocol.device=cpu"]).differences(older) == [
+        "argument recipe.protocol.device: (not recorded) -> 'cpu'"]
+    assert run_job(["protocol.epochs=1"]).differences(run_job([])) == ["argument recipe.protocol.epochs: 2.0 -> 1.0"]
+    limits = {k: v for k, v in Limits().to_dict().items() if k != "device"}
+    assert Job("compress", Limits().to_dict(), defaults=defaults_of(Limits)).differences(
+        Job("compress", limits)) == []
+    assert Job("compress", Limits(device="cpu").to_dict(), defaults=defaults_of(Limits)).differences(
+        Job("compress", limits)) == ["argument device: (not recorded) -> 'cpu'"]
 
 
 def test_compact_run_takes_the_device_and_refuses_cuda_without_a_gpu(tmp_path, monkeypatch, capsys):

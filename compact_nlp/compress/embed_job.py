@@ -29,7 +29,7 @@ from ..embeddings_measure import sentence_transformers_check
 from ..io import replace_folder, write_json, write_text
 from ..pretrained import resolve_checkpoint
 from ..ship import cpu_name
-from ..workdir import Job, claim_output, input_digest
+from ..workdir import Job, claim_output, defaults_of, input_digest
 from .budget import Clock, TrainingPlan, kept_decision
 from .embed_measure import (REFERENCE, EmbeddingBaseline, EmbeddingTexts, full_depth_student, measure_baseline,
                             original_embeddings, read_texts, score_embeddings, shipped_embeddings,
@@ -113,7 +113,8 @@ def embed_training(texts: EmbeddingTexts, plan: EmbedPlan | None, seconds_per_ex
 def embed_job(model: str, texts: EmbeddingTexts, goal: Goal, limits: Limits, text_column: str | None) -> Job:
     source_digest = input_digest(model) if os.path.isdir(model) else model
     return Job("compress", {**goal.to_dict(), **limits.to_dict(), "task": "embeddings", "model": model,
-                            "text_column": text_column}, {"model": source_digest, "data": texts.digest()})
+                            "text_column": text_column}, {"model": source_digest, "data": texts.digest()},
+               defaults=defaults_of(Limits))
 
 
 @dataclass

@@ -92,7 +92,4 @@ class Limits:
             raise GoalError(f"--{error}") from None
 
     def to_dict(self) -> dict:
-        limits = asdict(self)
-        if self.device == "auto":  # recorded when chosen: an OUT written before the setting existed resumes
-            del limits["device"]
-        return limits
+        return asdict(self)

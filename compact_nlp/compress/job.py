@@ -30,7 +30,7 @@ from ..io import write_json
 from ..pretrained import resolve_checkpoint
 from ..recipe import load_recipe
 from ..run import run_recipe
-from ..workdir import Job, input_digest
+from ..workdir import Job, defaults_of, input_digest
 from .budget import Clock, TrainingPlan, attempt_seconds
 from .goal import EMBEDDINGS, TASKS, Goal, GoalError, Limits
 from .planner import Attempt, Target, best, meets_target, order
@@ -103,7 +103,8 @@ def data_digest(data: TaskData) -> str:
 def job_of(model: str, data: TaskData, goal: Goal, limits: Limits, task: str | None) -> Job:
     source = resolve_checkpoint(model)
     inputs = {"model": input_digest(source) if os.path.isdir(source) else model, "data": data_digest(data)}
-    return Job("compress", {**goal.to_dict(), **limits.to_dict(), "task": task, "model": model}, inputs)
+    return Job("compress", {**goal.to_dict(), **limits.to_dict(), "task": task, "model": model}, inputs,
+               defaults=defaults_of(Limits))
 
 
 def is_fine_tuned(source: str, data: TaskData) -> bool:
