@@ -30,3 +30,8 @@ $C $R/embed/sentences_speedup1 --task embeddings --data $U/sentences.csv --text-
 FT1=${FT1:-$R/base/seed-1/model}
 compact compress $FT1 $R/size5 $SST2 --size-mb 5 --max-drop 3 --time-budget 110m
 compact compress $FT1 $R/size43 $SST2 --size-mb 4.3 --max-drop 3 --time-budget 60m
+# 2026-12-07 (AMD EPYC, 2 cores): with HAT's search among the plans. SST-2 from the protocol's fine-tuned model (FT1,
+# 87.61), one seed (two searches would not fit the session); MRPC from all-MiniLM-L6-v2, beside it on the other core.
+# Copied to bench/results/compress_{sst2,mrpc}_speedup3_hat.*
+compact compress $FT1 $R/sst2_s3_hat $SST2 --speedup 3 --max-drop 1 --time-budget 110m
+$C $R/mrpc_s3_hat $MRPC --speedup 3 --max-drop 1.5 --time-budget 150m

@@ -186,3 +186,27 @@ def sst2_csv(tmp_path):
             writer.writerow(["review", "sentiment"])
             writer.writerows([text, words[int(label)]] for text, label in rows)
     return tmp_path / "reviews.csv", tmp_path / "reviews_dev.csv"
+
+
+# A measurer of the user's own, named by hat.measurer, as one that times on a phone would be. Its "milliseconds" are
+# parameter counts: the search's outcome must not hang on this shared machine's timing noise (a tiny model's budget
+# can fall below its smallest SubTransformer's noisy prediction). ONNX Runtime timing through the CLI is exercised by
+# test_combined.py, and OnnxRuntimeMeasurer on its own above.
+USER_MEASURER = """
+import dataclasses
+
+
+class ParameterCount:
+    def __init__(self, spec, tokenizer, texts):
+        self.spec = dataclasses.replace(spec, runtime="parameter-count", hardware="none: counted")
+
+    def measure(self, model):
+        return [sum(p.numel() for n, p in model.named_parameters() if ".layers." in n) / 1000]
+"""
+
+
+@pytest.fixture
+def user_measurer(tmp_path, monkeypatch):
+    (tmp_path / "user_measurer.py").write_text(USER_MEASURER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "hat.measurer=user_measurer:ParameterCount"

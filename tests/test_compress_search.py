@@ -97,18 +97,7 @@ def test_a_search_is_not_offered_to_several_processes(monkeypatch):
     assert search_options() == [] and not any(plan.searched for plan in all_plans(6))
 
 
-# the search's own parameter-count "milliseconds" (as tests/test_hat.py): its outcome must not hang on timing noise
-USER_MEASURER = """
-import dataclasses
-
-
-class ParameterCount:
-    def __init__(self, spec, tokenizer, texts):
-        self.spec = dataclasses.replace(spec, runtime="parameter-count", hardware="none: counted")
-
-    def measure(self, model):
-        return [sum(p.numel() for n, p in model.named_parameters() if ".layers." in n) / 1000]
-"""
+# the search times SubTransformers by their parameter counts (conftest.user_measurer): no timing noise
 TINY_SEARCH = {"budgets": [0.6], "full_reference": False, "uniform_reference": False, "supernet_steps": 2,
                "supernet_batch_size": 3, "importance_batches": 1, "latency_models": 10, "noise_models": 2,
                "noise_repeats": 2, "population": 4, "parents": 2, "mutations": 1, "crossovers": 1, "iterations": 2,
@@ -119,9 +108,7 @@ TINY_SEARCH = {"budgets": [0.6], "full_reference": False, "uniform_reference": F
 @requires_glue
 @pytest.mark.slow
 def test_an_attempt_searches_then_quantizes_the_searched_model_and_reads_back(sst2_csv, tiny_tokenizer, tmp_path,
-                                                                               monkeypatch):
-    (tmp_path / "user_measurer.py").write_text(USER_MEASURER)
-    monkeypatch.syspath_prepend(str(tmp_path))
+                                                                               user_measurer):
     train, _ = sst2_csv
     selection, _ = selection_data(load_task_data(str(train), label="sentiment"))
     teacher = tmp_path / "teacher"  # a (tiny, random) classifier of the user's labels, as a fine-tuned teacher is

@@ -549,30 +549,6 @@ SEARCH_SETTINGS = ["protocol.heldout=3", "protocol.batch_size=3", "protocol.max_
                    "hat.fitness_examples=3", "hat.distill_epochs=1", "hat.sequence_length=48"]
 
 
-# A measurer of the user's own, named by hat.measurer, as one that times on a phone would be. Its "milliseconds" are
-# parameter counts: the search's outcome must not hang on this shared machine's timing noise (a tiny model's budget
-# can fall below its smallest SubTransformer's noisy prediction). ONNX Runtime timing through the CLI is exercised by
-# test_combined.py, and OnnxRuntimeMeasurer on its own above.
-USER_MEASURER = """
-import dataclasses
-
-
-class ParameterCount:
-    def __init__(self, spec, tokenizer, texts):
-        self.spec = dataclasses.replace(spec, runtime="parameter-count", hardware="none: counted")
-
-    def measure(self, model):
-        return [sum(p.numel() for n, p in model.named_parameters() if ".layers." in n) / 1000]
-"""
-
-
-@pytest.fixture
-def user_measurer(tmp_path, monkeypatch):
-    (tmp_path / "user_measurer.py").write_text(USER_MEASURER)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return "hat.measurer=user_measurer:ParameterCount"
-
-
 @pytest.mark.slow
 def test_compact_search_runs_every_stage_ships_and_resumes(finetuned, glue_dir, tmp_path, user_measurer, capsys):
     from compact_nlp.cli import main
