@@ -23,7 +23,8 @@ class HatConfig(ConfigSection):
     Search space (None: derived from the model, SearchSpace.from_model):
         hidden, heads, ffn, depth: the choices; layer_selection: which layers a shallower SubTransformer keeps.
     Latency (what a budget means; recorded with every measurement and predictor):
-        precision ("int8-dynamic", the form that ships, or "fp32"), threads, batch, sequence_length;
+        precision ("int8-dynamic", the form that ships, or "fp32"), threads, batch, sequence_length (null: the
+        mean token count of the task's training texts, as compress plans it);
         measurer: None times on ONNX Runtime CPU on this machine; "module:factory" names your own (e.g. one that
         times the model on a phone): factory(spec, tokenizer, texts) returns an object with a `spec` (LatencySpec)
         and `measure(model) -> list[float]` (ms), as hat.latency.Measurer (docs/hat.md).
@@ -58,7 +59,7 @@ class HatConfig(ConfigSection):
     precision: Literal["int8-dynamic", "fp32"] = "int8-dynamic"
     threads: int = 1
     batch: int = 1
-    sequence_length: int = 32
+    sequence_length: int | None = 32  # None: the mean token count of the task's training texts
     measurer: str | None = None
     budgets: list[float] = field(default_factory=lambda: [0.5])
     importance_batches: int = 16
@@ -91,7 +92,10 @@ class HatConfig(ConfigSection):
     def __post_init__(self):
         if not self.budgets or not all(0 < b <= 1 for b in self.budgets):
             raise HatConfigError(f"budgets are fractions of the full model's latency in (0, 1], got {self.budgets}.")
-        positive = ("threads", "batch", "sequence_length", "importance_batches", "supernet_steps",
+        if self.sequence_length is not None and self.sequence_length <= 0:
+            raise HatConfigError(f"hat.sequence_length must be positive, or null for the task's mean length, got "
+                                 f"{self.sequence_length}.")
+        positive = ("threads", "batch", "importance_batches", "supernet_steps",
                     "supernet_batch_size", "latency_models", "latency_passes", "population", "parents",
                     "iterations", "fitness_examples", "distill_seeds")
         for name in positive:

@@ -75,11 +75,12 @@ class OnnxRuntimeMeasurer:
         return medians
 
 
-def latency_spec(config, fuse_attention: bool = True):
-    """The latency setting a search's budgets mean (HatConfig's precision, threads, batch, length) on this machine,
-    in the graph form the recipe ships (export.fuse_attention)."""
+def latency_spec(config, fuse_attention: bool = True, typical: int | None = None):
+    """The latency setting a search's budgets mean (HatConfig's precision, threads, batch, length; `typical`, the
+    task's mean length, where hat.sequence_length is null) on this machine, in the graph form the recipe ships
+    (export.fuse_attention)."""
     return LatencySpec(precision=config.precision, threads=config.threads, batch=config.batch,
-                       sequence_length=config.sequence_length,
+                       sequence_length=config.sequence_length or typical,
                        hardware=f"{machine()['processor']}, {machine()['cores']} cores",
                        attention="fused" if fuse_attention else "decomposed")
 
@@ -88,6 +89,13 @@ def measuring_texts(train, task) -> list[str]:
     """The real training text the measurer joins into inputs of the spec's length (sentence pairs joined); task: its
     TaskSpec or GLUE name."""
     return [t if isinstance(t, str) else " ".join(t) for t in task_texts(train, as_spec(task), 2000)]
+
+
+def typical_length(tokenizer, texts: list[str], max_length: int) -> int:
+    """The mean token count of `texts` (special tokens included, cut at max_length), at least 8: at short lengths a
+    layer's fixed cost weighs more than its width, so a budget measured at 32 tokens does not hold at 13."""
+    counts = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    return max(8, round(sum(counts) / max(1, len(counts))))
 
 
 def make_measurer(config, spec, tokenizer, texts: list[str]):

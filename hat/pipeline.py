@@ -54,7 +54,7 @@ from .config import HatConfig, HatConfigError
 from .elastic import SandwichHook, SuperTransformer, importance, rewire
 from .extract import extract
 from .latency import LatencyPredictor, collect_latency
-from .measure import latency_spec, make_measurer, measuring_texts
+from .measure import latency_spec, make_measurer, measuring_texts, typical_length
 from .search import evolutionary_search, given_subtransformer, plot_search
 from .space import SearchSpace
 
@@ -357,15 +357,15 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, dat
     i = search_inputs(recipe, model_dir, data, glue_dir, seed)
     task, train, dev, tokenizer, teacher, collator = i.task, i.train, i.dev, i.tokenizer, i.teacher, i.collator
     train_tokenized, heldout_tokenized, distil_tokenized = i.train_tokenized, i.heldout_tokenized, i.distil_tokenized
-    overlap = i.overlap
 
     rewired = rewired_model(teacher, train_tokenized, collator, config, out)
     space = search_space_for(config, rewired.config)
     supernet = SuperTransformer(rewired, space)
 
     # latency depends on shapes only, so it is measured before training: on a quiet machine, and resumable alone
-    measurer = make_measurer(config, latency_spec(config, recipe.export.fuse_attention), tokenizer,
-                             measuring_texts(train, task))
+    texts = measuring_texts(train, task)  # hat.sequence_length null: timed at their mean length
+    measurer = make_measurer(config, latency_spec(config, recipe.export.fuse_attention, typical_length(
+        tokenizer, texts, recipe.protocol.max_length)), tokenizer, texts)
     spec = measurer.spec  # a measurer of your own may say where it timed (hardware, runtime)
     latency, predictor = latency_stage(supernet, measurer, config, out)
     train_supernet(supernet, teacher, distil_tokenized, collator, tokenizer, config, out, seed)
@@ -376,7 +376,7 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, dat
     results = {"task": task.name, "seed": seed, "model": str(model_dir), "space": space.to_dict(),
                "space_size": space.size(), "spec": spec.to_dict(), "hat": config.to_dict(),
                "full_model_ms": round(full_ms, 4), "predictor": predictor.metrics,
-               "heldout_overlap": overlap, "full_model_heldout": fitness(space.largest()), "budgets": {}}
+               "heldout_overlap": i.overlap, "full_model_heldout": fitness(space.largest()), "budgets": {}}
     def distil(sub, folder: Path, label: str) -> dict:
         """The first distillation seed's result, with every seed's dev scores (the same data split for all: the
         SuperTransformer was trained on it; the seed changes the data order and dropout)."""

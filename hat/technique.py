@@ -58,7 +58,8 @@ class HardwareAwareSearch(Technique):
         # the stage records the distillation's length and rate (the search reads them from its own section)
         stage = {"protocol": {"epochs": defaults.distill_epochs, "learning_rate": defaults.distill_learning_rate}}
         return [PlanOption(f"HAT search at {share:g} of the latency",
-                           {"budgets": [share], "full_reference": False, "uniform_reference": False}, stage, drop,
+                           {"budgets": [share], "full_reference": False, "uniform_reference": False,
+                            "sequence_length": None}, stage, drop,
                            latency_share=share, shallowest=shallowest_depth, late_keys=("budgets",),
                            fixed_examples=defaults.supernet_steps * defaults.supernet_batch_size,
                            fixed_seconds=fixed_seconds)
@@ -84,6 +85,7 @@ class HardwareAwareSearch(Technique):
                    "predicted_ms": best["predicted_ms"], "measured_ms": best["measured_ms"],
                    "full_model_ms": searched["full_model_ms"], "dev": best["dev"], "heldout": best["heldout"],
                    "latency_ms_batch1": best["latency_ms_batch1"], "search_minutes": entry["search_minutes"],
+                   "sequence_length": searched["spec"]["sequence_length"],  # the length its budget was timed at
                    "headline": f"{best['subtransformer']} measured {best['measured_ms']} ms vs full "
                                f"{searched['full_model_ms']} ms ({config.precision})"}
         return StandaloneResult(model_dir=str(Path(out) / f"sub-{budget:g}-searched" / "pytorch"), summary=summary,

@@ -101,7 +101,7 @@ def test_a_search_is_not_offered_to_several_processes(monkeypatch):
 TINY_SEARCH = {"budgets": [0.6], "full_reference": False, "uniform_reference": False, "supernet_steps": 2,
                "supernet_batch_size": 3, "importance_batches": 1, "latency_models": 10, "noise_models": 2,
                "noise_repeats": 2, "population": 4, "parents": 2, "mutations": 1, "crossovers": 1, "iterations": 2,
-               "fitness_examples": 16, "distill_epochs": 1, "sequence_length": 32,
+               "fitness_examples": 16, "distill_epochs": 1, "sequence_length": None,
                "measurer": "user_measurer:ParameterCount"}
 
 
@@ -125,6 +125,7 @@ def test_an_attempt_searches_then_quantizes_the_searched_model_and_reads_back(ss
     searched, quantized = (step["per_seed"][0] for step in run.steps)
     sub = searched["subtransformer"]
     assert searched["hat"]["predicted_ms"] <= searched["hat"]["budget_ms"], "the search kept to its budget"
+    assert 8 <= searched["hat"]["sequence_length"] <= 32, "its budget was timed at the reviews' mean length"
     assert searched["artifact"] == "model.ort" and searched["original"]["folder"] == str(teacher)
     search_step = next(p for p in (tmp_path / "steps").glob("hat-*") if "-work-" not in p.name)
     shipped = CompactBertForSequenceClassification.from_pretrained(search_step / "seed-1" / "model")

@@ -36,6 +36,7 @@ from compact_nlp.hat import (
     plot_search,
     rewire,
 )
+from compact_nlp.hat.measure import latency_spec, typical_length
 from conftest import padded_batch, tiny_hf_config
 
 
@@ -391,6 +392,19 @@ def test_resuming_with_another_predictor_kind_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_null_sequence_length_times_budgets_at_the_tasks_mean_length(tiny_tokenizer):
+    """Short inputs make a layer's fixed cost weigh more than its width: a budget timed at 32 tokens does not hold on
+    13-token reviews, so compress's searches time at the texts' mean length."""
+    texts = ["a good film", "the plot was slow and the ending was very long and dull"]
+    mean = typical_length(tiny_tokenizer, texts, max_length=64)
+    assert mean == round(sum(len(tiny_tokenizer(t)["input_ids"]) for t in texts) / 2)
+    assert typical_length(tiny_tokenizer, ["a"], 64) == 8, "never below 8 tokens"
+    assert latency_spec(HatConfig(sequence_length=None), typical=mean).sequence_length == mean
+    assert latency_spec(HatConfig(sequence_length=48), typical=mean).sequence_length == 48
+    with pytest.raises(HatConfigError, match="sequence_length must be positive, or null"):
+        HatConfig(sequence_length=0)
+
+
 def test_the_onnx_runtime_measurer_times_the_int8_form_that_ships(tiny_tokenizer, tmp_path):
     import onnx
     from datasets import Dataset
