@@ -57,7 +57,7 @@ def attempt_seconds(plan: Plan, rows: int, epochs: float, seconds_per_example: f
             total += STEP_OVERHEAD_S
             continue
         step_epochs = step.stage.get("protocol", {}).get("epochs", epochs) * step.epochs_factor
-        total += step_seconds(rows, step_epochs, seconds_per_example, plan.layers / plan.original_layers)
+        total += step_seconds(rows, step_epochs, seconds_per_example, plan.cost_share)
     return total
 
 

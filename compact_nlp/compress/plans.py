@@ -77,6 +77,15 @@ class Plan:
         return any(option.searches for option in self.options.values())
 
     @property
+    def cost_share(self) -> float:
+        """What a training example of the plan's model costs, as a share of the full model's: its share of the
+        layers, times the latency share a search keeps (a searched model is as much cheaper to train as to run)."""
+        share = self.layers / self.original_layers
+        for option in self.options.values():
+            share *= option.latency_share if option.searches else 1.0
+        return share
+
+    @property
     def changes_structure(self) -> bool:
         """Whether the plan has a student step that its `training` lengthens: fewer layers, or an option that trains
         before the last one (a search aside: it trains by its own settings)."""
