@@ -12,7 +12,7 @@ from compact_nlp.compress.budget import affordable, attempt_seconds, attempt_tra
 from compact_nlp.compress.goal import Goal, GoalError
 from compact_nlp.compress.job import selection_data
 from compact_nlp.compress.measure import basis, factor_predictions
-from compact_nlp.compress.planner import closest, predicted_to_meet, target_of
+from compact_nlp.compress.planner import closest, predicted_to_meet, rescale_searches, target_of
 from compact_nlp.compress.plans import Plan, all_plans, escalations
 from compact_nlp.compress.steps import Context, finished_steps, run_attempt, steps_of
 from compact_nlp.data import load_task_data
@@ -48,6 +48,26 @@ def test_a_search_plan_is_predicted_from_its_budget_and_has_no_size_before_it_ru
     assert not predicted_to_meet(ptq, size_goal), "a size goal is never planned on a size nobody predicted"
     assert closest(plans, size_goal).predicted_size_mb is not None
     assert predicted_to_meet(ptq, target_of(Goal("speedup", 3, 1), "peer", 6.0))  # 1.65 ms against 2 ms
+
+
+def test_once_a_search_is_measured_the_plans_that_share_it_are_predicted_from_the_measurement():
+    """SST-2's first search measured 1.28x its prediction: the same search followed by keep 0.7 (no faster at 13
+    tokens) is then predicted past the target and skipped; another budget's search keeps its prediction."""
+    plans = all_plans(6)
+    measured = {plan.shape_key: (10.0 if "token_pruning" in plan.options else 5.0 if plan.options else 8.0, 10.0)
+                for plan in basis(6, plans)}  # as measured at SST-2's lengths: token pruning gains nothing there
+    factor_predictions(plans, measured, 10.0, 40.0)
+    by_label = {plan.label: plan for plan in plans}
+    tried = by_label["HAT search at 0.33 of the latency, int8 PTQ"]
+    alike = by_label["HAT search at 0.33 of the latency, tokens kept 0.7, int8 PTQ"]
+    other = by_label["HAT search at 0.25 of the latency, int8 PTQ"]
+    before = (tried.predicted_ms, alike.predicted_ms, other.predicted_ms)
+    assert rescale_searches(plans, tried, before[0] * 1.28) == pytest.approx(1.28)
+    assert (tried.predicted_ms, alike.predicted_ms, other.predicted_ms) == pytest.approx(
+        (before[0] * 1.28, before[1] * 1.28, before[2]), abs=0.002)
+    target = target_of(Goal("speedup", 3, 1), "peer", 3 * 1.7)  # 1.7 ms
+    assert predicted_to_meet(other, target) and not predicted_to_meet(alike, target)
+    assert rescale_searches(plans, by_label["3 of 6 layers, int8 PTQ"], 1.0) == 1.0, "a student is measured by proxy"
 
 
 def test_escalating_a_search_plan_never_runs_the_search_again():

@@ -33,7 +33,7 @@ from ..run import run_recipe
 from ..workdir import Job, defaults_of, input_digest
 from .budget import Clock, TrainingPlan, attempt_seconds
 from .goal import EMBEDDINGS, TASKS, Goal, GoalError, Limits
-from .planner import Attempt, Target, best, meets_target, order
+from .planner import Attempt, Target, best, meets_target, order, predicted_to_meet, rescale_searches
 from .plans import Plan, escalations
 from .steps import Context, finished_steps, run_attempt
 
@@ -188,6 +188,9 @@ def try_plans(setup: Setup, context: Context, plans: list[Plan], target: Target,
     rows, main, tried = len(setup.selection.train), setup.data.spec.main_metric, []  # main: for the log
     seeds = [SPLIT_SEED + i for i in range(setup.limits.seeds)]
     for plan in plans:
+        if not predicted_to_meet(plan, target):  # predicted again once a search it shares was measured
+            log(f"skip {plan.label}: predicted {plan.predicted_ms:.2f} ms once its search was measured")
+            continue
         for attempt_plan in escalations(plan):
             # the steps an earlier attempt began with (the student, a search) are read back, not run again
             expected = [attempt_seconds(attempt_plan, training.train_subset or rows, training.epochs,
@@ -207,6 +210,7 @@ def try_plans(setup: Setup, context: Context, plans: list[Plan], target: Target,
                 if not meets_target(runs[-1], target) or runs[-1].drop > setup.goal.max_drop + 2.0:
                     break  # another seed cannot bring the mean back
             tried += runs
+            rescale_searches(plans, plan, runs[-1].ms)
             if not meets_target(runs[-1], target):
                 break  # the escalations keep the shape: none of them is faster or smaller
             mean_drop = sum(a.drop for a in runs) / len(runs)

@@ -54,6 +54,26 @@ def order(plans: list[Plan], target: Target, seconds_of) -> list[Plan]:
     return sorted(feasible, key=lambda plan: (round(plan.expected_drop, 3), seconds_of(plan), -plan.layers))
 
 
+def searches_alike(plan: Plan, other: Plan) -> bool:
+    """Whether both plans begin with the same search (the same searched model, whatever follows it)."""
+    searched = {name: option.section for name, option in plan.options.items() if option.searches}
+    return bool(searched) and searched == {name: option.section for name, option in other.options.items()
+                                           if option.searches}
+
+
+def rescale_searches(plans: list[Plan], tried: Plan, measured_ms: float) -> float:
+    """A search's latency is known once it has run: the plans that search alike are predicted again, times the
+    ratio of `tried`'s measured latency to its prediction (returned). A search is predicted from its budget
+    (compact_nlp.compress.measure.factor_predictions), and the shipped model's measured latency is the better guide."""
+    if not tried.searched or not tried.predicted_ms:
+        return 1.0
+    ratio = measured_ms / tried.predicted_ms
+    for plan in plans:
+        if searches_alike(plan, tried) and plan.predicted_ms is not None:
+            plan.predicted_ms = round(plan.predicted_ms * ratio, 3)
+    return ratio
+
+
 def closest(plans: list[Plan], target: Target) -> Plan:
     """The plan predicted to come nearest the target, when none is predicted to meet it."""
     possible = [plan for plan in plans if plan.predicted_ms is not None]
