@@ -91,7 +91,7 @@ class PlanOption:
     # searches under) instead of timing a proxy, and cannot predict its size before the search has run.
     latency_share: float | None = None
     shallowest: Callable[[int], int] | None = None  # a search: the fewest layers it may keep, of a model's layers
-    late_keys: tuple[str, ...] = ()  # section keys only its last stages read: options differing only there share the rest
+    late_keys: tuple[str, ...] = ()  # section keys only its last stages read: options differing there share the rest
     fixed_examples: int = 0  # training examples its own stages take whatever the data's size (a SuperTransformer's)
     fixed_seconds: float = 0.0  # its work that is not training (latency measurements, the search itself)
 

@@ -14,9 +14,10 @@ def add_compress_command(sub) -> None:
     command = sub.add_parser(
         "compress", help="say the goal, get the model: --speedup/--latency-ms/--size-mb within --max-drop points",
         description="Compress MODEL on your data to one target within --max-drop points of the fine-tuned model: "
-                    "plans (depth, HAT search, token pruning, int8, binary: what the technique registry offers) are predicted "
-                    "on this machine, tried on a held-out split carved from your training data, escalated while the "
-                    "drop is too large; OUT gets model/ (model.onnx, model.ort, card) and report.{md,json,png}. "
+                    "plans (depth, HAT search, token pruning, int8, binary: what the technique registry offers) are "
+                    "predicted on this machine, tried on a held-out split carved from your training data, escalated "
+                    "while the drop is too large; OUT gets model/ (model.onnx, model.ort, card) and "
+                    "report.{md,json,png}. "
                     "Exit code 3 when the goal is not reached (nothing ships unless --accept-best).")
     command.add_argument("model", help="hub id, transformers checkpoint or compact folder; fine-tuned on your task "
                                        "or not (then compact fine-tunes it first and says so)")

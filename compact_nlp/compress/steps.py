@@ -26,9 +26,10 @@ from ..run import RESULTS_FILE, run_recipe
 from ..ship import export_for_shipping, measure_shipped
 from .plans import Plan, student_layers
 
+WORK_DONE = "work_done.json"  # in a work folder once a search has run there
+
 # the student step (fewer layers), distilled from the teacher's logits and hidden states at a learning rate a
 # shallower student needs (docs/results.md "Distillation": SST-2 and MRPC students trained at 1e-4)
-WORK_DONE = "work_done.json"  # in a work folder once a search has run there
 STUDENT_STAGE = {"protocol": {"learning_rate": 1.0e-4},
                  "distillation": {"temperature": 1.0, "task_weight": 1.0, "logits_weight": 1.0, "hidden_weight": 1.0}}
 
