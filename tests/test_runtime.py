@@ -120,3 +120,16 @@ def test_a_graph_loaded_with_the_wrong_task_names_the_right_class(classifier_fol
         AutoCompactModel.from_pretrained(classifier_folder, backend="onnxruntime")
     with pytest.raises(ValueError, match="feature-extraction graph .* load it with ORTModelForFeatureExtraction"):
         ORTModelForSequenceClassification.from_pretrained(encoder_folder)
+
+
+def test_latency_is_timed_on_the_sessions_own_inputs_filled_as_the_runtime_fills_them():
+    """latency_side_by_side times InferenceSession.run, as compact bench and the peers do: a graph's token_type_ids,
+    which a RoBERTa-family tokenizer does not give, are zeros, and inputs a graph lacks are not fed."""
+    import numpy as np
+
+    from compact_nlp.ship import _feed
+
+    encoded = {"input_ids": np.array([[0, 31, 2]], dtype=np.int32), "attention_mask": np.array([[1, 1, 1]])}
+    feed = _feed(encoded, {"input_ids", "attention_mask", "token_type_ids"})
+    assert feed["token_type_ids"].tolist() == [[0, 0, 0]] and all(v.dtype == np.int64 for v in feed.values())
+    assert set(_feed(encoded, {"input_ids"})) == {"input_ids"}

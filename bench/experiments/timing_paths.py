@@ -1,0 +1,89 @@
+"""How much of a batch-1 latency is the calling path, not the model: each file timed two ways on the same real inputs,
+interleaved per input, one thread:
+
+- "session": onnxruntime's InferenceSession.run on prepared numpy feeds (what `compact bench` and the peers time);
+- "wrapper": compact's ORTModelForSequenceClassification call (input checks, chunk planning, output wrapping), what
+  `compact compress` and `ship` time with latency_side_by_side.
+
+A constant cost of the wrapper weighs more on a small model, so ratios between a small and a large model differ
+between the two paths (docs/results.md "compact compress", search plans' prediction gap).
+
+    python bench/experiments/timing_paths.py NAME=FILE.ort [NAME=FILE.ort ...] --texts reviews_dev.csv \
+        --text-column review [--examples 200] [--out bench/results/timing_paths_sst2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+from transformers import AutoTokenizer
+
+from compact_nlp.io import write_json, write_text
+from compact_nlp.runtime import ORTModelForSequenceClassification
+from compact_nlp.ship import machine, versions
+
+
+def session_call(path: Path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return lambda feed: session.run(None, {k: v for k, v in feed.items() if k in names})
+
+
+def wrapper_call(path: Path):
+    model = ORTModelForSequenceClassification.from_pretrained(path.parent, file_name=path.name, threads=1)
+    return lambda feed: model(**feed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", help="NAME=path/to/model.ort")
+    parser.add_argument("--texts", required=True)
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--out", default="bench/results/timing_paths_sst2")
+    args = parser.parse_args()
+    files = dict(item.split("=", 1) for item in args.files)
+    texts = list(pd.read_csv(args.texts)[args.text_column][:args.examples])
+    calls, feeds = {}, {}
+    for name, file in files.items():
+        path = Path(file)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent)
+        feeds[name] = [dict(tokenizer(t, truncation=True, max_length=128, return_tensors="np")) for t in texts]
+        calls[(name, "session")], calls[(name, "wrapper")] = session_call(path), wrapper_call(path)
+    for (name, _), call in calls.items():
+        for feed in feeds[name][:10]:
+            call(feed)
+    times = {key: [] for key in calls}
+    order = list(calls)
+    for i in range(len(texts)):
+        for key in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            calls[key](feeds[key[0]][i])
+            times[key].append((time.perf_counter() - start) * 1e3)
+    rows = {name: {path: round(statistics.median(times[(name, path)]), 4) for path in ("session", "wrapper")}
+            for name in files}
+    for row in rows.values():
+        row["wrapper_minus_session"] = round(row["wrapper"] - row["session"], 4)
+    result = {"files": files, "examples": len(texts), "mean_tokens": round(float(np.mean(
+        [f["input_ids"].shape[1] for f in next(iter(feeds.values()))])), 1), "median_ms": rows,
+        "machine": machine(), "versions": versions()}
+    write_json(Path(f"{args.out}.json"), result)
+    lines = [f"# Batch-1 latency by calling path ({result['examples']} inputs, {result['mean_tokens']} tokens on "
+             f"average; {result['machine']['cpu']}, onnxruntime {result['versions']['onnxruntime']})", "",
+             "| file | session.run, ms | compact's ORTModel call, ms | difference, ms |", "|---|---|---|---|"]
+    lines += [f"| {name} | {r['session']:.3f} | {r['wrapper']:.3f} | {r['wrapper_minus_session']:.3f} |"
+              for name, r in rows.items()]
+    write_text(Path(f"{args.out}.md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
