@@ -3,7 +3,7 @@ interleaved per input, one thread:
 
 - "session": onnxruntime's InferenceSession.run on prepared numpy feeds (what `compact bench` and the peers time);
 - "wrapper": compact's ORTModelForSequenceClassification call (input checks, chunk planning, output wrapping), what
-  `compact compress` and `ship` time with latency_side_by_side.
+  `compact compress` and `ship` timed with latency_side_by_side until 2026-12-07 (they now time the session's call).
 
 A constant cost of the wrapper weighs more on a small model, so ratios between a small and a large model differ
 between the two paths (docs/results.md "compact compress", search plans' prediction gap).

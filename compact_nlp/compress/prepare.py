@@ -82,9 +82,10 @@ class Predictor:
 
 
 def measurement_key(job, threads: int, max_length: int) -> str:
-    """What the measurements depend on: the model, the data (their digests in the compress job), threads, length."""
+    """What the measurements depend on: the model, the data (their digests in the compress job), threads, length,
+    and how latency is timed (version 3: the session's own call, no longer compact's ORTModel wrapper)."""
     text = json.dumps({"inputs": job.inputs, "model": job.arguments.get("model"), "threads": threads,
-                       "max_length": max_length, "version": 2}, sort_keys=True)
+                       "max_length": max_length, "version": 3}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
