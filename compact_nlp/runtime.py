@@ -144,9 +144,9 @@ class ORTModel:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def run(self, input_ids, attention_mask=None, token_type_ids=None) -> tuple[list[np.ndarray], bool]:
-        """Feed the session; returns numpy outputs and whether the caller passed torch tensors."""
-        as_torch = isinstance(input_ids, torch.Tensor)
+    def feed(self, input_ids, attention_mask=None, token_type_ids=None) -> dict[str, np.ndarray]:
+        """The session's inputs, checked: int64, an all-ones mask and zero token types where not given (a
+        RoBERTa-family tokenizer gives none), token_type_ids only where the graph takes them."""
         ids = None if input_ids is None else as_int64("input_ids", input_ids)
         check_inputs(ids, self.config)
         feed = {"input_ids": ids,
@@ -157,7 +157,13 @@ class ORTModel:
                 as_int64("token_type_ids", token_type_ids) if token_type_ids is not None else np.zeros_like(ids)
             )
         check_feed(feed, self.config.vocab_size, self.config.type_vocab_size)
-        chunks = plan_chunks(feed["attention_mask"], self.max_batch_tokens or ids.size, self.one_row)
+        return feed
+
+    def run(self, input_ids, attention_mask=None, token_type_ids=None) -> tuple[list[np.ndarray], bool]:
+        """Feed the session; returns numpy outputs and whether the caller passed torch tensors."""
+        as_torch = isinstance(input_ids, torch.Tensor)
+        feed = self.feed(input_ids, attention_mask, token_type_ids)
+        chunks = plan_chunks(feed["attention_mask"], self.max_batch_tokens or feed["input_ids"].size, self.one_row)
         merged = chunks and run_chunks(lambda part: self.session.run(None, part), feed, chunks, self.per_token)
         return (merged or self.session.run(None, feed)), as_torch
 

@@ -67,13 +67,14 @@ def latency_side_by_side(paths: dict[str, Path], split, task: TaskSpec | str, ma
     and the peers time themselves: compact's ORTModel wrapper adds about 0.1 ms of Python per call
     (bench/experiments/timing_paths.py), which would weigh on a small model's ratios and not on a peer's."""
     task = as_spec(task)
-    sessions = {name: _ort_model(path, threads=1).session for name, path in paths.items()}
+    models = {name: _ort_model(path, threads=1) for name, path in paths.items()}
+    sessions = {name: model.session for name, model in models.items()}
     rows = split[:examples]
     inputs = {}  # each file with its own tokenizer: a compressed model may have a trimmed vocabulary
     for name, path in paths.items():
-        tokenizer, wanted = AutoTokenizer.from_pretrained(path.parent), {i.name for i in sessions[name].get_inputs()}
-        inputs[name] = [_feed(_encode(tokenizer, {c: [rows[c][i]] for c in task.text_columns}, task, max_length,
-                                      False), wanted) for i in range(len(rows["label"]))]
+        tokenizer = AutoTokenizer.from_pretrained(path.parent)
+        inputs[name] = [models[name].feed(**_encode(tokenizer, {c: [rows[c][i]] for c in task.text_columns}, task,
+                                                    max_length, False)) for i in range(len(rows["label"]))]
     for name, session in sessions.items():
         for feed in inputs[name][:10]:
             session.run(None, feed)
@@ -88,14 +89,6 @@ def latency_side_by_side(paths: dict[str, Path], split, task: TaskSpec | str, ma
                    "examples": len(t), "threads": 1,
                    "mean_tokens": round(float(np.mean([e["input_ids"].shape[1] for e in inputs[name]])), 1)}
             for name, t in times.items()}
-
-
-def _feed(encoded, wanted: set[str]) -> dict:
-    """A session's int64 inputs from the tokenizer's output, with what a graph wants and a tokenizer may not give
-    (token_type_ids of a RoBERTa-family tokenizer) filled as compact's runtime fills it."""
-    ids = encoded["input_ids"].astype(np.int64)
-    defaults = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    return {name: encoded[name].astype(np.int64) if name in encoded else defaults[name] for name in wanted}
 
 
 def versions() -> dict:

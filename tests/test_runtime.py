@@ -122,14 +122,19 @@ def test_a_graph_loaded_with_the_wrong_task_names_the_right_class(classifier_fol
         ORTModelForSequenceClassification.from_pretrained(encoder_folder)
 
 
-def test_latency_is_timed_on_the_sessions_own_inputs_filled_as_the_runtime_fills_them():
-    """latency_side_by_side times InferenceSession.run, as compact bench and the peers do: a graph's token_type_ids,
-    which a RoBERTa-family tokenizer does not give, are zeros, and inputs a graph lacks are not fed."""
-    import numpy as np
 
-    from compact_nlp.ship import _feed
+def test_latency_times_the_session_on_the_feed_the_runtime_builds(classifier_folder):
+    """latency_side_by_side times InferenceSession.run (as compact bench and the peers' workers do) on ORTModel.feed:
+    a tokenizer without token_type_ids (RoBERTa's) gets zeros, and the timed feed gives the call's own logits."""
+    from datasets import Dataset
 
-    encoded = {"input_ids": np.array([[0, 31, 2]], dtype=np.int32), "attention_mask": np.array([[1, 1, 1]])}
-    feed = _feed(encoded, {"input_ids", "attention_mask", "token_type_ids"})
-    assert feed["token_type_ids"].tolist() == [[0, 0, 0]] and all(v.dtype == np.int64 for v in feed.values())
-    assert set(_feed(encoded, {"input_ids"})) == {"input_ids"}
+    from compact_nlp.ship import latency_side_by_side
+
+    fast = ORTModelForSequenceClassification.from_pretrained(classifier_folder, threads=1)
+    feed = fast.feed(np.array([[2, 11, 3]], dtype=np.int32))
+    assert feed["token_type_ids"].tolist() == [[0, 0, 0]] and feed["attention_mask"].tolist() == [[1, 1, 1]]
+    assert all(v.dtype == np.int64 for v in feed.values())
+    np.testing.assert_allclose(fast.session.run(None, feed)[0], fast(**feed).logits, rtol=1e-6)
+    rows = Dataset.from_dict({"sentence": TEXTS, "label": [0, 1, 1, 0]})  # SST-2's columns
+    timed = latency_side_by_side({"model": classifier_folder / "model.ort"}, rows, "sst2", 64, examples=4)
+    assert timed["model"]["examples"] == 4 and timed["model"]["median"] > 0

@@ -114,10 +114,10 @@ def affordable(plans: list[Plan], rows: int, seconds_per_example: float, budget_
     none fits, all are kept, and choose_training says how much time the first needs."""
     if budget_s is None:
         return plans, []
-    kept = [p for p in plans if least_seconds(p, rows, seconds_per_example, needs_teacher) <= budget_s]
-    notes = [f"left out: {p.label} (about {least_seconds(p, rows, seconds_per_example, needs_teacher) / 60:.0f} "
-             f"min even on {min(rows, MIN_ROWS)} rows; the budget has {budget_s / 60:.0f})"
-             for p in plans if p not in kept]
+    least = {id(p): least_seconds(p, rows, seconds_per_example, needs_teacher) for p in plans}
+    kept = [p for p in plans if least[id(p)] <= budget_s]
+    notes = [f"left out: {p.label} (about {least[id(p)] / 60:.0f} min even on {min(rows, MIN_ROWS)} rows; the "
+             f"budget has {budget_s / 60:.0f})" for p in plans if least[id(p)] > budget_s]
     return (kept, notes) if kept else (plans, [])
 
 
