@@ -94,6 +94,9 @@ class PlanOption:
     late_keys: tuple[str, ...] = ()  # section keys only its last stages read: options differing there share the rest
     fixed_examples: int = 0  # training examples its own stages take whatever the data's size (a SuperTransformer's)
     fixed_seconds: float = 0.0  # its work that is not training (latency measurements, the search itself)
+    # the section key that seeds its shared work (a search's SuperTransformer, hence the architecture it picks): the
+    # planner sets it to the job's first seed, so every seed's attempt shares that work and differs in what follows
+    seed_key: str | None = None
 
     @property
     def searches(self) -> bool:

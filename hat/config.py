@@ -49,6 +49,10 @@ class HatConfig(ConfigSection):
     subtransformer: {hidden, heads, ffn} to ship under each budget instead of searching for one (it must lie in the
         space): to rerun a documented architecture, or to try one by hand; results mark it as given, not searched.
         The SuperTransformer is trained as for a search, since the SubTransformer inherits its weights.
+    supernet_seed: the seed of the stages before distillation (the splits, the SuperTransformer's training); None:
+        the protocol's first seed. Runs at other protocol seeds that give the same supernet_seed in one folder share
+        those stages and the architecture they choose, and differ only in the distillation (`-seed<N>` folders):
+        `compact compress --seeds K` searches once this way.
     """
 
     hidden: list[int] | None = None
@@ -87,6 +91,7 @@ class HatConfig(ConfigSection):
     uniform_reference: bool = True
     subtransformer: dict | None = None
     seed: int = 0
+    supernet_seed: int | None = None
     version: int = field(default=HAT_CONFIG_VERSION)
 
     def __post_init__(self):

@@ -17,7 +17,8 @@ In OUT/ (each stage is skipped when its result is there, and resumes when it was
                      uniform one under the same budget, uniform_baseline) extracted (hat.extract), distilled further
                      from the fine-tuned model (on the training rows and the recipe's transfer set); pytorch/
                      holds its fp32 weights, model/ the shipped int8 form (model.onnx, model.ort) with a card;
-                     results.json; `-seed<N>` folders for more distillation seeds (hat.distill_seeds);
+                     results.json; `-seed<N>` folders for more distillation seeds (hat.distill_seeds, or
+                     another protocol seed sharing the search: hat.supernet_seed);
        sub-1-full/   the full architecture through the same SuperTransformer training and distillation
                      (hat.full_reference), so the SubTransformers are compared with a model trained as much as they.
 OUT/search_results.json gathers every stage's numbers. The dev set is touched only in step 5, on the exported file.
@@ -25,7 +26,6 @@ OUT/search_results.json gathers every stage's numbers. The dev set is touched on
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -38,20 +38,16 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArgumen
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..auto import AutoCompactModelForSequenceClassification
-from ..data import TaskData, TaskSpec, as_spec, task_texts
+from ..data import TaskData, TaskSpec, as_spec
 from ..distill import DistillationConfig
-from ..export.card import write_model_card
 from ..io import save_pretrained_atomic, write_json
 from ..metrics import compute_metrics
 from ..pretrained import require_package, resolve_checkpoint
-from ..protocol import protocol_splits, seen_heldout, tokenize, training_arguments, transfer_set, with_transfer
-from ..quant.config import Int8Config
-from ..quant.recipes import exporter as quant_exporter
-from ..registry import card_lines
-from ..ship import ship, summarize
+from ..protocol import protocol_splits, seen_heldout, tokenize, transfer_set, with_transfer
 from ..trainer import CompactConfig, CompactTrainer
 from .config import HatConfig, HatConfigError
 from .elastic import SandwichHook, SuperTransformer, importance, rewire
+from .distil import distil_and_ship, distil_folder, results_path, search_log as _log
 from .extract import extract
 from .latency import LatencyPredictor, collect_latency
 from .measure import latency_spec, make_measurer, measuring_texts, typical_length
@@ -63,16 +59,6 @@ def logits_distillation():
     """What the SuperTransformer learns from the fine-tuned model: its logits and the labels (hidden-state
     distillation would need one projection per hidden size of the space)."""
     return CompactConfig(distillation=DistillationConfig(temperature=1.0, task_weight=1.0, logits_weight=1.0))
-
-
-def subtransformer_distillation(config, model):
-    """What an extracted SubTransformer learns from the fine-tuned model: hat.distillation over logits-and-labels.
-    Hidden states are matched layer to layer as the SubTransformer was cut: its layer i imitates the teacher layer it
-    was copied from (config.search["layers"]), which a uniform map only approximates for some depths."""
-    settings = config.subtransformer_distillation()
-    if settings.get("hidden_weight", 0) > 0 and settings.get("layer_map") is None:
-        settings["layer_map"] = [0] + [layer + 1 for layer in model.config.search["layers"]]
-    return CompactConfig(distillation=DistillationConfig.from_dict(settings))
 
 
 # --- data -----------------------------------------------------------------------------------------------------------
@@ -103,10 +89,6 @@ def heldout_fitness(supernet, batches: list[dict], task):
         return 100 * compute_metrics(spec, np.concatenate(logits), np.concatenate(labels))[main]
 
     return fitness
-
-
-def _log(message: str) -> None:
-    print(f"[compact search {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def search_space_for(config, model_config):
@@ -238,59 +220,6 @@ def uniform_baseline(space, predictor, budget_ms: float):
     return None
 
 
-def ship_int8(model, tokenizer, folder: Path, task, train, dev: dict, max_length: int, mobile: bool = True,
-              target_platform: str = "arm", fuse_attention: bool = True) -> dict:
-    """Ship a distilled SubTransformer as compact search does: int8 PTQ (the form its budget was set in), scored on
-    dev and timed by compact_nlp.ship.ship; 256 training texts for the fp32-vs-int8 agreement. task: its TaskSpec
-    or GLUE name."""
-    spec = as_spec(task)
-    exporter = quant_exporter(Int8Config(), tokenizer, task_texts(train, spec, 256), max_length, mobile,
-                              target_platform, fuse_attention=fuse_attention)
-    return ship(model, tokenizer, folder, spec, dev, max_length, mobile=mobile, target_platform=target_platform,
-                exporter=exporter)
-
-
-def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokenized, heldout_tokenized, dev,
-                    collator, recipe, config, folder: Path, seed: int, label: str) -> dict:
-    """Stage 5: extract `sub`, distil it from the fine-tuned model, ship it in int8 (the form the budget was set in)."""
-    done = folder / "results.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    p = recipe.protocol
-    model = extract(supernet, sub)
-    args = training_arguments(p, str(folder / "checkpoints"), seed, task.main_metric, max_steps=-1,
-                              num_train_epochs=config.distill_epochs, learning_rate=config.distill_learning_rate)
-    trainer = CompactTrainer(
-        model=model, args=args, train_dataset=train_tokenized, eval_dataset=heldout_tokenized, teacher_model=teacher,
-        compact_config=subtransformer_distillation(config, model),
-        data_collator=collator, processing_class=tokenizer,
-        compute_metrics=lambda pred: compute_metrics(task, pred.predictions, pred.label_ids),
-    )
-    resume = os.path.isdir(args.output_dir) and get_last_checkpoint(args.output_dir) is not None
-    _log(f"{label}: distilling {sub}{' (resuming)' if resume else ''}")
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    heldout = trainer.evaluate()
-    train_seconds = time.perf_counter() - started
-    save_pretrained_atomic(trainer.model, folder / "pytorch")  # the distilled fp32 SubTransformer, for later steps
-    save_pretrained_atomic(tokenizer, folder / "pytorch")
-    shipped = ship_int8(trainer.model, tokenizer, folder / "model", task, train, dev, p.max_length,
-                        recipe.export.mobile, recipe.export.target_platform, recipe.export.fuse_attention)
-    result = {"label": label, "task": task.name, "data": task.to_dict(),  # the card reads the task from here
-              "subtransformer": sub.to_dict(), "seed": seed, "train_seconds": round(train_seconds, 1),
-              "distillation": trainer.compact_config.distillation.to_dict(), "train_examples": len(train),
-              "transfer_examples": len(train_tokenized) - len(train), "heldout_examples": len(heldout_tokenized),
-              "heldout": {k.removeprefix("eval_"): v for k, v in heldout.items()}, **shipped}
-    write_json(done, result)
-    card_recipe = recipe.to_dict()  # the card states the distillation this model had, not the protocol's fine-tuning
-    card_recipe["protocol"].update(epochs=config.distill_epochs, learning_rate=config.distill_learning_rate)
-    card_recipe["teacher"] = card_recipe["model"]
-    card_recipe["distillation"] = result["distillation"]
-    write_model_card(folder / "model", {"recipe": card_recipe, "summary": summarize([result]), "per_seed": [result]},
-                     technique_lines=card_lines(result))
-    return result
-
-
 @dataclass
 class SearchInputs:
     """What every stage of a search reads: the protocol's splits, tokenized, and the fine-tuned model."""
@@ -336,7 +265,7 @@ def budget_entry(fraction: float, supernet, predictor, measurer, full_ms: float,
     for label, sub in (("searched", result.best.sub), ("uniform", uniform if config.uniform_reference else None)):
         if sub is None:
             continue
-        entry[label] = distil(sub, out / f"sub-{fraction:g}-{label}", f"{label} at {fraction:g}")
+        entry[label] = distil(sub, fraction, label, f"{label} at {fraction:g}")
         entry[label]["predicted_ms"] = round(predictor.predict(sub), 4)
         with torch.no_grad():  # the same shapes as the distilled model: measured beside its prediction
             entry[label]["measured_ms"] = round(min(measurer.measure(extract(supernet, sub).eval())), 4)
@@ -346,15 +275,17 @@ def budget_entry(fraction: float, supernet, predictor, measurer, full_ms: float,
 def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, data: TaskData,
                glue_dir: str | None = None) -> dict:
     """HAT on the fine-tuned model in `model_dir` with the recipe's protocol and `hat:` section, on `data` (see the
-    module docstring for the stages). Returns (and writes to OUT/search_results.json) every stage's numbers."""
+    module docstring for the stages). Returns (and writes to OUT/search_results.json; search_results-seed<N>.json
+    for another seed's distillation after a shared search) every stage's numbers."""
     config = HatConfig.from_dict(recipe.hat or {})
     require_package("matplotlib", "matplotlib>=3.7", "compact search (it draws each budget's Pareto plot)")
     seed = recipe.protocol.seeds[0]
+    search_seed = seed if config.supernet_seed is None else config.supernet_seed  # see HatConfig.supernet_seed
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    set_seed(seed)
-    i = search_inputs(recipe, model_dir, data, glue_dir, seed)
+    set_seed(search_seed)
+    i = search_inputs(recipe, model_dir, data, glue_dir, search_seed)
     task, train, dev, tokenizer, teacher, collator = i.task, i.train, i.dev, i.tokenizer, i.teacher, i.collator
     train_tokenized, heldout_tokenized, distil_tokenized = i.train_tokenized, i.heldout_tokenized, i.distil_tokenized
 
@@ -368,21 +299,21 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, dat
         tokenizer, texts, recipe.protocol.max_length)), tokenizer, texts)
     spec = measurer.spec  # a measurer of your own may say where it timed (hardware, runtime)
     latency, predictor = latency_stage(supernet, measurer, config, out)
-    train_supernet(supernet, teacher, distil_tokenized, collator, tokenizer, config, out, seed)
+    train_supernet(supernet, teacher, distil_tokenized, collator, tokenizer, config, out, search_seed)
     full_ms = latency.mean_latency()[space.largest()]
 
     fitness_rows = heldout_tokenized.select(range(min(config.fitness_examples, len(heldout_tokenized))))
     fitness = heldout_fitness(supernet, collate_batches(fitness_rows, collator, 64, by_length=True), task)
-    results = {"task": task.name, "seed": seed, "model": str(model_dir), "space": space.to_dict(),
+    results = {"task": task.name, "seed": seed, "supernet_seed": search_seed, "model": str(model_dir), "space": space.to_dict(),
                "space_size": space.size(), "spec": spec.to_dict(), "hat": config.to_dict(),
                "full_model_ms": round(full_ms, 4), "predictor": predictor.metrics,
                "heldout_overlap": i.overlap, "full_model_heldout": fitness(space.largest()), "budgets": {}}
-    def distil(sub, folder: Path, label: str) -> dict:
+    def distil(sub, fraction: float, kind: str, label: str) -> dict:
         """The first distillation seed's result, with every seed's dev scores (the same data split for all: the
         SuperTransformer was trained on it; the seed changes the data order and dropout)."""
         runs = [distil_and_ship(supernet, sub, teacher, tokenizer, task, train, distil_tokenized, heldout_tokenized,
-                                dev, collator, recipe, config,
-                                folder if s == seed else folder.with_name(f"{folder.name}-seed{s}"), s, label)
+                                dev, collator, recipe, config, distil_folder(out, fraction, kind, s, search_seed), s,
+                                label)
                 for s in range(seed, seed + config.distill_seeds)]
         per_seed = {split: {metric: [round(100 * r["dev"][split][metric], 2) for r in runs]
                             for metric in runs[0]["dev"][split]} for split in runs[0]["dev"]}
@@ -392,8 +323,8 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, dat
         results["budgets"][f"{fraction:g}"] = budget_entry(fraction, supernet, predictor, measurer, full_ms, fitness,
                                                            distil, config, out)
     if config.full_reference:  # the full architecture through the same SuperTransformer training and distillation
-        reference = distil(space.largest(), out / "sub-1-full", "full model, trained the same way")
+        reference = distil(space.largest(), 1, "full", "full model, trained the same way")
         results["full_reference"] = {**reference, "measured_ms": round(full_ms, 4)}
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
-    write_json(out / "search_results.json", results)
+    write_json(results_path(out, seed, search_seed), results)
     return results

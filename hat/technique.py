@@ -4,12 +4,11 @@ trains, so `compact run` runs the search first and the combined pipeline trains 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..distributed import process_count
 from ..registry import PlanOption, StandaloneResult, Technique, register
 from .config import HatConfig
 from .space import shallowest_depth
+from .distil import distil_folder, results_path
 from .pipeline import run_search
 
 
@@ -64,6 +63,7 @@ class HardwareAwareSearch(Technique):
                            {"budgets": [share], "full_reference": False, "uniform_reference": False,
                             "sequence_length": None}, stage, drop,
                            latency_share=share, shallowest=shallowest_depth, late_keys=("budgets",),
+                           seed_key="supernet_seed",
                            fixed_examples=supernet_examples,
                            fixed_seconds=fixed_seconds)
                 for share, drop in PLAN_SHARES]
@@ -91,9 +91,10 @@ class HardwareAwareSearch(Technique):
                    "sequence_length": searched["spec"]["sequence_length"],  # the length its budget was timed at
                    "headline": f"{best['subtransformer']} measured {best['measured_ms']} ms vs full "
                                f"{searched['full_model_ms']} ms ({config.precision})"}
-        return StandaloneResult(model_dir=str(Path(out) / f"sub-{budget:g}-searched" / "pytorch"), summary=summary,
+        folder = distil_folder(out, budget, "searched", recipe.protocol.seeds[0], searched["supernet_seed"])
+        return StandaloneResult(model_dir=str(folder / "pytorch"), summary=summary,
                                 facts={"subtransformer": best["subtransformer"]}, lines=search_lines(searched),
-                                results_file=str(Path(out) / "search_results.json"))
+                                results_file=str(results_path(out, recipe.protocol.seeds[0], searched["supernet_seed"])))
 
 
 def search_lines(results: dict) -> list[str]:

@@ -10,11 +10,12 @@ import pytest
 from compact_nlp import CompactBertConfig, CompactBertForSequenceClassification
 from compact_nlp.compress.budget import affordable, attempt_seconds, attempt_training, choose_training
 from compact_nlp.compress.goal import Goal, GoalError
-from compact_nlp.compress.job import selection_data
+from compact_nlp.compress.job import expected_seconds, selection_data
 from compact_nlp.compress.measure import basis, factor_predictions
 from compact_nlp.compress.planner import closest, predicted_to_meet, rescale_searches, target_of
 from compact_nlp.compress.plans import Plan, all_plans, escalations
-from compact_nlp.compress.steps import Context, finished_steps, run_attempt, steps_of
+from compact_nlp.compress.steps import (FIRST_SEED, Context, finished_steps, run_attempt, step_key, steps_of,
+                                        work_folder)
 from compact_nlp.data import load_task_data
 from compact_nlp.registry import technique
 from conftest import requires_glue
@@ -102,6 +103,24 @@ def test_a_searchs_fixed_work_leaves_the_rows_their_share_and_is_not_counted_for
     assert attempt_seconds(qat, rows, epochs, per_example, finished=1) < spent / 4
 
 
+def test_the_seeds_share_one_search_and_its_fixed_work_is_counted_once(tmp_path):
+    """--seeds K searches once: every seed's search step works in one folder, seeded with the first seed (the
+    SuperTransformer and the architecture it picks are the plan), and differs from the others in its distillation;
+    the estimates count the search's fixed work once, and the first attempt's rows are shared among the seeds."""
+    plan = next(p for p in all_plans(6) if p.searched and list(p.options) == ["hat", "quant"])
+    context = Context(None, "teacher", max_length=32, epochs=1.0, train_subset=None)
+    search_step = steps_of(plan)[0]
+    assert search_step.sections["hat"]["supernet_seed"] == FIRST_SEED and search_step.work_shared_by_seeds
+    assert work_folder(context, search_step, "teacher", 1, tmp_path) == work_folder(
+        context, search_step, "teacher", 2, tmp_path)
+    assert step_key(context, search_step, "teacher", 1) != step_key(context, search_step, "teacher", 2)
+    first, second = expected_seconds(context, plan, [1, 2], tmp_path, 10000, 1.0, 0.0266)
+    option = plan.options["hat"]
+    assert first - second == pytest.approx(option.fixed_examples * 0.0266 * 1.35 + option.fixed_seconds)
+    one, two = (attempt_training(65349, 0.0266, 60 * 60, plan, seeds) for seeds in (1, 2))
+    assert two[1] < one[1], "two seeds' training shares what one seed's had"
+
+
 def test_a_budget_that_cannot_run_a_search_leaves_it_out_and_keeps_the_cheaper_plans():
     search = next(p for p in all_plans(6) if p.searched and list(p.options) == ["hat", "quant"])
     student = next(p for p in all_plans(6) if p.layers == 3 and list(p.options) == ["quant"])
@@ -173,3 +192,11 @@ def test_an_attempt_searches_then_quantizes_the_searched_model_and_reads_back(ss
     assert (work / "latency.jsonl").read_text() == measured and trained.stat().st_mtime_ns == stamp
     assert wider["hat"]["budget_ms"] > searched["hat"]["budget_ms"] and len(list((tmp_path / "steps").glob(
         "hat-work-*"))) == 1
+
+    # the second seed: the same search, read back; only the distillation is its own
+    assert finished_steps(context, plan, 2, tmp_path / "steps") == (0, {"hat"})
+    seed2 = run_attempt(context, plan, 2, tmp_path / "steps")
+    assert (work / "latency.jsonl").read_text() == measured and trained.stat().st_mtime_ns == stamp
+    assert seed2.result["subtransformer"] == sub and seed2.model_dir != run.model_dir
+    assert (work / "sub-0.6-searched-seed2" / "pytorch").is_dir() and (work / "search_results-seed2.json").is_file()
+    assert json.loads((work / "search_results.json").read_text())["seed"] == 1, "the first seed's results stay"

@@ -83,7 +83,7 @@ def _compress(model: str, data, out: Path, goal, limits: Limits, task: str | Non
     ordered, left_out = affordable(ordered, rows, cost, clock.budget_s, needs_teacher)
     setup.notes += left_out
     training = kept_decision(out / "plan" / "training.json", lambda: choose_training(
-        rows, cost, clock.left(), needs_teacher, ordered[0] if ordered else None))
+        rows, cost, clock.left(), needs_teacher, ordered[0] if ordered else None, limits.seeds))
     setup.notes += [n for n in (training.note,) if n]
     if needs_teacher:
         setup.notes.append(f"{model} has no head for this task: compact fine-tunes it first and distils from it; the "

@@ -83,13 +83,15 @@ def teacher_training(rows: int, seconds_per_example: float, budget_s: float) -> 
 
 
 def attempt_training(rows: int, seconds_per_example: float, budget_s: float | None,
-                     first: Plan | None) -> tuple[float, int | None, str]:
-    """A student step's epochs and rows: the first attempt's training fits in FIRST_ATTEMPT_SHARE of what is left
-    once its fixed work (a search's, which fewer rows would not shorten) is counted."""
+                     first: Plan | None, seeds: int = 1) -> tuple[float, int | None, str]:
+    """A student step's epochs and rows: the first attempt's training, for each of `seeds`, fits in its part of
+    FIRST_ATTEMPT_SHARE of what is left once its fixed work (a search's, which fewer rows would not shorten and the
+    seeds share: PlanOption.seed_key) is counted."""
     if budget_s is None or first is None:
         return STUDENT_EPOCHS, None, ""
     fixed = attempt_seconds(first, 0, 1, seconds_per_example)
-    share, epochs, subset = fixed + FIRST_ATTEMPT_SHARE * max(0.0, budget_s - fixed), STUDENT_EPOCHS, None
+    share = fixed + FIRST_ATTEMPT_SHARE * max(0.0, budget_s - fixed) / seeds
+    epochs, subset = STUDENT_EPOCHS, None
     while epochs > 1 and attempt_seconds(first, rows, epochs, seconds_per_example) > share:
         epochs -= 1
     if attempt_seconds(first, rows, epochs, seconds_per_example) > share:
@@ -122,7 +124,7 @@ def affordable(plans: list[Plan], rows: int, seconds_per_example: float, budget_
 
 
 def choose_training(rows: int, seconds_per_example: float, budget_s: float | None, needs_teacher: bool,
-                    first: Plan | None) -> TrainingPlan:
+                    first: Plan | None, seeds: int = 1) -> TrainingPlan:
     """The longest training the budget affords, up to the protocol's (the teacher's, then the first attempt's; the
     attempts are planned again from the teacher's measured speed once it has trained). Raises GoalError when the
     budget does not cover the baseline and one attempt on MIN_ROWS rows."""
@@ -135,7 +137,7 @@ def choose_training(rows: int, seconds_per_example: float, budget_s: float | Non
                         f"least {minimum / 60 * 1.5:.0f} min.")
     teacher = teacher_training(rows, seconds_per_example, budget_s) if needs_teacher else (0.0, None, "")
     spent = step_seconds(teacher[1] or rows, teacher[0], seconds_per_example, 1.0, False) if needs_teacher else 0
-    epochs, subset, note = attempt_training(rows, seconds_per_example, budget_s - spent, first)
+    epochs, subset, note = attempt_training(rows, seconds_per_example, budget_s - spent, first, seeds)
     return TrainingPlan(epochs, subset, teacher[0], teacher[1], "; ".join(n for n in (teacher[2], note) if n))
 
 

@@ -35,9 +35,10 @@ from .budget import Clock, TrainingPlan, attempt_seconds
 from .goal import EMBEDDINGS, TASKS, Goal, GoalError, Limits
 from .planner import Attempt, Target, best, meets_target, order, predicted_to_meet, rescale_searches
 from .plans import Plan, escalations
-from .steps import Context, finished_steps, run_attempt
+from .steps import FIRST_SEED, Context, finished_steps, run_attempt
 
-SELECTION_FRACTION, SELECTION_MAX_ROWS, SPLIT_SEED = 0.1, 2000, 1
+SELECTION_FRACTION, SELECTION_MAX_ROWS = 0.1, 2000
+SPLIT_SEED = FIRST_SEED
 
 
 @dataclass
@@ -192,10 +193,8 @@ def try_plans(setup: Setup, context: Context, plans: list[Plan], target: Target,
             log(f"skip {plan.label}: predicted {plan.predicted_ms:.2f} ms once its search was measured")
             continue
         for attempt_plan in escalations(plan):
-            # the steps an earlier attempt began with (the student, a search) are read back, not run again
-            expected = [attempt_seconds(attempt_plan, training.train_subset or rows, training.epochs,
-                                        seconds_per_example, *finished_steps(context, attempt_plan, seed,
-                                                                             setup.out / "steps")) for seed in seeds]
+            expected = expected_seconds(context, attempt_plan, seeds, setup.out / "steps",
+                                        training.train_subset or rows, training.epochs, seconds_per_example)
             if not clock.affords(sum(expected)):  # an attempt holds only when every seed has run
                 log(f"skip {attempt_plan.label}: about {sum(expected) / 60:.0f} min for {len(seeds)} seed(s), "
                     f"{clock.left() / 60:.0f} min left")
@@ -217,6 +216,19 @@ def try_plans(setup: Setup, context: Context, plans: list[Plan], target: Target,
             if len(runs) == len(seeds) and mean_drop <= setup.goal.max_drop:
                 return tried, runs
     return tried, []
+
+
+def expected_seconds(context: Context, plan: Plan, seeds: list[int], steps_folder: Path, rows: int, epochs: float,
+                     seconds_per_example: float) -> list[float]:
+    """Each seed's expected wall time for `plan`: the steps an earlier attempt began with (the student, a search) are
+    read back, not run again, and work the seeds share (PlanOption.seed_key) is counted in the first seed's only."""
+    shared_by_seeds = {name for name, option in plan.options.items() if option.seed_key}
+    expected = []
+    for index, seed in enumerate(seeds):
+        finished, work_done = finished_steps(context, plan, seed, steps_folder)
+        work_done = work_done | shared_by_seeds if index else work_done
+        expected.append(attempt_seconds(plan, rows, epochs, seconds_per_example, finished, work_done))
+    return expected
 
 
 VERIFIED_PLANS = 3  # the head of the order is measured on proxies of its own before anything trains

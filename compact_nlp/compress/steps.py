@@ -27,6 +27,9 @@ from ..ship import export_for_shipping, measure_shipped
 from .plans import Plan, student_layers
 
 WORK_DONE = "work_done.json"  # in a work folder once a search has run there
+# the seed of the planner's held-out split and of the teacher; a job's seeds count up from it, and work shared
+# between seeds (PlanOption.seed_key) is seeded with it
+FIRST_SEED = 1
 
 # the student step (fewer layers), distilled from the teacher's logits and hidden states at a learning rate a
 # shallower student needs (docs/results.md "Distillation": SST-2 and MRPC students trained at 1e-4)
@@ -44,6 +47,7 @@ class Step:
     epochs_factor: float = 1.0
     trains: bool = True
     work: dict | None = None  # a search's section less its late keys: steps that share it share its costly stages
+    work_shared_by_seeds: bool = False  # its work is seeded by FIRST_SEED, whatever the attempt's seed
 
 
 def steps_of(plan: Plan) -> list[Step]:
@@ -62,8 +66,10 @@ def steps_of(plan: Plan) -> list[Step]:
         else:
             factor = option.train_factor * (plan.training if not (lengthened or option.searches) else 1.0)
             lengthened = lengthened or not option.searches
-            work = {k: v for k, v in option.section.items() if k not in option.late_keys} if option.late_keys else None
-            steps.append(Step({name: option.section}, None, option.stage, factor, option.trains, work))
+            section = {**option.section, option.seed_key: FIRST_SEED} if option.seed_key else option.section
+            work = {k: v for k, v in section.items() if k not in option.late_keys} if option.late_keys else None
+            steps.append(Step({name: section}, None, option.stage, factor, option.trains, work,
+                              option.seed_key is not None))
     return steps
 
 
@@ -199,7 +205,8 @@ class AttemptRun:
 def step_key(context: Context, step: Step, model: str, seed: int) -> str:
     """A step's folder name: what it starts from and everything that decides its result, so that two attempts that
     begin with the same step (PTQ, then QAT, of one student) run it once."""
-    described = {key: value for key, value in asdict(step).items() if key != "work"}  # work follows from sections
+    described = {key: value for key, value in asdict(step).items()  # work follows from sections
+                 if key not in ("work", "work_shared_by_seeds")}
     name = "-".join([*step.sections, "student" if step.layers else ""]).strip("-") or "step"
     return f"{name}-{_digest(context, described, model, seed)}"
 
@@ -208,6 +215,7 @@ def work_folder(context: Context, step: Step, model: str, seed: int, steps_folde
     """Where a search step's technique works: shared by the steps whose sections differ only in late keys (a search
     at another budget reuses the SuperTransformer and latency measurements there)."""
     (name,) = step.sections
+    seed = FIRST_SEED if step.work_shared_by_seeds else seed
     return steps_folder / f"{name}-work-{_digest(context, {'work': step.work, 'stage': step.stage}, model, seed)}"
 
 
@@ -242,4 +250,4 @@ def run_attempt(context: Context, plan: Plan, seed: int, steps_folder: Path) -> 
     return AttemptRun(model, steps)
 
 
-__all__ = ["AttemptRun", "Context", "STUDENT_STAGE", "Step", "finished_steps", "run_attempt", "run_step", "steps_of"]
+__all__ = ["AttemptRun", "Context", "FIRST_SEED", "STUDENT_STAGE", "Step", "finished_steps", "run_attempt", "run_step", "steps_of"]
