@@ -19,6 +19,7 @@ from compact_nlp.compress.budget import TrainingPlan, choose_training, kept_deci
 from compact_nlp.compress.goal import Goal, GoalError, goal_from, parse_duration
 from compact_nlp.compress.planner import Attempt, Target, best, order, predicted_to_meet, target_of
 from compact_nlp.compress.plans import Plan, all_plans, escalations, student_layers
+from compact_nlp.compress import prepare
 from compact_nlp.compress.steps import steps_of
 from compact_nlp.registry import PlanOption
 from conftest import requires_glue
@@ -298,3 +299,15 @@ def test_a_teacher_no_better_than_learning_nothing_is_called_out():
     assert teacher_warning(setup, 88.0) == ""
     setup.data.spec.problem_type = "regression"
     assert "learned nothing" in teacher_warning(setup, -16.6) and teacher_warning(setup, 80.0) == ""
+
+
+def test_cached_measurements_are_keyed_by_the_machine_they_were_timed_on(monkeypatch):
+    """A cache folder copied to, or shared with, another machine is not read there: its latencies are this CPU's."""
+    class JobStub:  # what measurement_key reads of a compress job
+        inputs, arguments = {"train": "digest"}, {"model": "m"}
+
+    here = prepare.measurement_key(JobStub, 1, 64)
+    assert prepare.measurement_key(JobStub, 1, 64) == here and prepare.measurement_key(JobStub, 2, 64) != here
+    monkeypatch.setattr(prepare, "cpu_name", lambda: "another CPU (avx512_vnni)")
+    assert prepare.measurement_key(JobStub, 1, 64) != here
+

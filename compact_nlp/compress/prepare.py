@@ -12,9 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 from transformers import AutoConfig, AutoTokenizer
 
 from ..data import TaskData, task_texts
+from ..export.machine import cpu_name
 from ..io import replace_folder, write_json
 from ..peers import ORT_DYNAMIC, fastest, measure_int8_peers
 from .measure import (Baseline, ShapeRefused, basis, export_reference, factor_predictions, proxy_file, time_beside_reference,
@@ -83,9 +85,12 @@ class Predictor:
 
 def measurement_key(job, threads: int, max_length: int) -> str:
     """What the measurements depend on: the model, the data (their digests in the compress job), threads, length,
-    and how latency is timed (version 3: the session's own call, no longer compact's ORTModel wrapper)."""
+    the machine and runtime they were timed on (a cache folder copied to, or shared with, another machine is not
+    read there), and how latency is timed (version 3: the session's own call, no longer compact's ORTModel
+    wrapper)."""
     text = json.dumps({"inputs": job.inputs, "model": job.arguments.get("model"), "threads": threads,
-                       "max_length": max_length, "version": 3}, sort_keys=True)
+                       "max_length": max_length, "cpu": cpu_name(), "cores": os.cpu_count(),
+                       "onnxruntime": ort.__version__, "version": 3}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
