@@ -34,8 +34,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from compact_nlp.bench import inputs_of_length, time_side_by_side
-from compact_nlp.compare import encode, peers, real_length_latency
+from compact_nlp.bench import inputs_of_length, real_length_latency, time_side_by_side
+from compact_nlp.compare import encode, peers
 from compact_nlp.glue import get_task, load_glue
 from compact_nlp.io import write_json, write_text
 from compact_nlp.metrics import compute_glue_metrics

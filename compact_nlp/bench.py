@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -84,6 +85,21 @@ def time_side_by_side(variants: dict[str, Callable[[], object]], rounds: int = 5
             timings[name].ms += this_round
             timings[name].round_medians.append(statistics.median(this_round))
     return {name: t.summary() for name, t in timings.items()}
+
+
+def real_length_latency(rows: dict, inputs: dict[str, list[dict]], rounds: int = 3) -> dict:
+    """Median/p90 ms of each row over its inputs at their real lengths (inputs: per row, its tokenizer's), by
+    compact_nlp.bench's loop: per round, one pass over the inputs for each row in turn, the rows interleaved by round.
+    Each row thus runs warm, as the peers timed in their own processes do; interleaving the rows input by input
+    made every call start from another model's cache, which slowed the small models most (docs/results.md)."""
+    def cycling(row, encoded: list[dict]):
+        stream = itertools.cycle(encoded)
+        return lambda: row(next(stream))
+
+    count = len(next(iter(inputs.values())))
+    timed = time_side_by_side({name: cycling(row, inputs[name]) for name, row in rows.items()}, rounds=rounds,
+                              calls=count, warmup=count)
+    return {name: {key: stats[key] for key in ("median_ms", "p90_ms", "noise_floor")} for name, stats in timed.items()}
 
 
 # Run in a fresh interpreter: load one variant, time the load, run once, report peak RSS. Peak RSS is VmHWM from

@@ -205,9 +205,7 @@ def _convert_command(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args)
-        finish()  # under accelerate launch: leave the process group together, before the interpreter exits
-        return code
+        return finish(args.func(args))  # under accelerate launch: the processes leave together and end here
     except (CompactConfigError, UnsupportedArchitectureError, CorruptWeightsError, ExportParityError,
             StrictDataclassError, ValueError, OSError) as error:
         if args.debug:

@@ -39,7 +39,6 @@ The peers are made in compact_nlp.compare_peers, the files written by compact_nl
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import sys
 import tempfile
@@ -48,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import dir_size_mb, inputs_of_length, load_and_peak_ram, time_side_by_side
+from .bench import dir_size_mb, inputs_of_length, load_and_peak_ram, real_length_latency, time_side_by_side
 from .compare_peers import (INPUTS, OPTIMUM, OPTIMUM_FUSED, ORT_FP32, PEER, PEER_FUSED, PEERS,  # noqa: F401
                             PYTORCH, OptimumEnvironmentError, export_hf_model, hf_model, optimum_peer, peers,
                             save_hf_folder)
@@ -100,21 +99,6 @@ def encode(tokenizer, task, rows: dict, max_length: int, padding: bool) -> dict[
 def dev_score(row, tokenizer, task, dev, max_length: int) -> dict:
     logits = [row(encode(tokenizer, task, dev[s:s + 64], max_length, True)) for s in range(0, len(dev), 64)]
     return compute_metrics(task, np.concatenate(logits), np.asarray(dev["label"]))
-
-
-def real_length_latency(rows: dict, inputs: dict[str, list[dict]], rounds: int = 3) -> dict:
-    """Median/p90 ms of each row over its inputs at their real lengths (inputs: per row, its tokenizer's), by
-    compact_nlp.bench's loop: per round, one pass over the inputs for each row in turn, the rows interleaved by round.
-    Each row thus runs warm, as the peers timed in their own processes do; interleaving the rows input by input
-    made every call start from another model's cache, which slowed the small models most (docs/results.md)."""
-    def cycling(row, encoded: list[dict]):
-        stream = itertools.cycle(encoded)
-        return lambda: row(next(stream))
-
-    count = len(next(iter(inputs.values())))
-    timed = time_side_by_side({name: cycling(row, inputs[name]) for name, row in rows.items()}, rounds=rounds,
-                              calls=count, warmup=count)
-    return {name: {key: stats[key] for key in ("median_ms", "p90_ms", "noise_floor")} for name, stats in timed.items()}
 
 
 def _log(message: str) -> None:

@@ -16,8 +16,10 @@ only the protocol between the processes, which no library offers for a job shape
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import sys
 from datetime import timedelta
 
 import torch
@@ -143,12 +145,19 @@ def lead(job, cpu: bool):
     return value
 
 
-def finish() -> None:
-    """Leave the process group before the interpreter exits (left to shutdown, gloo's threads can abort the process
-    after the work is done)."""
-    if process_count() > 1 and torch.distributed.is_initialized():
-        _state().wait_for_everyone()
-        torch.distributed.destroy_process_group()
+def finish(code: int = 0) -> int:
+    """End a run: alone, return `code`. Under several processes, leave the process group together, then end this
+    process with `code` at once, output flushed: gloo's worker threads can still abort the interpreter's teardown
+    ("terminate called without an active exception", exit -6) after the work is written, even once the group is
+    destroyed (pytorch/pytorch#179291), and a launcher reads that abort as a failed run."""
+    if process_count() == 1 or not torch.distributed.is_initialized():
+        return code
+    _state().wait_for_everyone()
+    torch.distributed.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 __all__ = ["DEVICES", "DeviceError", "everywhere", "finish", "is_main", "lead", "on_main", "per_process",

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .auto import AutoCompactModel
-from .compare import real_length_latency
+from .bench import real_length_latency
 from .compare_peers import peers
 from .convert import to_hf_model
 from .export import export_model

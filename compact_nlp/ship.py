@@ -13,7 +13,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from .auto import AutoCompactModelForSequenceClassification
+from .bench import real_length_latency
 from .data import TaskSpec, as_spec
 from .export import export_model
 from .export.machine import cpu_name, machine  # noqa: F401 (re-exported: cards and benches name the CPU)
@@ -59,36 +59,29 @@ def evaluate_artifact(path: Path, split, task: TaskSpec | str, max_length: int, 
 
 
 def latency_side_by_side(paths: dict[str, Path], split, task: TaskSpec | str, max_length: int,
-                         examples: int = 200) -> dict[str, dict]:
-    """Median/p90 ms at batch 1, one thread, on the split's first `examples` real, unpadded inputs. With several
-    files, each input runs on all of them back to back (alternating who goes first), so they see the same machine.
+                         examples: int = 200, rounds: int = 3) -> dict[str, dict]:
+    """Median/p90 ms at batch 1, one thread, on the split's first `examples` real, unpadded inputs, by
+    compact_nlp.bench's loop: `rounds` passes over the inputs for each file, the files interleaved by round, so that
+    they see the same machine and each runs warm, as the peers time themselves (interleaving input by input made
+    every call start from another model's cache: the small files, whose weights would stay in cache, lost most).
 
     What is timed is the runtime's own call (InferenceSession.run on prepared feeds), as `compact bench` times compact
     and the peers time themselves: compact's ORTModel wrapper adds about 0.1 ms of Python per call
     (bench/experiments/timing_paths.py), which would weigh on a small model's ratios and not on a peer's."""
     task = as_spec(task)
     models = {name: _ort_model(path, threads=1) for name, path in paths.items()}
-    sessions = {name: model.session for name, model in models.items()}
     rows = split[:examples]
     inputs = {}  # each file with its own tokenizer: a compressed model may have a trimmed vocabulary
     for name, path in paths.items():
         tokenizer = AutoTokenizer.from_pretrained(path.parent)
         inputs[name] = [models[name].feed(**_encode(tokenizer, {c: [rows[c][i]] for c in task.text_columns}, task,
                                                     max_length, False)) for i in range(len(rows["label"]))]
-    for name, session in sessions.items():
-        for feed in inputs[name][:10]:
-            session.run(None, feed)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    order = list(sessions)
-    for i in range(len(rows["label"])):
-        for name in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            sessions[name].run(None, inputs[name][i])
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: {"median": round(statistics.median(t), 3), "p90": round(float(np.percentile(t, 90)), 3),
-                   "examples": len(t), "threads": 1,
+    calls = {name: (lambda feed, session=model.session: session.run(None, feed)) for name, model in models.items()}
+    timed = real_length_latency(calls, inputs, rounds=rounds)
+    return {name: {"median": stats["median_ms"], "p90": stats["p90_ms"], "noise_floor": stats["noise_floor"],
+                   "examples": len(inputs[name]), "rounds": rounds, "threads": 1,
                    "mean_tokens": round(float(np.mean([e["input_ids"].shape[1] for e in inputs[name]])), 1)}
-            for name, t in times.items()}
+            for name, stats in timed.items()}
 
 
 def versions() -> dict:

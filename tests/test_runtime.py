@@ -137,4 +137,18 @@ def test_latency_times_the_session_on_the_feed_the_runtime_builds(classifier_fol
     np.testing.assert_allclose(fast.session.run(None, feed)[0], fast(**feed).logits, rtol=1e-6)
     rows = Dataset.from_dict({"sentence": TEXTS, "label": [0, 1, 1, 0]})  # SST-2's columns
     timed = latency_side_by_side({"model": classifier_folder / "model.ort"}, rows, "sst2", 64, examples=4)
-    assert timed["model"]["examples"] == 4 and timed["model"]["median"] > 0
+    assert timed["model"]["examples"] == 4 and timed["model"]["median"] > 0 and timed["model"]["rounds"] == 3
+
+
+def test_files_timed_side_by_side_each_run_a_whole_pass_before_the_next():
+    """Interleaving files input by input started every call from another model's cache, which slowed the small
+    models most: each file now runs a pass over the inputs in turn, the files interleaved by round."""
+    from compact_nlp.bench import real_length_latency
+
+    calls = []
+    rows = {name: (lambda x, name=name: calls.append((name, x))) for name in ("big", "small")}
+    timed = real_length_latency(rows, {"big": [1, 2, 3], "small": [4, 5, 6]}, rounds=2)
+    passes = [name for name, _ in calls[::3]]
+    assert passes == ["big", "small"] * 3, "a warm-up pass each, then one pass each per round"
+    assert [x for name, x in calls if name == "small"] == [4, 5, 6] * 3
+    assert set(timed) == {"big", "small"} and all(t["median_ms"] >= 0 for t in timed.values())

@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 from transformers import TrainingArguments
 
 from compact_nlp.distill import DistillationConfig
+from compact_nlp.distributed import finish
 from compact_nlp.trainer import CompactConfig, CompactTrainer
 from tiny import random_dataset, tiny_classifier
 
@@ -24,8 +25,6 @@ rank = trainer.accelerator.process_index
 save_file({"projection": trainer.distiller.projection.weight.detach().contiguous(),
            "classifier": trainer.model.classifier.out_proj.weight.detach().contiguous(),
            "world_size": torch.tensor(trainer.accelerator.num_processes)}, f"{out}/rank{rank}.safetensors")
-# Leave the process group explicitly: left to interpreter shutdown, gloo's threads occasionally abort the process
-# ("terminate called without an active exception") after the work is done.
-trainer.accelerator.wait_for_everyone()
-if torch.distributed.is_initialized():
-    torch.distributed.destroy_process_group()
+# Leave the process group and end the process as compact's CLI does: left to interpreter shutdown, gloo's threads
+# occasionally abort the process ("terminate called without an active exception") after the work is done.
+finish()
