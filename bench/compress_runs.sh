@@ -38,3 +38,9 @@ $C $R/mrpc_s3_hat $MRPC --speedup 3 --max-drop 1.5 --time-budget 150m
 # after the first run's search, timed at 32 tokens, missed SST-2's 13-token target: searches now time their budgets
 # at the task's mean length (hat.sequence_length: null); the same command into a new folder
 compact compress $FT1 $R/sst2_s3_hat2 $SST2 --speedup 3 --max-drop 1 --time-budget 110m
+# 2026-12-07, fourth session (AMD EPYC): --seeds K now searches once (each seed distils the searched SubTransformer),
+# files are timed pass per file; peers and plans measured afresh ($COMPACT_CACHE new). SST-2 from FT1 on 2 seeds, and
+# STS-B from all-MiniLM-L6-v2 beside it on the other core. Copied to bench/results/compress_{sst2,stsb}_speedup3_*
+compact compress $FT1 $R/sst2_s3_2seeds $SST2 --speedup 3 --max-drop 1 --seeds 2 --time-budget 130m &
+$C $R/stsb_s3 $STSB --speedup 3 --max-drop 1.5 --time-budget 120m &
+wait
