@@ -15,20 +15,19 @@ the large ones changes the speedups it reports.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pandas as pd
 from transformers import AutoTokenizer
 
 from compact_nlp.bench import real_length_latency
 from compact_nlp.io import write_json, write_text
 from compact_nlp.runtime import session_options
 from compact_nlp.ship import machine, versions
+from timing_paths import files_and_texts
 
 
 def input_by_input(calls: dict, feeds: dict) -> dict[str, float]:
@@ -45,15 +44,7 @@ def input_by_input(calls: dict, feeds: dict) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="+", help="NAME=path/to/model.ort (the first is the reference)")
-    parser.add_argument("--texts", required=True)
-    parser.add_argument("--text-column", default="text")
-    parser.add_argument("--examples", type=int, default=200)
-    parser.add_argument("--out", default="bench/results/timing_loops_sst2")
-    args = parser.parse_args()
-    files = dict(item.split("=", 1) for item in args.files)
-    texts = list(pd.read_csv(args.texts)[args.text_column][:args.examples])
+    files, texts, out = files_and_texts(__doc__, "bench/results/timing_loops_sst2")
     calls, feeds = {}, {}
     for name, file in files.items():
         session = ort.InferenceSession(file, session_options(1), providers=["CPUExecutionProvider"])
@@ -74,14 +65,14 @@ def main() -> None:
     result = {"files": files, "examples": len(texts), "mean_tokens": round(float(np.mean(
         [f["input_ids"].shape[1] for f in feeds[reference]])), 1), "rows": rows, "machine": machine(),
         "versions": versions()}
-    write_json(Path(f"{args.out}.json"), result)
+    write_json(Path(f"{out}.json"), result)
     lines = [f"# Side-by-side latency by timing loop ({result['examples']} inputs, {result['mean_tokens']} tokens on "
              f"average; {result['machine']['cpu']}, onnxruntime {result['versions']['onnxruntime']}, 1 thread)", "",
              "| file | input by input, ms | x reference | pass per file, ms | x reference |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {r['input by input']['median_ms']:.3f} | {r['input by input']['of_reference']:.3f} | "
               f"{r['pass per file']['median_ms']:.3f} | {r['pass per file']['of_reference']:.3f} |"
               for name, r in rows.items()]
-    write_text(Path(f"{args.out}.md"), "\n".join(lines) + "\n")
+    write_text(Path(f"{out}.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -42,16 +42,21 @@ def wrapper_call(path: Path):
     return lambda feed: model(**feed)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def files_and_texts(description: str, out: str) -> tuple[dict[str, str], list[str], str]:
+    """The command line these timing experiments share: NAME=FILE arguments, the texts to time on, the output stem."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="NAME=path/to/model.ort")
     parser.add_argument("--texts", required=True)
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--examples", type=int, default=200)
-    parser.add_argument("--out", default="bench/results/timing_paths_sst2")
+    parser.add_argument("--out", default=out)
     args = parser.parse_args()
     files = dict(item.split("=", 1) for item in args.files)
-    texts = list(pd.read_csv(args.texts)[args.text_column][:args.examples])
+    return files, list(pd.read_csv(args.texts)[args.text_column][:args.examples]), args.out
+
+
+def main() -> None:
+    files, texts, out = files_and_texts(__doc__, "bench/results/timing_paths_sst2")
     calls, feeds = {}, {}
     for name, file in files.items():
         path = Path(file)
@@ -75,13 +80,13 @@ def main() -> None:
     result = {"files": files, "examples": len(texts), "mean_tokens": round(float(np.mean(
         [f["input_ids"].shape[1] for f in next(iter(feeds.values()))])), 1), "median_ms": rows,
         "machine": machine(), "versions": versions()}
-    write_json(Path(f"{args.out}.json"), result)
+    write_json(Path(f"{out}.json"), result)
     lines = [f"# Batch-1 latency by calling path ({result['examples']} inputs, {result['mean_tokens']} tokens on "
              f"average; {result['machine']['cpu']}, onnxruntime {result['versions']['onnxruntime']})", "",
              "| file | session.run, ms | compact's ORTModel call, ms | difference, ms |", "|---|---|---|---|"]
     lines += [f"| {name} | {r['session']:.3f} | {r['wrapper']:.3f} | {r['wrapper_minus_session']:.3f} |"
               for name, r in rows.items()]
-    write_text(Path(f"{args.out}.md"), "\n".join(lines) + "\n")
+    write_text(Path(f"{out}.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
