@@ -35,7 +35,7 @@ def results_path(out: Path, seed: int, search_seed: int) -> Path:
 
 
 def distil_folder(out: Path, fraction: float, label: str, seed: int, search_seed: int) -> Path:
-    """Where the SubTransformer chosen at `fraction` ("searched", "uniform") is distilled with `seed`."""
+    """Where the SubTransformer chosen at `fraction` ("searched", "uniform"; "full" at 1) is distilled with `seed`."""
     folder = Path(out) / f"sub-{fraction:g}-{label}"
     return folder if seed == search_seed else folder.with_name(f"{folder.name}-seed{seed}")
 
@@ -48,7 +48,6 @@ def subtransformer_distillation(config, model):
     if settings.get("hidden_weight", 0) > 0 and settings.get("layer_map") is None:
         settings["layer_map"] = [0] + [layer + 1 for layer in model.config.search["layers"]]
     return CompactConfig(distillation=DistillationConfig.from_dict(settings))
-
 
 
 def ship_int8(model, tokenizer, folder: Path, task, train, dev: dict, max_length: int, mobile: bool = True,

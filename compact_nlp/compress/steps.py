@@ -250,4 +250,5 @@ def run_attempt(context: Context, plan: Plan, seed: int, steps_folder: Path) -> 
     return AttemptRun(model, steps)
 
 
-__all__ = ["AttemptRun", "Context", "FIRST_SEED", "STUDENT_STAGE", "Step", "finished_steps", "run_attempt", "run_step", "steps_of"]
+__all__ = ["AttemptRun", "Context", "FIRST_SEED", "STUDENT_STAGE", "Step", "finished_steps", "run_attempt", "run_step",
+           "steps_of"]
