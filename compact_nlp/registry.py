@@ -97,6 +97,10 @@ class PlanOption:
     # the section key that seeds its shared work (a search's SuperTransformer, hence the architecture it picks): the
     # planner sets it to the job's first seed, so every seed's attempt shares that work and differs in what follows
     seed_key: str | None = None
+    # the section key of its own training length, present in `section` (a search's distillation of the model it
+    # found, read by its last stages, so also a late key): an escalation that trains twice as long doubles it, and
+    # the search is reused
+    lengthen_key: str | None = None
 
     @property
     def searches(self) -> bool:

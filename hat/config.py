@@ -53,6 +53,9 @@ class HatConfig(ConfigSection):
         the protocol's first seed. Runs at other protocol seeds that give the same supernet_seed in one folder share
         those stages and the architecture they choose, and differ only in the distillation (`-seed<N>` folders):
         `compact compress --seeds K` searches once this way.
+    distill_longer: distil the searched SubTransformer this many times distill_epochs, in folders of their own
+        (`-distil<x>x`) beside the default's, so that a longer distillation reuses a finished search (compress's
+        escalation of a search plan).
     """
 
     hidden: list[int] | None = None
@@ -92,6 +95,7 @@ class HatConfig(ConfigSection):
     subtransformer: dict | None = None
     seed: int = 0
     supernet_seed: int | None = None
+    distill_longer: float = 1.0
     version: int = field(default=HAT_CONFIG_VERSION)
 
     def __post_init__(self):
@@ -102,7 +106,7 @@ class HatConfig(ConfigSection):
                                  f"{self.sequence_length}.")
         positive = ("threads", "batch", "importance_batches", "supernet_steps",
                     "supernet_batch_size", "latency_models", "latency_passes", "population", "parents",
-                    "iterations", "fitness_examples", "distill_seeds")
+                    "iterations", "fitness_examples", "distill_seeds", "distill_longer")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise HatConfigError(f"hat.{name} must be positive, got {getattr(self, name)}.")

@@ -29,15 +29,21 @@ def search_log(message: str) -> None:
     print(f"[compact search {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def results_path(out: Path, seed: int, search_seed: int) -> Path:
-    """The search's results file for a run whose distillation used `seed`."""
-    return Path(out) / ("search_results.json" if seed == search_seed else f"search_results-seed{seed}.json")
+def _suffix(seed: int, search_seed: int, longer: float) -> str:
+    """What tells apart the distillations of one search: a longer one (hat.distill_longer), a seed other than the
+    search's own."""
+    return (f"-distil{longer:g}x" if longer != 1 else "") + (f"-seed{seed}" if seed != search_seed else "")
 
 
-def distil_folder(out: Path, fraction: float, label: str, seed: int, search_seed: int) -> Path:
-    """Where the SubTransformer chosen at `fraction` ("searched", "uniform"; "full" at 1) is distilled with `seed`."""
-    folder = Path(out) / f"sub-{fraction:g}-{label}"
-    return folder if seed == search_seed else folder.with_name(f"{folder.name}-seed{seed}")
+def results_path(out: Path, seed: int, search_seed: int, longer: float = 1.0) -> Path:
+    """The search's results file for a run whose distillation used `seed` and `longer` (as distil_folder names)."""
+    return Path(out) / f"search_results{_suffix(seed, search_seed, longer)}.json"
+
+
+def distil_folder(out: Path, fraction: float, label: str, seed: int, search_seed: int, longer: float = 1.0) -> Path:
+    """Where the SubTransformer chosen at `fraction` ("searched", "uniform"; "full" at 1) is distilled with `seed`,
+    `longer` times hat.distill_epochs (a longer distillation of the same search has a folder of its own)."""
+    return Path(out) / f"sub-{fraction:g}-{label}{_suffix(seed, search_seed, longer)}"
 
 
 def subtransformer_distillation(config, model):
@@ -71,7 +77,8 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
     p = recipe.protocol
     model = extract(supernet, sub)
     args = training_arguments(p, str(folder / "checkpoints"), seed, task.main_metric, max_steps=-1,
-                              num_train_epochs=config.distill_epochs, learning_rate=config.distill_learning_rate)
+                              num_train_epochs=config.distill_epochs * config.distill_longer,
+                              learning_rate=config.distill_learning_rate)
     trainer = CompactTrainer(
         model=model, args=args, train_dataset=train_tokenized, eval_dataset=heldout_tokenized, teacher_model=teacher,
         compact_config=subtransformer_distillation(config, model),
@@ -95,7 +102,8 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
               "heldout": {k.removeprefix("eval_"): v for k, v in heldout.items()}, **shipped}
     write_json(done, result)
     card_recipe = recipe.to_dict()  # the card states the distillation this model had, not the protocol's fine-tuning
-    card_recipe["protocol"].update(epochs=config.distill_epochs, learning_rate=config.distill_learning_rate)
+    card_recipe["protocol"].update(epochs=config.distill_epochs * config.distill_longer,
+                                   learning_rate=config.distill_learning_rate)
     card_recipe["teacher"] = card_recipe["model"]
     card_recipe["distillation"] = result["distillation"]
     write_model_card(folder / "model", {"recipe": card_recipe, "summary": summarize([result]), "per_seed": [result]},

@@ -304,17 +304,17 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, dat
 
     fitness_rows = heldout_tokenized.select(range(min(config.fitness_examples, len(heldout_tokenized))))
     fitness = heldout_fitness(supernet, collate_batches(fitness_rows, collator, 64, by_length=True), task)
-    results = {"task": task.name, "seed": seed, "supernet_seed": search_seed, "model": str(model_dir), "space": space.to_dict(),
-               "space_size": space.size(), "spec": spec.to_dict(), "hat": config.to_dict(),
+    results = {"task": task.name, "seed": seed, "supernet_seed": search_seed, "model": str(model_dir),
+               "space": space.to_dict(), "space_size": space.size(), "spec": spec.to_dict(), "hat": config.to_dict(),
                "full_model_ms": round(full_ms, 4), "predictor": predictor.metrics,
                "heldout_overlap": i.overlap, "full_model_heldout": fitness(space.largest()), "budgets": {}}
     def distil(sub, fraction: float, kind: str, label: str) -> dict:
         """The first distillation seed's result, with every seed's dev scores (the same data split for all: the
         SuperTransformer was trained on it; the seed changes the data order and dropout)."""
+        folders = {s: distil_folder(out, fraction, kind, s, search_seed, config.distill_longer)
+                   for s in range(seed, seed + config.distill_seeds)}
         runs = [distil_and_ship(supernet, sub, teacher, tokenizer, task, train, distil_tokenized, heldout_tokenized,
-                                dev, collator, recipe, config, distil_folder(out, fraction, kind, s, search_seed), s,
-                                label)
-                for s in range(seed, seed + config.distill_seeds)]
+                                dev, collator, recipe, config, folder, s, label) for s, folder in folders.items()]
         per_seed = {split: {metric: [round(100 * r["dev"][split][metric], 2) for r in runs]
                             for metric in runs[0]["dev"][split]} for split in runs[0]["dev"]}
         return {**runs[0], "distill_seeds": list(range(seed, seed + config.distill_seeds)), "dev_per_seed": per_seed}
@@ -326,5 +326,5 @@ def run_search(recipe, model_dir: str | os.PathLike, out: str | os.PathLike, dat
         reference = distil(space.largest(), 1, "full", "full model, trained the same way")
         results["full_reference"] = {**reference, "measured_ms": round(full_ms, 4)}
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
-    write_json(results_path(out, seed, search_seed), results)
+    write_json(results_path(out, seed, search_seed, config.distill_longer), results)
     return results

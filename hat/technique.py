@@ -61,9 +61,10 @@ class HardwareAwareSearch(Technique):
         stage = {"protocol": {"epochs": defaults.distill_epochs, "learning_rate": defaults.distill_learning_rate}}
         return [PlanOption(f"HAT search at {share:g} of the latency",
                            {"budgets": [share], "full_reference": False, "uniform_reference": False,
-                            "sequence_length": None}, stage, drop,
-                           latency_share=share, shallowest=shallowest_depth, late_keys=("budgets",),
-                           seed_key="supernet_seed",
+                            "sequence_length": None, "distill_longer": 1.0}, stage, drop,
+                           latency_share=share, shallowest=shallowest_depth,
+                           late_keys=("budgets", "distill_longer"), seed_key="supernet_seed",
+                           lengthen_key="distill_longer",
                            fixed_examples=supernet_examples,
                            fixed_seconds=fixed_seconds)
                 for share, drop in PLAN_SHARES]
@@ -91,10 +92,12 @@ class HardwareAwareSearch(Technique):
                    "sequence_length": searched["spec"]["sequence_length"],  # the length its budget was timed at
                    "headline": f"{best['subtransformer']} measured {best['measured_ms']} ms vs full "
                                f"{searched['full_model_ms']} ms ({config.precision})"}
-        folder = distil_folder(out, budget, "searched", recipe.protocol.seeds[0], searched["supernet_seed"])
+        folder = distil_folder(out, budget, "searched", recipe.protocol.seeds[0], searched["supernet_seed"],
+                               config.distill_longer)
         return StandaloneResult(model_dir=str(folder / "pytorch"), summary=summary,
                                 facts={"subtransformer": best["subtransformer"]}, lines=search_lines(searched),
-                                results_file=str(results_path(out, recipe.protocol.seeds[0], searched["supernet_seed"])))
+                                results_file=str(results_path(out, recipe.protocol.seeds[0], searched["supernet_seed"],
+                                                                 config.distill_longer)))
 
 
 def search_lines(results: dict) -> list[str]:

@@ -17,6 +17,7 @@ from compact_nlp.compress.plans import Plan, all_plans, escalations
 from compact_nlp.compress.steps import (FIRST_SEED, Context, finished_steps, run_attempt, step_key, steps_of,
                                         work_folder)
 from compact_nlp.data import load_task_data
+from compact_nlp.hat.distil import distil_folder
 from compact_nlp.registry import technique
 from conftest import requires_glue
 
@@ -71,14 +72,23 @@ def test_once_a_search_is_measured_the_plans_that_share_it_are_predicted_from_th
     assert rescale_searches(plans, by_label["3 of 6 layers, int8 PTQ"], 1.0) == 1.0, "a student is measured by proxy"
 
 
-def test_escalating_a_search_plan_never_runs_the_search_again():
-    plan = next(p for p in all_plans(6) if p.searched and len(p.options) == 3)  # search, tokens kept 0.7, int8 PTQ
-    tries = escalations(plan)
-    searches = {json.dumps(steps_of(attempt)[0].__dict__, sort_keys=True) for attempt in tries}
-    assert len(searches) == 1, "every attempt shares the search step (the same folder, run once)"
-    assert tries[-1].training == 2 and steps_of(tries[-1])[1].epochs_factor == 2.0, "the next step trains longer"
-    alone = next(p for p in all_plans(6) if p.searched and list(p.options) == ["hat", "quant"])
-    assert [t.training for t in escalations(alone)] == [1.0, 1.0], "PTQ, then QAT: nothing to lengthen"
+def test_escalating_a_search_plan_never_runs_the_search_again_and_at_last_distils_its_model_longer(tmp_path):
+    """PTQ, then QAT, then the searched SubTransformer distilled twice as long: every attempt shares the search's
+    work folder (SuperTransformer, latency data, evolution); the longer distillation is a step of its own."""
+    context = Context(None, "teacher", max_length=32, epochs=1.0, train_subset=None)
+    for plan in [p for p in all_plans(6) if p.searched and list(p.options) in (["hat", "quant"],
+                                                                               ["hat", "token_pruning", "quant"])]:
+        tries = escalations(plan)
+        assert [t.training for t in tries] == [1.0, 1.0, 2.0]
+        first, last = steps_of(tries[0]), steps_of(tries[-1])
+        assert {work_folder(context, steps_of(t)[0], "teacher", 1, tmp_path) for t in tries} == \
+            {work_folder(context, first[0], "teacher", 1, tmp_path)}, "one search for every attempt"
+        assert first[0].sections["hat"]["distill_longer"] == 1.0
+        assert last[0].sections["hat"]["distill_longer"] == 2.0 and last[0].epochs_factor == 2.0
+        assert step_key(context, last[0], "teacher", 1) != step_key(context, first[0], "teacher", 1)
+        assert all(step.epochs_factor == 1.0 for step in last[1:]), "plan.training goes to one step"
+    assert distil_folder(tmp_path, 0.33, "searched", 1, 1, 2.0).name == "sub-0.33-searched-distil2x"
+    assert distil_folder(tmp_path, 0.33, "searched", 2, 1).name == "sub-0.33-searched-seed2"
 
 
 def test_a_search_plans_fixed_work_is_in_its_time_estimate():
@@ -141,7 +151,7 @@ def test_a_search_is_not_offered_to_several_processes(monkeypatch):
 TINY_SEARCH = {"budgets": [0.6], "full_reference": False, "uniform_reference": False, "supernet_steps": 2,
                "supernet_batch_size": 3, "importance_batches": 1, "latency_models": 10, "noise_models": 2,
                "noise_repeats": 2, "population": 4, "parents": 2, "mutations": 1, "crossovers": 1, "iterations": 2,
-               "fitness_examples": 16, "distill_epochs": 1, "sequence_length": None,
+               "fitness_examples": 16, "distill_epochs": 1, "distill_longer": 1.0, "sequence_length": None,
                "measurer": "user_measurer:ParameterCount"}
 
 
@@ -200,3 +210,10 @@ def test_an_attempt_searches_then_quantizes_the_searched_model_and_reads_back(ss
     assert seed2.result["subtransformer"] == sub and seed2.model_dir != run.model_dir
     assert (work / "sub-0.6-searched-seed2" / "pytorch").is_dir() and (work / "search_results-seed2.json").is_file()
     assert json.loads((work / "search_results.json").read_text())["seed"] == 1, "the first seed's results stay"
+
+    # the last escalation: the same search, its SubTransformer distilled twice as long in a folder of its own
+    longer = escalations(plan)[-1]
+    assert longer.training == 2 and finished_steps(context, longer, 1, tmp_path / "steps") == (0, {"hat"})
+    assert run_attempt(context, longer, 1, tmp_path / "steps").result["subtransformer"] == sub
+    assert (work / "sub-0.6-searched-distil2x" / "pytorch").is_dir() and trained.stat().st_mtime_ns == stamp
+    assert json.loads((work / "search_results-distil2x.json").read_text())["hat"]["distill_longer"] == 2.0

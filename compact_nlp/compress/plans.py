@@ -87,10 +87,12 @@ class Plan:
 
     @property
     def changes_structure(self) -> bool:
-        """Whether the plan has a student step that its `training` lengthens: fewer layers, or an option that trains
-        before the last one (a search aside: it trains by its own settings)."""
+        """Whether the plan has a student step that its `training` lengthens: fewer layers, an option that trains
+        before the last one (a search aside: it trains by its own settings), or a search that says how to lengthen
+        its training (PlanOption.lengthen_key)."""
         return self.layers < self.original_layers or any(o.trains and not o.searches
-                                                         for o in list(self.options.values())[:-1])
+                                                         for o in list(self.options.values())[:-1]) \
+            or any(o.searches and o.lengthen_key for o in self.options.values())
 
     def to_dict(self) -> dict:
         return {"label": self.label, "layers": self.layers, "training": self.training,

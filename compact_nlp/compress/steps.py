@@ -54,7 +54,8 @@ def steps_of(plan: Plan) -> list[Step]:
     """The plan's steps, in registry order: the student step (when it has fewer layers) takes the first option that
     trains; every other option is a step of its own (a post-training one trains nothing), so that attempts which share
     their first steps share them on disk too (run_attempt)."""
-    steps, lengthened = [], plan.layers < plan.original_layers  # plan.training goes to one step: the first but a search
+    # plan.training goes to one step: the first, but a search only when it says how (PlanOption.lengthen_key)
+    steps, lengthened = [], plan.layers < plan.original_layers
     if lengthened:
         steps.append(Step(layers=student_layers(plan.original_layers, plan.layers), stage=STUDENT_STAGE,
                           epochs_factor=plan.training))
@@ -64,13 +65,24 @@ def steps_of(plan: Plan) -> list[Step]:
             steps[-1].stage = _merge(steps[-1].stage, option.stage)  # the option's settings win over the student's
             steps[-1].epochs_factor *= option.train_factor
         else:
-            factor = option.train_factor * (plan.training if not (lengthened or option.searches) else 1.0)
-            lengthened = lengthened or not option.searches
-            section = {**option.section, option.seed_key: FIRST_SEED} if option.seed_key else option.section
+            here = not lengthened and (not option.searches or option.lengthen_key is not None)
+            factor, lengthened = option.train_factor * (plan.training if here else 1.0), lengthened or here
+            section = _seeded(_lengthened(option, plan.training) if here else option.section, option)
             work = {k: v for k, v in section.items() if k not in option.late_keys} if option.late_keys else None
             steps.append(Step({name: section}, None, option.stage, factor, option.trains, work,
                               option.seed_key is not None))
     return steps
+
+
+def _lengthened(option, training: float) -> dict:
+    """The option's section with its own length setting (a search's distillation) times `training`."""
+    if option.lengthen_key is None or training == 1:
+        return option.section
+    return {**option.section, option.lengthen_key: option.section[option.lengthen_key] * training}
+
+
+def _seeded(section: dict, option) -> dict:
+    return {**section, option.seed_key: FIRST_SEED} if option.seed_key else section
 
 
 def _merge(base: dict, update: dict) -> dict:
