@@ -86,6 +86,9 @@ class PlanOption:
     trains: bool = True  # False: post-training (no training step of its own)
     train_factor: float = 1.0  # its training step runs this many times the planner's epochs (an escalation: 2.0)
     escalation: PlanOption | None = None  # the costlier try at the same latency and size (e.g. QAT after PTQ)
+    # it trains from a finished model, in a step of its own, never in a student's step: QAT with its PTQ fallback,
+    # which quantizes the model it starts from (so the student an earlier PTQ attempt trained is reused)
+    own_step: bool = False
     # A search (a standalone technique) picks its own depth and widths under a latency budget: the planner pairs it
     # with the full depth only, predicts its latency as this share of the model it starts from (the budget it
     # searches under) instead of timing a proxy, and cannot predict its size before the search has run.

@@ -59,7 +59,7 @@ class Quantization(Technique):
                          {"int8": {"mode": "qat", "weights": "per_channel", "fallback_to_ptq": True}},
                          {"protocol": {"epochs": 1, "learning_rate": 2.0e-5},
                           "distillation": {"temperature": 1.0, "task_weight": 1.0, "logits_weight": 1.0,
-                                           "hidden_weight": 1.0}}, 0.3)
+                                           "hidden_weight": 1.0}}, 0.3, own_step=True)
         ptq = PlanOption("int8 PTQ", {"int8": {"mode": "ptq", "weights": "per_channel"}}, {}, 0.5, trains=False,
                          escalation=qat)
         binary_section = {"binary": {"weights": "per_channel", "activation_bits": 8, "embedding_bits": 1}}

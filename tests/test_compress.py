@@ -60,6 +60,17 @@ def test_escalations_keep_the_shape_and_get_costlier():
     assert first[0] == second[0] and first[1].trains is False and second[1].trains is True
 
 
+def test_qat_after_ptq_of_a_plain_student_quantizes_the_trained_student_in_a_step_of_its_own():
+    """Merged into the student's step, QAT's recipe changed the model before quantizing it, which its PTQ fallback
+    refuses (an STS-B compress stopped there with exit 2): it is a step of its own, after the student PTQ reused."""
+    plan = next(p for p in all_plans(6) if p.layers == 2 and list(p.options) == ["quant"] and "PTQ" in p.label)
+    ptq, qat = escalations(plan)[:2]
+    first, second = steps_of(ptq), steps_of(qat)
+    assert len(second) == 2 and first[0] == second[0] and not second[0].sections, "the same student, reused"
+    assert second[1].sections["quant"]["int8"]["fallback_to_ptq"] and list(second[1].sections) == ["quant"]
+    assert second[1].layers is None, "no student_layers in QAT's recipe: its fallback quantizes the trained student"
+
+
 def test_a_resumed_run_keeps_the_first_runs_training_decision(tmp_path):
     """The time left shrinks between a kill and the resume; the steps' folders are named by their settings, so a
     training length decided again would start them over."""

@@ -60,7 +60,7 @@ def steps_of(plan: Plan) -> list[Step]:
         steps.append(Step(layers=student_layers(plan.original_layers, plan.layers), stage=STUDENT_STAGE,
                           epochs_factor=plan.training))
     for name, option in plan.options.items():
-        if option.trains and steps and steps[-1].layers and not steps[-1].sections:
+        if option.trains and not option.own_step and steps and steps[-1].layers and not steps[-1].sections:
             steps[-1].sections[name] = option.section
             steps[-1].stage = _merge(steps[-1].stage, option.stage)  # the option's settings win over the student's
             steps[-1].epochs_factor *= option.train_factor
