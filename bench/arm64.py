@@ -38,8 +38,7 @@ def feeds_of(path: Path, texts: list, max_length: int = 128) -> tuple[object, li
     """The file's session (1 thread) and its feeds for `texts`, built by the runtime's own ORTModel.feed."""
     model = ORTModelForSequenceClassification.from_pretrained(path.parent, file_name=path.name, threads=1)
     tokenizer = AutoTokenizer.from_pretrained(path.parent)
-    feeds = [model.feed(**{k: v for k, v in tokenizer(*t, truncation=True, max_length=max_length,
-                                                      return_tensors="np").items()}) for t in texts]
+    feeds = [model.feed(**tokenizer(*t, truncation=True, max_length=max_length, return_tensors="np")) for t in texts]
     return model.session, feeds
 
 
@@ -76,7 +75,7 @@ def compare(files: dict[str, Path], host_outputs: dict, host_ms: dict, arm: dict
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# compact's files on onnxruntime's arm64 kernels (emulated Cortex-A76) and on this x86 CPU",
+    lines = ["# compact's files on onnxruntime's arm64 kernels (emulated Cortex-A76) and on this x86 CPU",
              "", f"{result['examples']} inputs ({result['texts']}), batch 1, 1 thread; x86: {result['machine']['cpu']}, "
              f"{result['x86_runtime']}; arm64: {result['arm64_runtime']} under qemu-user (emulated: the times rank "
              "the files roughly and are not a phone's)", "",

@@ -15,8 +15,6 @@ the large ones changes the speedups it reports.
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +25,7 @@ from compact_nlp.bench import real_length_latency
 from compact_nlp.io import write_json, write_text
 from compact_nlp.runtime import session_options
 from compact_nlp.ship import machine, versions
-from timing_paths import files_and_texts
-
-
-def input_by_input(calls: dict, feeds: dict) -> dict[str, float]:
-    """The loop compress and ship used before: median ms per file, every input on every file back to back."""
-    times = {name: [] for name in calls}
-    order = list(calls)
-    count = len(next(iter(feeds.values())))
-    for i in range(count):
-        for name in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            calls[name](feeds[name][i])
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+from timing_paths import files_and_texts, input_by_input
 
 
 def main() -> None:

@@ -42,6 +42,20 @@ def wrapper_call(path: Path):
     return lambda feed: model(**feed)
 
 
+def input_by_input(calls: dict, feeds: dict) -> dict[str, float]:
+    """Median ms of each call over its feeds, every input run on every call back to back (alternating who goes
+    first): the loop compress and ship used until 2026-12-07."""
+    times = {name: [] for name in calls}
+    order = list(calls)
+    count = len(next(iter(feeds.values())))
+    for i in range(count):
+        for name in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            calls[name](feeds[name][i])
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def files_and_texts(description: str, out: str) -> tuple[dict[str, str], list[str], str]:
     """The command line these timing experiments share: NAME=FILE arguments, the texts to time on, the output stem."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,15 +80,8 @@ def main() -> None:
     for (name, _), call in calls.items():
         for feed in feeds[name][:10]:
             call(feed)
-    times = {key: [] for key in calls}
-    order = list(calls)
-    for i in range(len(texts)):
-        for key in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            calls[key](feeds[key[0]][i])
-            times[key].append((time.perf_counter() - start) * 1e3)
-    rows = {name: {path: round(statistics.median(times[(name, path)]), 4) for path in ("session", "wrapper")}
-            for name in files}
+    medians = input_by_input(calls, {key: feeds[key[0]] for key in calls})
+    rows = {name: {path: round(medians[(name, path)], 4) for path in ("session", "wrapper")} for name in files}
     for row in rows.values():
         row["wrapper_minus_session"] = round(row["wrapper"] - row["session"], 4)
     result = {"files": files, "examples": len(texts), "mean_tokens": round(float(np.mean(
