@@ -33,7 +33,8 @@ from ..run import run_recipe
 from ..workdir import Job, defaults_of, input_digest
 from .budget import Clock, TrainingPlan, attempt_seconds
 from .goal import EMBEDDINGS, TASKS, Goal, GoalError, Limits
-from .planner import Attempt, Target, best, meets_target, order, predicted_to_meet, rescale_searches
+from .planner import (Attempt, Failure, Target, best, hopeless, meets_target, order, out_of_reach, predicted_to_meet,
+                      rescale_searches)
 from .plans import Plan, escalations
 from .steps import FIRST_SEED, Context, finished_steps, run_attempt
 
@@ -182,40 +183,76 @@ def one_attempt(setup: Setup, context: Context, plan: Plan, seed: int, reference
     return attempt
 
 
+@dataclass
+class Ladder:
+    """What one plan's ladder of escalations gave: its attempts, those that met the goal on the mean of the seeds
+    (empty when none did), and its failure when every rung ran at the target's speed and none held the drop."""
+
+    attempts: list[Attempt]
+    met: list[Attempt]
+    failure: Failure | None = None
+
+
 def try_plans(setup: Setup, context: Context, plans: list[Plan], target: Target, reference_ms: float,
               clock: Clock, training: TrainingPlan, seconds_per_example: float, log) -> tuple[list, list]:
     """Phase 6: every attempt (held-out numbers, seed by seed) and the attempts of the plan that met the goal on the
-    mean of the seeds (empty when none did)."""
-    rows, main, tried = len(setup.selection.train), setup.data.spec.main_metric, []  # main: for the log
-    seeds = [SPLIT_SEED + i for i in range(setup.limits.seeds)]
+    mean of the seeds (empty when none did). A plan at least as lossy in every part as one that failed is not
+    tried (compact_nlp.compress.planner.hopeless)."""
+    tried, failures = [], []
     for plan in plans:
         if not predicted_to_meet(plan, target):  # predicted again once a search it shares was measured
             log(f"skip {plan.label}: predicted {plan.predicted_ms:.2f} ms once its search was measured")
             continue
-        for attempt_plan in escalations(plan):
-            expected = expected_seconds(context, attempt_plan, seeds, setup.out / "steps",
-                                        training.train_subset or rows, training.epochs, seconds_per_example)
-            if not clock.affords(sum(expected)):  # an attempt holds only when every seed has run
-                log(f"skip {attempt_plan.label}: about {sum(expected) / 60:.0f} min for {len(seeds)} seed(s), "
-                    f"{clock.left() / 60:.0f} min left")
-                continue
-            runs = []
-            for seed, seconds in zip(seeds, expected):
-                log(f"attempt {attempt_plan.label} (seed {seed}; about {seconds / 60:.0f} min, "
-                    f"{'no limit' if clock.left() is None else f'{clock.left() / 60:.0f} min left'})")
-                runs.append(one_attempt(setup, context, attempt_plan, seed, reference_ms, target, clock))
-                log(f"  held-out {main} {runs[-1].score:.2f} (teacher {runs[-1].teacher_score:.2f}, drop "
-                    f"{runs[-1].drop:.2f}); {runs[-1].ms:.2f} ms; {runs[-1].size_mb:.2f} MB")
-                if not meets_target(runs[-1], target) or runs[-1].drop > setup.goal.max_drop + 2.0:
-                    break  # another seed cannot bring the mean back
-            tried += runs
-            rescale_searches(plans, plan, runs[-1].ms)
-            if not meets_target(runs[-1], target):
-                break  # the escalations keep the shape: none of them is faster or smaller
-            mean_drop = sum(a.drop for a in runs) / len(runs)
-            if len(runs) == len(seeds) and mean_drop <= setup.goal.max_drop:
-                return tried, runs
+        if failed := hopeless(plan, failures):
+            why = (f"at least as lossy in every part as {failed.plan.label}, which lost {failed.best_drop:.2f} "
+                   f"points at best (allowed {setup.goal.max_drop:g})")
+            log(f"skip {plan.label}: {why}")
+            setup.notes.append(f"not tried: {plan.label} ({why})")
+            continue
+        ladder = try_ladder(setup, context, plan, plans, target, reference_ms, clock, training, seconds_per_example,
+                            log)
+        tried += ladder.attempts
+        if ladder.met:
+            return tried, ladder.met
+        failures += [ladder.failure] if ladder.failure else []
     return tried, []
+
+
+def try_ladder(setup: Setup, context: Context, plan: Plan, plans: list[Plan], target: Target, reference_ms: float,
+               clock: Clock, training: TrainingPlan, seconds_per_example: float, log) -> Ladder:
+    """One plan and its escalations, cheapest first, each on every seed, until one holds the drop on the mean of
+    the seeds, one misses the target (the rungs keep the shape), or one is out of reach of any escalation."""
+    rows, main, max_drop = len(setup.selection.train), setup.data.spec.main_metric, setup.goal.max_drop
+    seeds = [SPLIT_SEED + i for i in range(setup.limits.seeds)]
+    attempts, drops, every_rung_ran = [], [], True
+    for attempt_plan in escalations(plan):
+        expected = expected_seconds(context, attempt_plan, seeds, setup.out / "steps",
+                                    training.train_subset or rows, training.epochs, seconds_per_example)
+        if not clock.affords(sum(expected)):  # an attempt holds only when every seed has run
+            log(f"skip {attempt_plan.label}: about {sum(expected) / 60:.0f} min for {len(seeds)} seed(s), "
+                f"{clock.left() / 60:.0f} min left")
+            every_rung_ran = False
+            continue
+        runs = []
+        for seed, seconds in zip(seeds, expected):
+            log(f"attempt {attempt_plan.label} (seed {seed}; about {seconds / 60:.0f} min, "
+                f"{'no limit' if clock.left() is None else f'{clock.left() / 60:.0f} min left'})")
+            runs.append(one_attempt(setup, context, attempt_plan, seed, reference_ms, target, clock))
+            log(f"  held-out {main} {runs[-1].score:.2f} (teacher {runs[-1].teacher_score:.2f}, drop "
+                f"{runs[-1].drop:.2f}); {runs[-1].ms:.2f} ms; {runs[-1].size_mb:.2f} MB")
+            if not meets_target(runs[-1], target) or runs[-1].drop > max_drop + 2.0:
+                break  # another seed cannot bring the mean back
+        attempts += runs
+        rescale_searches(plans, plan, runs[-1].ms)
+        if not meets_target(runs[-1], target):
+            return Ladder(attempts, [])  # the escalations keep the shape: none of them is faster or smaller
+        drops.append(sum(a.drop for a in runs) / len(runs))
+        if len(runs) == len(seeds) and drops[-1] <= max_drop:
+            return Ladder(attempts, runs)
+        if out_of_reach(drops[-1], max_drop):
+            log(f"  {drops[-1]:.2f} points lost, far over the allowed {max_drop:g}: no escalation of it is tried")
+            break
+    return Ladder(attempts, [], Failure(plan, min(drops)) if drops and every_rung_ran else None)
 
 
 def expected_seconds(context: Context, plan: Plan, seeds: list[int], steps_folder: Path, rows: int, epochs: float,

@@ -15,6 +15,10 @@ from .plans import Plan
 # a plan is tried when its predicted latency is within this share of the target: the proxy is an .onnx timed on 80
 # held-out rows, the shipped file an .ort timed on 200, and a trained model keeps the same shape
 PREDICTION_SLACK = 1.05
+# Points over the allowed drop past which a plan's remaining escalations are not tried. The most an escalation has
+# won back on held-out rows so far is 2.25 points (STS-B, a 0.33 search: int8 QAT 2.08 -> distilled 2x -0.17;
+# QAT after PTQ at 0.25: 7.73 -> 5.93; docs/results.md "compact compress"): twice that is out of reach.
+ESCALATION_REACH = 5.0
 
 
 @dataclass
@@ -81,6 +85,26 @@ def closest(plans: list[Plan], target: Target) -> Plan:
         return min((plan for plan in possible if plan.predicted_size_mb is not None),
                    key=lambda plan: plan.predicted_size_mb)
     return min(possible, key=lambda plan: plan.predicted_ms)
+
+
+@dataclass
+class Failure:
+    """A plan whose ladder of escalations ran at the target's speed to its end (or until it was out of reach) without
+    holding the drop: the best mean drop any of its rungs had."""
+
+    plan: Plan
+    best_drop: float
+
+
+def out_of_reach(mean_drop: float, max_drop: float) -> bool:
+    """Whether an attempt lost so much more than allowed that no escalation of it is expected to win it back."""
+    return mean_drop > max_drop + ESCALATION_REACH
+
+
+def hopeless(plan: Plan, failures: list[Failure]) -> Failure | None:
+    """The failed plan that `plan` is at least as lossy as in every part (Plan.at_least_as_lossy_as), if any: `plan`
+    is expected to lose at least that plan's best drop, so it is not tried."""
+    return next((failure for failure in failures if plan.at_least_as_lossy_as(failure.plan)), None)
 
 
 @dataclass

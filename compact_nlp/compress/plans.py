@@ -94,11 +94,24 @@ class Plan:
                                                          for o in list(self.options.values())[:-1]) \
             or any(o.searches and o.lengthen_key for o in self.options.values())
 
+    def at_least_as_lossy_as(self, other: Plan) -> bool:
+        """Whether this plan takes at least as much away as `other` in every part: no more layers, and each
+        technique's option at least as lossy by its prior (PlanOption.expected_drop; no option is lossless). Its
+        ladder of escalations is then expected to lose at least as much as the other's."""
+        if self.layers > other.layers:
+            return False
+        return all(_prior(self, name) >= _prior(other, name) for name in {*self.options, *other.options})
+
     def to_dict(self) -> dict:
         return {"label": self.label, "layers": self.layers, "training": self.training,
                 "options": {name: {"label": o.label, "section": o.section} for name, o in self.options.items()},
                 "predicted_ms": self.predicted_ms, "predicted_size_mb": self.predicted_size_mb,
                 "expected_drop": round(self.expected_drop, 2), "searched": self.searched}
+
+
+def _prior(plan: Plan, technique: str) -> float:
+    option = plan.options.get(technique)
+    return 0.0 if option is None else option.expected_drop
 
 
 def depths(original: int) -> list[int]:
