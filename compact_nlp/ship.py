@@ -123,14 +123,17 @@ def export_for_shipping(model, tokenizer, folder: str | os.PathLike, mobile: boo
 
 
 def measure_shipped(folder: str | os.PathLike, report: dict, task: TaskSpec | str, dev: dict, max_length: int,
-                    target_platform: str = "arm", original: str | os.PathLike | None = None) -> dict:
-    """The measuring half of `ship`, on a folder `export_for_shipping` wrote (with its report)."""
+                    target_platform: str = "arm", original: str | os.PathLike | None = None,
+                    beside: dict[str, Path] | None = None) -> dict:
+    """The measuring half of `ship`, on a folder `export_for_shipping` wrote (with its report). `beside`: other
+    model files (each with its tokenizer in its folder, e.g. a peer's int8 graph) timed side by side with it; their
+    latency is under "beside"."""
     shipped = shipped_file(folder)
     with tempfile.TemporaryDirectory() as scratch:
         files = {"shipped": shipped}
         if original is not None:
             files["original"] = _original_file(Path(original), shipped.name, Path(scratch), target_platform)
-        return _measure(files, report, as_spec(task), dev, max_length, original)
+        return _measure({**files, **(beside or {})}, report, as_spec(task), dev, max_length, original)
 
 
 def _measure(files: dict[str, Path], report: dict, spec: TaskSpec, dev: dict, max_length: int, original) -> dict:
@@ -148,6 +151,8 @@ def _measure(files: dict[str, Path], report: dict, spec: TaskSpec, dev: dict, ma
         "parameters": report["parameters"], "layers": report["layers"],
         "versions": versions(), "machine": machine(),
     }
+    if others := {name: timed for name, timed in latency.items() if name not in ("shipped", "original")}:
+        result["beside"] = others
     if original is not None:
         result["original"] = {
             "folder": str(original), "artifact": files["original"].name,

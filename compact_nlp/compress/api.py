@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from ..data import TaskData, load_task_data
+from ..data import TaskData, load_task_data, task_texts
 from ..distributed import lead, uses_cuda
 from ..export.card import write_model_card
 from ..io import refuse_overwrite, replace_folder
+from ..peers import ORT_DYNAMIC
 from ..registry import card_lines
 from ..ship import measure_shipped, summarize
 from ..workdir import claim_output
@@ -21,8 +23,8 @@ from .goal import EMBEDDINGS, GoalError, Limits, goal_from, parse_duration
 from .job import (Setup, best_effort, check_inputs, check_model, fine_tune_teacher, is_fine_tuned, job_of,
                   plans_to_try, selection_data, teacher_warning, try_plans)
 from .planner import closest, distance, target_of
-from .prepare import (cache_folder, keep_measurements, measure_phase, measurement_key, restore_measurements,
-                      selection_max_length)
+from .prepare import (PEER_EXAMPLES, cache_folder, keep_measurements, measure_phase, measurement_key,
+                      restore_measurements, selection_max_length, validation_peers)
 from .report import CompressResult, write_report
 from .steps import Context
 
@@ -139,42 +141,47 @@ def _train_and_ship(setup: Setup, result: CompressResult, ordered, target, basel
                                              "the time budget ran out before any attempt")
     if chosen:
         result.chosen = [a.to_dict() for a in chosen]
-        result.final = _final(setup, chosen, teacher, baseline)
+        result.final = _final(setup, chosen, teacher)
     result.wall_seconds = round(clock.elapsed, 1)
     clock.save()
     write_report(result, setup.out, minutes)
     return result
 
 
-def _final(setup: Setup, chosen: list, teacher: str, baseline) -> dict:
-    """Read the user's validation split once: the chosen model of each seed and the teacher, side by side; OUT/model
-    is the first seed's folder, with its card. The speedup over the peer chains two side-by-side ratios: the peer's
-    to the fp32 reference (held-out rows, at the start) and the teacher's (the reference's shape) to the shipped
-    model's (validation rows, now)."""
-    spec, per_seed = setup.data.spec, []
+def _final(setup: Setup, chosen: list, teacher: str) -> dict:
+    """Read the user's validation split once: the chosen model of each seed, the teacher and ORT's int8 peer graph,
+    side by side; OUT/model is the first seed's folder, with its card. The peers are measured again on the
+    validation rows, and the speedup is over the fastest of them there (compact_nlp.compress.prepare.ValidationPeers):
+    a model planned for the held-out rows' lengths may lead by less at the validation split's."""
+    spec, per_seed, dev = setup.data.spec, [], setup.data.dev()
+    peers = validation_peers(setup.out, task_texts(next(iter(dev.values())), spec, PEER_EXAMPLES),
+                             setup.limits.threads, setup.max_length)
     for attempt in chosen:
         saved = json.loads(Path(attempt.result_file).read_text())
         step = saved["result"]
         report = {"size_mb": step["size_mb"], "parity": step["export_parity"], "parameters": step["parameters"],
                   "layers": step["layers"], "parity_label": step.get("parity_label")}
-        measured = measure_shipped(attempt.folder, report, spec, setup.data.dev(), setup.max_length, original=teacher)
-        per_seed.append({**step, **measured, "seed": attempt.seed})
+        measured = measure_shipped(attempt.folder, report, spec, dev, setup.max_length, original=teacher,
+                                   beside={ORT_DYNAMIC: Path(peers.ort_graph)})
+        peer_ms = measured["beside"][ORT_DYNAMIC]["median"] * peers.ratio_to_ort
+        per_seed.append({**step, **measured, "seed": attempt.seed,
+                         "speedup_vs_peer": peer_ms / measured["latency_ms_batch1"]["median"]})
     replace_folder(chosen[0].folder, setup.out / "model", ignore=shutil.ignore_patterns("checkpoints", ".*"))
     summary = summarize(per_seed)
     main = f"{spec.dev_splits[0]}/{spec.main_metric}"
     original = summary.get("original", {})
     speedup = original.get("latency_ms_batch1_median", 0) / summary["latency_ms_batch1_median"]
-    vs_peer = speedup * baseline.fastest_peer_ms / baseline.reference_ms
+    vs_peer = statistics.mean(s["speedup_vs_peer"] for s in per_seed)
     results = {"recipe": json.loads(Path(chosen[0].result_file).read_text())["recipe"], "summary": summary,
                "per_seed": per_seed, "stages": [a.plan["label"] for a in chosen[:1]],  # OUT/report.json: each step
-               "against_peer": {"name": baseline.fastest_peer, "speedup": vs_peer,
+               "against_peer": {"name": peers.fastest, "speedup": vs_peer,
                                 "cpu": per_seed[0]["machine"].get("cpu", "")}}
     write_model_card(setup.out / "model", results, technique_lines=card_lines(per_seed[0]))
     return {"metric": main, "score_mean": summary[main]["mean"], "score_sd": summary[main]["sd"],
             "teacher_score": original.get(main), "drop": round(original.get(main, 0) - summary[main]["mean"], 2),
             "ms": summary["latency_ms_batch1_median"], "teacher_ms": original.get("latency_ms_batch1_median"),
-            "speedup_vs_teacher": round(speedup, 2), "peer": baseline.fastest_peer,
-            "speedup_vs_peer": round(vs_peer, 2),
+            "speedup_vs_teacher": round(speedup, 2), "peer": peers.fastest,
+            "speedup_vs_peer": round(vs_peer, 2), "peers_on_validation": peers.peers,
             "size_mb": per_seed[0]["size_mb"][per_seed[0]["artifact"]], "teacher_size_mb": original.get("size_mb"),
             "seeds": summary["seeds"]}
 

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +161,36 @@ def _in_frame(peer, peers: list, predictor: Predictor, folder: Path) -> float:
                                      predictor.selection.splits["validation"], predictor.selection.spec,
                                      predictor.max_length)
     return round(timed[ORT_DYNAMIC] * peer.median_ms / ort_row.median_ms, 3)
+
+
+@dataclass
+class ValidationPeers:
+    """The peers measured again at the end on the validation rows, whose lengths may differ from the held-out rows'
+    (a shipped model's lead over a peer changes with the length), and ORT's int8 graph, to time beside the shipped
+    model there; other peers are placed by their ratio to ORT's int8 in their own run, as at the start."""
+
+    peers: list  # compact_nlp.peers.PeerResult, as dicts
+    fastest: str
+    ratio_to_ort: float  # the fastest peer's median over ORT dynamic int8's, in the peers' run
+    ort_graph: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def validation_peers(out: Path, texts: list, threads: int, max_length: int) -> ValidationPeers:
+    """Phase 7's peers (kept in OUT/final/peers.json for a resumed run)."""
+    saved = out / "final" / "peers.json"
+    if saved.is_file():
+        return ValidationPeers(**json.loads(saved.read_text()))
+    peers = measure_int8_peers(out / "plan" / "reference", texts, threads=threads, workdir=out / "final" / "peers",
+                               max_length=max_length)
+    peer = fastest(peers)
+    ort_row = next(p for p in peers if p.name == ORT_DYNAMIC and p.available)
+    result = ValidationPeers([asdict(p) for p in peers], peer.name, peer.median_ms / ort_row.median_ms,
+                             str(out / "plan" / "reference" / PEER_GRAPH))
+    write_json(saved, result.to_dict())
+    return result
 
 
 def _mean_tokens(source: str, heldout, spec, max_length: int) -> float:
