@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compact_nlp" / "peers"))
-from worker_common import _read_inputs, time_inputs  # noqa: E402
+from worker_common import read_inputs, time_inputs  # noqa: E402
 
 
 def session_call(path: str):
@@ -33,7 +33,7 @@ def main() -> None:
     out = Path(spec["out"])
     rows = {}
     for name, path in spec["files"].items():
-        call, inputs = session_call(path), _read_inputs(spec["inputs"][name])
+        call, inputs = session_call(path), read_inputs(spec["inputs"][name])
         np.save(out / f"{name}.npy", np.stack([np.asarray(call(x), dtype=np.float32).reshape(-1) for x in inputs]))
         rows[name] = time_inputs(call, inputs, spec["rounds"], warmup=3)
         print(f"{name}: {rows[name]['median_ms']} ms", flush=True)

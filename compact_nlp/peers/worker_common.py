@@ -32,7 +32,8 @@ import numpy as np
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def _read_inputs(path: str) -> list[dict]:
+def read_inputs(path: str) -> list[dict]:
+    """The encoded inputs a request file holds, each as batch-1 int64 arrays by input name."""
     rows = json.loads(Path(path).read_text())
     return [{k: np.asarray(v, dtype=np.int64)[None, :] for k, v in x.items()} for x in rows]
 
@@ -41,8 +42,8 @@ def read_spec() -> dict:
     if len(sys.argv) not in (2, 4) or (len(sys.argv) == 4 and sys.argv[2] != "--probe"):
         sys.exit(f"usage: PYTHON {Path(sys.argv[0]).name} SPEC.json [--probe ROW]")
     spec = json.loads(Path(sys.argv[1]).read_text())
-    spec["inputs"] = _read_inputs(spec["inputs"])
-    spec["score_inputs"] = _read_inputs(spec["score_inputs"]) if spec.get("score_inputs") else []
+    spec["inputs"] = read_inputs(spec["inputs"])
+    spec["score_inputs"] = read_inputs(spec["score_inputs"]) if spec.get("score_inputs") else []
     long_inputs = json.loads(Path(spec["long_inputs"]).read_text()) if spec.get("long_inputs") else {}
     spec["long_inputs"] = {int(n): {k: np.asarray(v, dtype=np.int64)[None, :] for k, v in x.items()}
                            for n, x in long_inputs.items()}
