@@ -87,10 +87,11 @@ def measurement_key(job, threads: int, max_length: int) -> str:
     """What the measurements depend on: the model, the data (their digests in the compress job), threads, length,
     the machine and runtime they were timed on (a cache folder copied to, or shared with, another machine is not
     read there), and how latency is timed (version 3: the session's own call, no longer compact's ORTModel
-    wrapper; version 4: a pass over the inputs per file, no longer input by input)."""
+    wrapper; version 4: a pass over the inputs per file, no longer input by input; version 5: the median of each
+    input's fastest pass, no longer the median over all calls)."""
     text = json.dumps({"inputs": job.inputs, "model": job.arguments.get("model"), "threads": threads,
                        "max_length": max_length, "cpu": cpu_name(), "cores": os.cpu_count(),
-                       "onnxruntime": ort.__version__, "version": 4}, sort_keys=True)
+                       "onnxruntime": ort.__version__, "version": 5}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
