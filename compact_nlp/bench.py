@@ -94,7 +94,10 @@ def time_side_by_side(variants: dict[str, Callable[[], object]], rounds: int = 5
     return {name: t.summary() for name, t in timings.items()}
 
 
-def real_length_latency(rows: dict, inputs: dict[str, list[dict]], rounds: int = 3) -> dict:
+REAL_LENGTH_ROUNDS = 3  # passes over the real-length inputs: each input's fastest of them is its time
+
+
+def real_length_latency(rows: dict, inputs: dict[str, list[dict]], rounds: int = REAL_LENGTH_ROUNDS) -> dict:
     """Median/p90 ms of each row over its inputs at their real lengths (inputs: per row, its tokenizer's), by
     compact_nlp.bench's loop: per round, one pass over the inputs for each row in turn, the rows interleaved by round.
     Each row thus runs warm, as the peers timed in their own processes do; interleaving the rows input by input

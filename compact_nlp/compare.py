@@ -47,7 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import dir_size_mb, inputs_of_length, load_and_peak_ram, real_length_latency, time_side_by_side
+from .bench import (REAL_LENGTH_ROUNDS, dir_size_mb, inputs_of_length, load_and_peak_ram, real_length_latency,
+                    time_side_by_side)
 from .compare_peers import (INPUTS, OPTIMUM, OPTIMUM_FUSED, ORT_FP32, PEER, PEER_FUSED, PEERS,  # noqa: F401
                             PYTORCH, OptimumEnvironmentError, export_hf_model, hf_model, optimum_peer, peers,
                             save_hf_folder)
@@ -223,8 +224,8 @@ def _runtime_peers(fp32: str, seeds: list[int], scratch: Path, timed: dict, sett
         request = WorkerRequest(save_hf_folder(_at(fp32, seed), scratch / f"hf-{seed}"),
                                 scratch / f"peers-{seed}" / "hf.onnx", timed["real"], timed["reference"],
                                 threads=tuple(settings["threads"]) if first else (), rounds=settings["rounds"],
-                                real_rounds=1, calls=settings["calls"], long_inputs=timed["long"] if first else {},
-                                score_inputs=timed["dev"], probe=first)
+                                real_rounds=REAL_LENGTH_ROUNDS, calls=settings["calls"],
+                                long_inputs=timed["long"] if first else {}, score_inputs=timed["dev"], probe=first)
         runs[seed] = run_workers(request, scratch / f"workers-{seed}", settings["runtimes"])
     return runs
 

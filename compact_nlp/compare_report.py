@@ -108,8 +108,8 @@ def _footnotes(results: dict) -> list[str]:
     notes = [""]
     if any(r.get("timed") == "own process" for r in rows.values()):
         notes.append("† Timed in its own process, in its runtime's own environment (compact_nlp.peers.workers), "
-                     "after the interleaved rows and by the same loop shape (median over a pass of the timed "
-                     "inputs; rounds x calls on each long input): NOT interleaved with the other rows, so drift "
+                     "after the interleaved rows and by the same loop and statistic (each timed input's fastest "
+                     "of the same number of passes; rounds x calls on each long input): NOT interleaved with the other rows, so drift "
                      "on the machine between them is not cancelled out. It runs the same fine-tuned fp32 model, "
                      "converted by its runtime's own recipe; its dev metric comes from its own predictions on "
                      "every dev input (batch 1, unpadded); load time and peak RAM from a fresh process of its "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from compact_nlp.bench import REAL_LENGTH_ROUNDS
 from compact_nlp.cli import main
 from compact_nlp.compare import OPTIMUM, ORT_FP32, PEER, PEER_FUSED, PYTORCH
 from compact_nlp.export import export_model
@@ -68,6 +69,8 @@ def test_installed_peers_are_rows_with_latency_fidelity_and_dev_metric(finetuned
     assert "skipped" not in litert, litert
     assert litert["timed"] == "own process" and litert["runtime"].startswith("ai-edge-litert ")
     assert set(litert["latency"]) == {"real_1t", "16_1t"} and litert["latency"]["real_1t"]["median_ms"] > 0
+    assert litert["latency"]["real_1t"]["calls"] == REAL_LENGTH_ROUNDS * results["real_length_examples"], \
+        "a peer takes as many passes over the real-length inputs as the interleaved rows: the same statistic"
     assert litert["fidelity_metric"] == "argmax agreement with fp32" and 0.5 <= litert["fidelity"] <= 1.0
     assert len(litert["dev_all_metrics"]) == 1 and 0 <= litert["dev"]["mean"] <= 100  # its own dev predictions
     assert litert["load_s"] > 0 and litert["peak_rss_mb"] > 0 and litert["size_mb"] > 0
