@@ -188,6 +188,8 @@ def test_a_tiny_compress_plans_ships_resumes_and_refuses_other_arguments(sst2_cs
     timed = [p["name"] for p in report["final"]["peers_on_validation"] if p["available"]]
     assert timed == [report["final"]["peer"]] == [p["name"] for p in peers["peers"] if p["available"]], \
         "the peers are measured again on the validation rows, and the speedup is counted there"
+    assert "The validation inputs average" in (out / "report.md").read_text(), \
+        "SST-2's dev sentences are about twice as long as its training phrases: the report says so"
     card = (out / "model" / "README.md").read_text()
     assert f"the speed of {report['baseline']['fastest_peer']} (the fastest int8 runtime measured in the same run)" \
         in card and f"on this CPU: {machine()['cpu']}" in card, "the card states the peer ratio and names the CPU"

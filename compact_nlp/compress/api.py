@@ -180,6 +180,7 @@ def _final(setup: Setup, chosen: list, teacher: str) -> dict:
     return {"metric": main, "score_mean": summary[main]["mean"], "score_sd": summary[main]["sd"],
             "teacher_score": original.get(main), "drop": round(original.get(main, 0) - summary[main]["mean"], 2),
             "ms": summary["latency_ms_batch1_median"], "teacher_ms": original.get("latency_ms_batch1_median"),
+            "mean_tokens": per_seed[0]["latency_ms_batch1"]["mean_tokens"],  # against the held-out rows' (baseline)
             "speedup_vs_teacher": round(speedup, 2), "peer": peers.fastest,
             "speedup_vs_peer": round(vs_peer, 2), "peers_on_validation": peers.peers,
             "size_mb": per_seed[0]["size_mb"][per_seed[0]["artifact"]], "teacher_size_mb": original.get("size_mb"),

@@ -85,7 +85,8 @@ def markdown(result: CompressResult, minutes: dict[str, float]) -> str:
     if result.distance:
         text += ["", f"Distance: {result.distance}."]
     if result.final:
-        text += ["", "## What shipped, on the validation split (read once)", "", _final_words(result.final)]
+        text += ["", "## What shipped, on the validation split (read once)", "",
+                 _final_words(result.final, result.baseline.get("mean_tokens"))]
     return "\n".join(text) + "\n"
 
 
@@ -118,9 +119,17 @@ def _peer_lines(peers: list[dict]) -> str:
                                                            f"skipped: {p['reason']}") for p in peers)
 
 
-def _final_words(final: dict) -> str:
+LENGTH_GAP = 1.25  # validation inputs this much longer or shorter than the held-out rows get a line in the report
+
+
+def _final_words(final: dict, heldout_tokens: float | None) -> str:
     rows = [f"| {k} | {v} |" for k, v in final.items() if not isinstance(v, (dict, list))]
     text = ["| measure | value |", "|---|---|", *rows]
+    tokens = final.get("mean_tokens")
+    if tokens and heldout_tokens and max(tokens / heldout_tokens, heldout_tokens / tokens) > LENGTH_GAP:
+        text += ["", f"The validation inputs average {tokens:g} tokens, the held-out rows the plan was chosen on "
+                 f"{heldout_tokens:g}: a model's lead over the peers changes with the length, so the speedup here "
+                 "differs from the held-out one."]
     if final.get("peers_on_validation"):
         text += ["", "The peers, measured again on the validation rows, each in its own run; the fastest is placed by "
                  "its ratio to ORT dynamic int8, which was timed beside the shipped model:",
