@@ -152,7 +152,7 @@ def _final(setup: Setup, chosen: list, teacher: str) -> dict:
     """Read the user's validation split once: the chosen model of each seed, the teacher and ORT's int8 peer graph,
     side by side; OUT/model is the first seed's folder, with its card. The peers are measured again on the
     validation rows, and the speedup is over the fastest of them there (compact_nlp.compress.prepare.ValidationPeers):
-    a model planned for the held-out rows' lengths may lead by less at the validation split's."""
+    a model planned for the held-out rows' lengths may lead by another margin at the validation split's."""
     spec, per_seed, dev = setup.data.spec, [], setup.data.dev()
     peers = validation_peers(setup.out, task_texts(next(iter(dev.values())), spec, PEER_EXAMPLES),
                              setup.limits.threads, setup.max_length)

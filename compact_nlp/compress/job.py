@@ -250,7 +250,9 @@ def try_ladder(setup: Setup, context: Context, plan: Plan, plans: list[Plan], ta
         if len(runs) == len(seeds) and drops[-1] <= max_drop:
             return Ladder(attempts, runs)
         if out_of_reach(drops[-1], max_drop):
-            log(f"  {drops[-1]:.2f} points lost, far over the allowed {max_drop:g}: no escalation of it is tried")
+            why = f"{drops[-1]:.2f} points lost, far over the allowed {max_drop:g}: no escalation of it is tried"
+            log(f"  {why}")
+            setup.notes.append(f"{attempt_plan.label}: {why}")
             break
     return Ladder(attempts, [], Failure(plan, min(drops)) if drops and every_rung_ran else None)
 
