@@ -48,3 +48,19 @@ wait
 # (PlanOption.own_step) and the new escalation of a search plan (its SubTransformer distilled 2x), the same command
 # resumed it: finished attempts read back, the first plan's new last escalation met the goal
 $C $R/stsb_s3 $STSB --speedup 3 --max-drop 1.5 --time-budget 120m
+# 2026-12-07, fifth session (AMD EPYC, 2 cores): the literal SST-2 command from all-MiniLM-L6-v2 (the teacher
+# fine-tuned inside compress), and MRPC under the ladder rules of this session (a rung 5 points over the allowance
+# ends its plan; a plan at least as lossy in every part as a failed one is skipped), side by side. A first SST-2 run
+# without --time-budget (3-epoch teacher) was stopped: its estimate after the teacher exceeded the session, and it
+# resumes with the same command ($R/sst2_literal_nobudget). $COMPACT_CACHE new (measurement cache version 5).
+$C $R/sst2_literal_110m $SST2 --speedup 3 --max-drop 1 --seeds 2 --time-budget 110m &
+$C $R/mrpc_s3 $MRPC --speedup 3 --max-drop 1.5 --time-budget 100m &
+wait
+# the fourth session's SST-2 run, resumed after compress measured the peers again on the validation rows: its
+# finished attempts read back, the validation split measured again (compress_sst2_speedup3_2seeds_validation_again.*)
+compact compress $FT1 $R/sst2_s3_2seeds $SST2 --speedup 3 --max-drop 1 --seeds 2 --time-budget 130m
+# that model against every peer, quiet (the jobs above paused with SIGSTOP): compare_sst2_compress_speedup3.*
+compact quantize $FT1 $R/ft1_int8_default --task sst2
+compact bench --task sst2 --fp32 $FT1 --threads 1 --variant "compact int8, its default=$R/ft1_int8_default" \
+  --variant "compact compress --speedup 3 --max-drop 1 (HAT 0.33 + int8 PTQ), seed 1=$R/sst2_s3_2seeds/model" \
+  --out bench/results/compare_sst2_compress_speedup3
