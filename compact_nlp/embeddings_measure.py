@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from .auto import AutoCompactModel
-from .bench import real_length_latency
-from .compare_peers import peers
+from .bench import REAL_LENGTH_ROUNDS, real_length_latency
+from .compare_peers import peers, save_hf_folder
+from .peers import PeerRun, WorkerRequest, encode_texts, reference_outputs, run_workers
 from .convert import to_hf_model
 from .export import export_model
 from .modeling import mean_pool
@@ -113,6 +114,9 @@ def measure(original: str, shipped: Path, student: Path, sentences: list[str], t
                      **{name: ort_embedder(path, 2) for name, path in files.items()},
                      STUDENT_TORCH: torch_embedder(student_model)}
         embeddings = {name: encode_all(embed, tokenizer, sentences, max_length) for name, embed in embedders.items()}
+        outside = _outside_peers(original, scratch, sentences, max_length, examples, threads)
+        embeddings.update({run.result.name: _normalized(run.score_outputs) for run in outside
+                           if run.result.available})
         rows = _fidelity(embeddings, sentences, pairs)
         sizes = {name: round(path.stat().st_size / 2**20, 2) for name, path in files.items()}
         inputs = [{k: v.numpy() for k, v in tokenizer(s, truncation=True, max_length=max_length,
@@ -120,10 +124,40 @@ def measure(original: str, shipped: Path, student: Path, sentences: list[str], t
         _latency(rows, embedders, files, inputs, threads)
         for name, size in sizes.items():
             rows[name]["size_mb"] = size
+        rows.update(_outside_rows(outside, rows))
     return {"original": original, "text": text, "sentences": len(sentences),
             "timed_sentences": len(inputs), "mean_tokens": round(float(np.mean([x["input_ids"].shape[1]
                                                                               for x in inputs])), 1),
             "threads": list(threads), "rows": rows, "machine": machine(), "versions": versions()}
+
+
+def _outside_peers(original: str, scratch: Path, sentences: list[str], max_length: int, examples: int,
+                   threads) -> list[PeerRun]:
+    """The peers that run in their own environments (LiteRT, CTranslate2, OpenVINO; compact_nlp.peers), each
+    converting the original encoder by its own recipe, timed on the first `examples` sentences at their real lengths
+    by compact's loop and statistic, and embedding every sentence (for the fidelity columns). A peer not installed is
+    a run saying why."""
+    timed = encode_texts(original, sentences[:examples], max_length)
+    request = WorkerRequest(save_hf_folder(original, scratch / "hf", "last_hidden_state"), scratch / "peers" / "hf.onnx",
+                            timed, reference_outputs(original, timed, "last_hidden_state"), threads=tuple(threads),
+                            rounds=REAL_LENGTH_ROUNDS, output="last_hidden_state", real_rounds=REAL_LENGTH_ROUNDS,
+                            score_inputs=encode_texts(original, sentences, max_length))
+    return run_workers(request, scratch / "workers")
+
+
+def _normalized(pooled: np.ndarray) -> np.ndarray:
+    return pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
+
+
+def _outside_rows(runs: list[PeerRun], rows: dict) -> dict:
+    """The outside peers' rows: fidelity (already in `rows`), latency at each thread count and size, or the reason a
+    peer was skipped."""
+    out = {}
+    for run in runs:
+        peer = run.result
+        out[peer.name] = ({**rows[peer.name], **peer.latency, "size_mb": peer.size_mb, "timed": "own process",
+                           "runtime": peer.runtime} if peer.available else {"skipped": peer.reason})
+    return out
 
 
 def sentence_transformers_check(folder: Path, sentences: list[str], max_length: int) -> dict:
@@ -143,11 +177,26 @@ def sentence_transformers_check(folder: Path, sentences: list[str], max_length: 
             "min_cosine_vs_shipped_ort": round(float(cosine.min()), 4)}
 
 
+def _row_line(name: str, r: dict, threads, original_ms: float, peer_ms: float, spearman: bool) -> str:
+    if "skipped" in r:
+        return f"| {name} | skipped: {r['skipped']} |"
+    cells = [f"{r[f'real_{t}t']['median_ms']} ({r[f'real_{t}t']['p90_ms']})" if f"real_{t}t" in r else "-"
+             for t in threads]
+    first = r.get(f"real_{threads[0]}t")
+    speeds = [f"{original_ms / first['median_ms']:.2f}x", f"{peer_ms / first['median_ms']:.2f}x"] if first else ["-"] * 2
+    mark = " †" if r.get("timed") == "own process" else ""
+    return (f"| {name}{mark} | " + (f"{r['stsb_spearman']:.2f} | " if spearman else "")
+            + f"{r['mean_cosine_to_original']:.4f} | {r.get('size_mb', '-')} | " + " | ".join(cells + speeds) + " |")
+
+
 def markdown(report: dict) -> str:
     rows = report["rows"]
     original = next(n for n in rows if n.startswith("original, ORT"))
     first = f"real_{report['threads'][0]}t"
     spearman = any("stsb_spearman" in r for r in rows.values())
+    peer = min((name for name, r in rows.items() if first in r and (name.startswith("peer:")
+                                                                   or r.get("timed") == "own process")),
+               key=lambda name: rows[name][first]["median_ms"])
     lines = [
         f"# Compressed sentence embeddings: {report['model']}",
         "",
@@ -155,22 +204,21 @@ def markdown(report: dict) -> str:
         f"({report['training_text']}), {report['epochs']} epoch(s); shipped as int8 model.ort. Fidelity on "
         f"{report['sentences']} {report['text']} sentences. Latency: batch 1, median (p90) ms on the first "
         f"{report['timed_sentences']} of them at their real lengths ({report['mean_tokens']} tokens on average, "
-        f"unpadded), every sentence on every row back to back. Machine: {report['machine']['platform']}, "
-        f"{report['machine']['cores']} cores.",
+        "unpadded): each row runs a pass over them in turn, the rows interleaved by round, and its median is over "
+        "each sentence's fastest pass. Rows marked † are peers timed in their own process and environment "
+        "(compact_nlp.peers), by the same loop and statistic, not interleaved with the others. Machine: "
+        f"{report['machine'].get('cpu') or report['machine']['platform']}, {report['machine']['cores']} cores.",
         "",
         *([] if spearman else ["No STS-B here, so no STS-B Spearman: fidelity is the cosine between the original's "
                                "and each row's embeddings of sentences the student never trained on.", ""]),
+        f"The fastest peer at real lengths, {report['threads'][0]} thread(s), is **{peer}**.", "",
         "| row | " + ("STS-B dev Spearman (cosine) | " if spearman else "") + "mean cosine to the original | MB | "
-        + " | ".join(f"real, {t} thread(s)" for t in report["threads"]) + f" | x faster than {original} |",
-        "|---|" + ("---|" if spearman else "") + "---|---|" + "---|" * len(report["threads"]) + "---|",
+        + " | ".join(f"real, {t} thread(s)" for t in report["threads"])
+        + f" | x faster than {original} | x faster than the fastest peer |",
+        "|---|" + ("---|" if spearman else "") + "---|---|" + "---|" * len(report["threads"]) + "---|---|",
     ]
-    for name, r in rows.items():
-        cells = [f"{r[f'real_{t}t']['median_ms']} ({r[f'real_{t}t']['p90_ms']})" if f"real_{t}t" in r else "-"
-                 for t in report["threads"]]
-        speed = (f"{rows[original][first]['median_ms'] / r[first]['median_ms']:.2f}x" if first in r else "-")
-        lines.append(f"| {name} | " + (f"{r['stsb_spearman']:.2f} | " if spearman else "")
-                     + f"{r['mean_cosine_to_original']:.4f} | {r.get('size_mb', '-')} | " + " | ".join(cells)
-                     + f" | {speed} |")
+    lines += [_row_line(name, r, report["threads"], rows[original][first]["median_ms"],
+                        rows[peer][first]["median_ms"], spearman) for name, r in rows.items()]
     st = report["sentence_transformers"]
     lines += ["", f"sentence-transformers loads the shipped folder: on {st['sentences']} sentences its embeddings differ "
                   f"from compact's PyTorch model by at most {st['max_abs_diff_vs_compact_pytorch']:.1e}, and their "
