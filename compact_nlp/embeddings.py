@@ -53,7 +53,7 @@ from .modeling import CompactBertConfig, mean_pool
 from .pretrained import resolve_checkpoint
 from .quant import Int8Config, quantize_folder
 from .shrink import shrink
-from .trainer import CompactHook, CompactTrainer
+from .trainer import CompactHook, CompactTrainer, remove_checkpoints
 
 BUILT_IN_TEXTS = ("glue", "python-docs")
 SENTENCE_TRANSFORMERS_FILES = {  # written in this order; modules.json, last, marks the folder complete
@@ -121,6 +121,7 @@ def distil_student(teacher_source: str, texts: list[str], out: Path, layers: int
     interrupted = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     trainer.train(resume_from_checkpoint=True if interrupted else None)
     on_main(save_student, tokenizer, trainer.model.to("cpu"), folder)
+    on_main(remove_checkpoints, args.output_dir)
     return folder
 
 

@@ -40,7 +40,7 @@ from .recipe import Recipe, load_recipe
 from .registry import ExportContext, TrainContext
 from .ship import choose_export, measure_shipped, ship, summarize
 from .shrink import shrink
-from .trainer import CompactConfig, CompactTrainer
+from .trainer import CompactConfig, CompactTrainer, remove_checkpoints
 
 RESULTS_FILE = "results.json"
 
@@ -197,6 +197,7 @@ def run_recipe(recipe: Recipe, out: str | os.PathLike, glue_dir: str | None = No
             continue
         result = run_seed(recipe, seed, out / f"seed-{seed}", data, glue_dir)
         on_main(write_json, done, result)
+        on_main(remove_checkpoints, out / f"seed-{seed}" / "checkpoints")  # the seed is done: resuming is not
         per_seed.append(result)
     results = {"recipe": recipe.to_dict(), "summary": summarize(per_seed), "per_seed": per_seed}
     on_main(write_results, recipe, results, out)

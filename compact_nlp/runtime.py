@@ -83,7 +83,8 @@ class ORTModel:
         """Load `model.onnx` (or `file_name`, e.g. "model.ort") from a compact folder.
 
         export=True: the source is a PyTorch checkpoint (hub id, HF folder or compact folder without an ONNX file);
-        it is converted and exported to a temporary folder first (save it with `save_pretrained`).
+        it is converted and exported to a temporary folder first, removed with the model (keep it with
+        `save_pretrained`).
         """
         import onnxruntime as ort
 
@@ -95,17 +96,19 @@ class ORTModel:
                     f"{name_or_path} has no {ONNX_FILE} or {ORT_FILE}. Export it first "
                     f"(`compact export {name_or_path} OUT`) or pass export=True to export it now."
                 )
-            folder = cls._export_to_temp(str(name_or_path), **hf_kwargs)
-            file_name = ONNX_FILE
+            scratch = cls._export_to_temp(str(name_or_path), **hf_kwargs)
+            model = cls.from_pretrained(scratch.name, file_name=ONNX_FILE, threads=threads, provider=provider)
+            model.export_scratch = scratch  # removed with the model: until then save_pretrained copies from it
+            return model
         config = CompactBertConfig.from_pretrained(folder)
         return cls(load_session(folder / file_name, session_options(threads), provider), config, folder / file_name)
 
     @classmethod
-    def _export_to_temp(cls, name_or_path: str, **hf_kwargs) -> Path:
+    def _export_to_temp(cls, name_or_path: str, **hf_kwargs) -> tempfile.TemporaryDirectory:
         model = load_compact(name_or_path, cls.torch_class, **hf_kwargs)
-        folder = Path(tempfile.mkdtemp(prefix="compact-ort-"))
-        export_model(model, folder, tokenizer_source=None, mobile=False)
-        return folder
+        scratch = tempfile.TemporaryDirectory(prefix="compact-ort-")
+        export_model(model, scratch.name, tokenizer_source=None, mobile=False)
+        return scratch
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write config.json and the ONNX/ORT file to a folder (atomically, file by file)."""

@@ -295,6 +295,19 @@ def newest_complete_checkpoint(output_dir: str | os.PathLike, save_only_model: b
     return None
 
 
+def remove_checkpoints(output_dir: str | os.PathLike) -> list[str]:
+    """Remove the Trainer's checkpoint-N folders in `output_dir` (returns their names). Call it once what the
+    training produced is saved: a checkpoint holds the weights and the optimizer state, three times the model, and
+    only resuming that training reads it."""
+    output_dir = Path(output_dir)
+    removed = []
+    for folder in sorted(output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")) if output_dir.is_dir() else []:
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
 class _DistillerCallback(TrainerCallback):
     """Train the distiller's projections like model parameters: gradients averaged across processes and zeroed
     after each optimizer step (CompactTrainer.save_model saves them with every checkpoint)."""

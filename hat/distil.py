@@ -21,7 +21,7 @@ from ..quant.config import Int8Config
 from ..quant.recipes import exporter as quant_exporter
 from ..registry import card_lines
 from ..ship import ship, summarize
-from ..trainer import CompactConfig, CompactTrainer
+from ..trainer import CompactConfig, CompactTrainer, remove_checkpoints
 from .extract import extract
 
 
@@ -101,6 +101,7 @@ def distil_and_ship(supernet, sub, teacher, tokenizer, task, train, train_tokeni
               "transfer_examples": len(train_tokenized) - len(train), "heldout_examples": len(heldout_tokenized),
               "heldout": {k.removeprefix("eval_"): v for k, v in heldout.items()}, **shipped}
     write_json(done, result)
+    remove_checkpoints(folder / "checkpoints")
     card_recipe = recipe.to_dict()  # the card states the distillation this model had, not the protocol's fine-tuning
     card_recipe["protocol"].update(epochs=config.distill_epochs * config.distill_longer,
                                    learning_rate=config.distill_learning_rate)

@@ -44,7 +44,7 @@ from ..io import save_pretrained_atomic, write_json
 from ..metrics import compute_metrics
 from ..pretrained import require_package, resolve_checkpoint
 from ..protocol import protocol_splits, seen_heldout, tokenize, transfer_set, with_transfer
-from ..trainer import CompactConfig, CompactTrainer
+from ..trainer import CompactConfig, CompactTrainer, remove_checkpoints
 from .config import HatConfig, HatConfigError
 from .elastic import SandwichHook, SuperTransformer, importance, rewire
 from .distil import distil_and_ship, distil_folder, results_path, search_log as _log
@@ -136,6 +136,7 @@ def train_supernet(supernet, teacher, train_tokenized, collator, tokenizer, conf
          f"({len(hook)} SubTransformers per step){' (resuming)' if resume else ''}")
     trainer.train(resume_from_checkpoint=True if resume else None)
     save_pretrained_atomic(supernet.model, final)
+    remove_checkpoints(folder / "checkpoints")
 
 
 # Above this repeat-noise floor (MAPE of repeated measurements of one model) the machine is too busy for a latency

@@ -10,10 +10,11 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 @pytest.mark.slow
 @pytest.mark.real_weights  # they tokenize with the real MiniLM's tokenizer, read from its pip package
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_the_notebook_runs(path, minilm_path, monkeypatch):
+def test_the_notebook_runs(path, minilm_path, monkeypatch, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.delenv("COMPACT_NOTEBOOK_REAL", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel inherits it: what the notebook writes is pytest's to clean
     notebook = nbformat.read(path, as_version=4)
     nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -307,10 +307,12 @@ def test_an_interrupted_run_resumes(tiny_model, glue_dir, tmp_path, monkeypatch)
         run_recipe(recipe, tmp_path / "out", glue_dir=str(glue_dir))
     seed1 = (tmp_path / "out" / "seed-1" / "results.json").read_text()
     assert not (tmp_path / "out" / "seed-2" / "results.json").exists()
-    assert (tmp_path / "out" / "seed-2" / "checkpoints" / "checkpoint-1").is_dir()
+    assert (tmp_path / "out" / "seed-2" / "checkpoints" / "checkpoint-1").is_dir()  # kept: seed 2 resumes from it
+    assert not list((tmp_path / "out" / "seed-1" / "checkpoints").glob("checkpoint-*"))  # done: nothing to resume
 
     crash["armed"], steps[:] = False, []
     results = run_recipe(recipe, tmp_path / "out", glue_dir=str(glue_dir))
     assert (tmp_path / "out" / "seed-1" / "results.json").read_text() == seed1  # finished seed not redone
     assert len(steps) == 1 and "seed-2" in steps[0]  # only the step that was left
     assert [r["seed"] for r in results["per_seed"]] == [1, 2]
+    assert not list((tmp_path / "out" / "seed-2" / "checkpoints").glob("checkpoint-*"))

@@ -1,5 +1,7 @@
 """ONNX Runtime-backed models: same call and outputs as PyTorch, accepted by transformers pipelines."""
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -96,6 +98,10 @@ def test_export_on_the_fly_from_a_transformers_checkpoint(tmp_path, tiny_tokeniz
     again = ORTModelForFeatureExtraction.from_pretrained(tmp_path / "saved")
     ids, mask = padded_batch(99, 0)
     assert torch.equal(fast(ids, attention_mask=mask).last_hidden_state, again(ids, attention_mask=mask).last_hidden_state)
+    scratch = fast.model_path.parent
+    del fast
+    gc.collect()
+    assert not scratch.exists()  # the export's temporary folder goes with the model, not left in /tmp
 
 
 @pytest.mark.parametrize("input_ids, message", [
