@@ -18,22 +18,39 @@ from compact_nlp.io import write_json, write_text
 from compact_nlp.ship import machine, versions
 
 
-def _minutes(path: Path) -> float | None:
-    return round(path.stat().st_mtime / 60, 2) if path.exists() else None
+def _minutes(path: Path | None) -> float | None:
+    return round(path.stat().st_mtime / 60, 2) if path is not None and path.exists() else None
+
+
+def _first(run: Path, pattern: str, newest: bool = False) -> Path | None:
+    found = sorted(run.glob(pattern), key=lambda p: p.stat().st_mtime)
+    return (found[-1] if newest else found[0]) if found else None
 
 
 def phase_minutes(run: Path) -> dict:
-    """Wall minutes of each phase, from the files each phase finished with (the job file is written first)."""
-    start = _minutes(run / ".compact-job.json")
-    measured = _minutes(run / "plan" / "baseline.json") or _minutes(run / "plan" / "embed_baseline.json")
-    if measured is not None and start is not None and measured < start:  # reused from an earlier run's cache
-        measured = start
-    teacher = _minutes(run / "teacher" / "results.json")  # None when the model came fine-tuned
-    end = _minutes(run / "report.json")
-    phases = {"measure (peers, proxies, training cost)": (start, measured), "fine-tune the teacher": (measured, teacher),
-              "attempts and final validation": (teacher or measured, end) if (run / "steps").exists() else (None, None)}
-    return {name: round(b - a, 1) if a is not None and b is not None and b >= a else None
-            for name, (a, b) in phases.items()}
+    """Wall minutes of each phase, from the files each phase finished with (the job file is written first; a phase
+    whose file is missing is folded into the next). A search's first attempt is split into its latency
+    measurements, its SuperTransformer, and the rest (evolution, distillation, int8, timing). A resumed run's phases
+    hold the time between its sessions too: the report's wall time (its clock) does not."""
+    milestones = [
+        ("measure (peers, proxies, training cost)",
+         run / "plan" / "baseline.json" if (run / "plan" / "baseline.json").exists() else run / "plan" / "embed_baseline.json"),
+        ("fine-tune the teacher", run / "teacher" / "results.json"),
+        ("search: latency of SubTransformers", _first(run, "steps/hat-work-*/latency.jsonl")),
+        ("search: SuperTransformer", _first(run, "steps/hat-work-*/supernet/model/config.json")),
+        ("first attempt (after a search: evolution, distillation, int8)", _first(run, "attempts/*.json")),
+        ("later attempts", _first(run, "attempts/*.json", newest=True)),
+        ("final validation and report", run / "report.json"),
+    ]
+    last, phases = _minutes(run / ".compact-job.json"), {}
+    for name, path in milestones:
+        at = _minutes(path)
+        if at is None or last is None:
+            phases[name] = None
+            continue
+        phases[name] = round(max(at - last, 0.0), 1)  # a cached measurement predates the job file: 0
+        last = max(at, last)
+    return phases
 
 
 def command_of(run: Path) -> str:
@@ -65,11 +82,12 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['run']} | {goal} | {r['status']} | {r['peer']} ({r['peer_ms_in_frame']:.2f}) | "
                      f"{r['chosen'] or '-'} | {drop} | {f.get('speedup_vs_peer', '-')} | {f.get('size_mb', '-')} | "
                      f"{r['wall_minutes']} |")
-    lines += ["", "Where the time went (minutes):", "", "| run | " + " | ".join(
-        ["measure", "teacher", "attempts + final"]) + " |", "|---|---|---|---|"]
+    names = list(rows[0]["phase_minutes"]) if rows else []
+    lines += ["", "Where the time went (minutes, from the files each phase ended with):", "",
+              "| run | wall (clock) | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for r in rows:
-        lines.append(f"| {r['run']} | " + " | ".join("-" if v is None else str(v) for v in r["phase_minutes"].values())
-                     + " |")
+        lines.append(f"| {r['run']} | {r['wall_minutes']} | "
+                     + " | ".join("-" if v is None else str(v) for v in r["phase_minutes"].values()) + " |")
     for r in rows:
         lines += ["", f"**{r['run']}**: `{r['command']}`" if r["command"] else f"**{r['run']}**"]
         lines += [f"- {note}" for note in r["notes"]]
