@@ -64,3 +64,8 @@ compact quantize $FT1 $R/ft1_int8_default --task sst2
 compact bench --task sst2 --fp32 $FT1 --threads 1 --variant "compact int8, its default=$R/ft1_int8_default" \
   --variant "compact compress --speedup 3 --max-drop 1 (HAT 0.33 + int8 PTQ), seed 1=$R/sst2_s3_2seeds/model" \
   --out bench/results/compare_sst2_compress_speedup3
+# 2026-12-07, sixth session: the wall-time table of docs/results.md ("How long each compress took"), from the run
+# folders whose phases were not spread over sessions by a resume
+# (the fifth session's runs lay in $R/s5, the earlier ones in $R)
+python bench/compress_results.py $R/s5/sst2_literal_110m $R/s5/mrpc_s3 $R/sst2_s3_hat2 $R/sst2_s3_hat $R/mrpc_s3_hat \
+  $R/size5 $R/size43 --out bench/results/compress_wall_time
