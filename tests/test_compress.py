@@ -188,6 +188,9 @@ def test_a_tiny_compress_plans_ships_resumes_and_refuses_other_arguments(sst2_cs
     timed = [p["name"] for p in report["final"]["peers_on_validation"] if p["available"]]
     assert timed == [report["final"]["peer"]] == [p["name"] for p in peers["peers"] if p["available"]], \
         "the peers are measured again on the validation rows, and the speedup is counted there"
+    graphs = (out / "plan" / "proxies", out / "plan" / "peers", out / "final" / "peers")
+    left = [f"{f.parent.name}/{f.name}" for f in graphs if f.exists()]
+    assert not left, f"graphs kept after they were timed: {left}"  # the timings are in plan/ and final/peers.json
     assert "The validation inputs average" in (out / "report.md").read_text(), \
         "SST-2's dev sentences are about twice as long as its training phrases: the report says so"
     card = (out / "model" / "README.md").read_text()

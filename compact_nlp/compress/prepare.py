@@ -40,8 +40,8 @@ def selection_max_length(source: str, data: TaskData) -> int:
 
 
 class Predictor:
-    """Latency and size of plans on this machine: proxies measured beside the reference, kept in OUT/plan/ so that a
-    resumed run measures nothing twice."""
+    """Latency and size of plans on this machine: proxies timed beside the reference, their timings kept in
+    OUT/plan/ so that a resumed run measures nothing twice."""
 
     def __init__(self, source: str, selection: TaskData, max_length: int, folder: Path, reference: Path, log):
         self.source, self.selection, self.max_length, self.folder = source, selection, max_length, folder
@@ -75,6 +75,7 @@ class Predictor:
                 self.measured[key] = (timed[key], round(path.stat().st_size / 2**20, 3))
         write_json(self.folder / MEASURED_FILE, {"frame_ms": self.frame_ms, "measured": self.measured,
                                                  "refused": self.refused})
+        shutil.rmtree(self.folder / "proxies", ignore_errors=True)  # 100s of MB of graphs, timed now: never read again
 
     def predict(self, plans: list[Plan]) -> None:
         factor_predictions(plans, self.measured, self.frame_ms, round(self.reference.stat().st_size / 2**20, 3))
@@ -147,6 +148,7 @@ def measure_phase(source: str, selection: TaskData, max_length: int, threads: in
         baseline = Baseline(predictor.frame_ms, round(reference.stat().st_size / 2**20, 3), [asdict(p) for p in peers],
                             peer.name, peer_ms, cost, _mean_tokens(source, heldout, spec, max_length))
         write_json(folder / BASELINE_FILE, baseline.to_dict())
+        shutil.rmtree(folder / "peers", ignore_errors=True)  # their converted models, timed; ORT's graph is in reference/
     predictor.predict(plans)
     return baseline, plans, predictor
 
@@ -191,6 +193,7 @@ def validation_peers(out: Path, texts: list, threads: int, max_length: int) -> V
     result = ValidationPeers([asdict(p) for p in peers], peer.name, peer.median_ms / ort_row.median_ms,
                              str(out / "plan" / "reference" / PEER_GRAPH))
     write_json(saved, result.to_dict())
+    shutil.rmtree(out / "final" / "peers", ignore_errors=True)  # the peers' converted models, timed now
     return result
 
 
