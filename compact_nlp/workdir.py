@@ -41,6 +41,10 @@ class Job:
     reusable: bool = False  # the command keeps finished stages that still fit (--reuse): run, search
     defaults: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # a path given as a Path or as a string is the same setting, and a job file holds only JSON
+        self.arguments = _plain(self.arguments)
+
     def differences(self, other: Job) -> list[str]:
         """What differs from `other`, setting by setting (e.g. "argument recipe.protocol.epochs: 3 -> 2")."""
         changed = [] if self.command == other.command else [f"command {other.command} -> {self.command}"]
@@ -53,6 +57,14 @@ class Job:
                     continue
                 changed.append(f"{kind} {key}: {_shown(then)} -> {_shown(now)}")
         return changed
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _flat(settings: dict, prefix: str = "") -> dict:

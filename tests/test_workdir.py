@@ -26,6 +26,15 @@ def test_same_job_resumes_and_different_job_is_refused(tmp_path):
     assert not (out / "stage").exists() and (out / JOB_FILE).is_file()
 
 
+def test_a_path_argument_is_written_and_matches_the_same_path_as_text(tmp_path):
+    """`compact demo` found GLUE as a Path (default_glue_dir) and could not write its job file; the user's
+    --glue-dir is text. Either way it is one setting, and a tuple is the list its JSON reads back as."""
+    glue = tmp_path / "glue_data"
+    out = tmp_path / "out"
+    assert claim_output(out, Job("embed", {"glue_dir": glue, "layers": (4,)})) is False
+    assert claim_output(out, Job("embed", {"glue_dir": str(glue), "layers": [4]})) is True
+
+
 def test_a_folder_of_other_files_is_never_claimed(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
