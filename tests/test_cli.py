@@ -6,6 +6,7 @@ import pytest
 import transformers as tf
 
 from compact_nlp.cli import main
+from compact_nlp.glue import GLUE_DIR_ENV
 from compact_nlp.peers import CTRANSLATE2, LITERT, OPENVINO_DEFAULT, OPENVINO_F32
 from conftest import tiny_hf_config
 
@@ -81,12 +82,13 @@ def write_stsb(folder, rows=24):
 
 
 @pytest.mark.slow
-def test_demo_compresses_the_embedding_model_when_glue_is_there(tmp_path, tiny_tokenizer, capsys):
+def test_demo_compresses_the_embedding_model_when_glue_is_there(tmp_path, tiny_tokenizer, capsys, monkeypatch):
     tf.AutoModel.from_config(tiny_hf_config("bert")).save_pretrained(tmp_path / "encoder")
     tiny_tokenizer.save_pretrained(tmp_path / "encoder")
     write_stsb(tmp_path / "glue")
-    assert main(["demo", "--glue-dir", str(tmp_path / "glue"), "--model", str(tmp_path / "encoder"), "--out",
-                 str(tmp_path / "o"), "--layers", "1", "--texts", "40"]) == 0
+    monkeypatch.setenv(GLUE_DIR_ENV, str(tmp_path / "glue"))  # found as `make demo` finds it: no --glue-dir
+    assert main(["demo", "--model", str(tmp_path / "encoder"), "--out", str(tmp_path / "o"), "--layers", "1",
+                 "--texts", "40"]) == 0
     printed = capsys.readouterr().out
     assert "STS-B dev Spearman" in printed and "sentence-transformers loads the shipped folder" in printed
     report = json.loads((tmp_path / "o" / "embed" / "report.json").read_text())
