@@ -69,3 +69,11 @@ compact bench --task sst2 --fp32 $FT1 --threads 1 --variant "compact int8, its d
 # (the fifth session's runs lay in $R/s5, the earlier ones in $R)
 python bench/compress_results.py $R/s5/sst2_literal_110m $R/s5/mrpc_s3 $R/sst2_s3_hat2 $R/sst2_s3_hat $R/mrpc_s3_hat \
   $R/size5 $R/size43 --out bench/results/compress_wall_time
+# the issue's SST-2 model in a quiet bench against every peer, twice back to back (nothing else running)
+T=$R/s5/sst2_literal_110m/teacher/seed-1/model
+compact quantize $T $R/s6/literal_teacher_int8 --task sst2
+for out in bench/results/compare_sst2_compress_minilm bench/results/compare_sst2_compress_minilm_repeat; do
+  compact bench --task sst2 --fp32 $T --threads 1 --variant "compact int8, its default=$R/s6/literal_teacher_int8" \
+    --variant "compact compress --speedup 3 --max-drop 1 from all-MiniLM-L6-v2 (HAT 0.33 + int8 PTQ), seed 1=$R/s5/sst2_literal_110m/model" \
+    --out $out
+done
