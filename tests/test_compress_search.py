@@ -217,3 +217,5 @@ def test_an_attempt_searches_then_quantizes_the_searched_model_and_reads_back(ss
     assert run_attempt(context, longer, 1, tmp_path / "steps").result["subtransformer"] == sub
     assert (work / "sub-0.6-searched-distil2x" / "pytorch").is_dir() and trained.stat().st_mtime_ns == stamp
     assert json.loads((work / "search_results-distil2x.json").read_text())["hat"]["distill_longer"] == 2.0
+    kept = [str(c.relative_to(tmp_path)) for c in (tmp_path / "steps").rglob("checkpoint-*")]
+    assert not kept, f"Trainer checkpoints kept after their steps finished: {kept}"
