@@ -62,6 +62,7 @@ class ORTModel:
         self.session = session
         self.config = config
         self.model_path = Path(model_path)
+        self.export_scratch: tempfile.TemporaryDirectory | None = None  # export=True's folder, removed with the model
         self.input_names = [i.name for i in session.get_inputs()]
         self.max_batch_tokens: int | None = MAX_BATCH_TOKENS  # None: run every call as one batch
         self.one_row = dynamic_activations(self.model_path, config)  # run rows alone: batch-independent outputs
@@ -98,7 +99,7 @@ class ORTModel:
                 )
             scratch = cls._export_to_temp(str(name_or_path), **hf_kwargs)
             model = cls.from_pretrained(scratch.name, file_name=ONNX_FILE, threads=threads, provider=provider)
-            model.export_scratch = scratch  # removed with the model: until then save_pretrained copies from it
+            model.export_scratch = scratch  # until the model goes, save_pretrained copies from it
             return model
         config = CompactBertConfig.from_pretrained(folder)
         return cls(load_session(folder / file_name, session_options(threads), provider), config, folder / file_name)
