@@ -3,7 +3,8 @@ that puts them in a model, the hooks it trains with, and loading a trained one b
 
 Every Linear not in `keep_fp32` computes with sign(W) * alpha (alpha per output row, mean|W| or trained), its latent
 fp32 weight trained through a straight-through estimator. Its input is int8 (W1A8: an EMA-tracked range) or binary
-(W1A1: BiT's elastic binarization alpha * sign(x - beta)). The word embeddings are stored at `embedding_bits`.
+(W1A1: BiT's elastic binarization alpha * sign(x - beta)). The word embeddings are stored at `embedding_bits`, the
+position embeddings (unless kept fp32) at 8 bits.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class BinaryEmbedding(nn.Embedding):
 
 
 def prepare_binary(model: nn.Module, config: BinaryConfig) -> nn.Module:
-    """Swap the model's Linear and word-embedding modules for binary ones, in place (parameters shared, not copied);
+    """Swap the model's Linear and embedding modules for binary ones, in place (parameters shared, not copied);
     records the config in `model.config.quant`."""
     if any(isinstance(m, (BinaryLinear, BinaryEmbedding)) for m in model.modules()):
         raise QuantConfigError("this model is already binarized; binarizing twice compounds the error.")

@@ -167,8 +167,9 @@ class BinaryConfig(ConfigSection):
     calibration: str | None = None  # activation_bits=8 only: None keeps the trained (EMA) ranges; minmax re-measures
     #                                 them on real training text after training
     calibration_examples: int = 256
-    keep_fp32: list[str] = field(default_factory=lambda: ["classifier", "pooler", "position_embeddings",
-                                                          "token_type_embeddings"])
+    # the position embeddings train and ship at 8 bits: kept fp32 they were 768 KB of a 4.5 MB 6-layer MiniLM file
+    # (bench/experiments/binary_fp32_tables.py)
+    keep_fp32: list[str] = field(default_factory=lambda: ["classifier", "pooler", "token_type_embeddings"])
     embedding_bits: int = 1  # word embeddings: 1 (sign x per-row mean|w|, as BinaryBERT), or 2 / 4 / 8
     trim_vocabulary: bool = False
     intermediate_fraction: float = 0.5  # two-stage distillation: share of steps on intermediate layers (0: one stage)

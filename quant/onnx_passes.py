@@ -113,9 +113,14 @@ def layer_index(weight: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+# the position and token-type tables, when not kept fp32, are stored at 8 bits whatever the word embeddings' width:
+# they are small, and the training side (quant.qat.swap_linear_and_embeddings) puts them on the same 8-bit grid
+OTHER_TABLE_BITS = 8
+
+
 def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[str]:
-    """Store each embedding table that is not kept fp32 at `bits` (8, 4, 2 or 1) with one symmetric scale per row, in
-    place. Returns the tables' names.
+    """Store the word embeddings at `bits` (8, 4, 2 or 1) and each other embedding table that is not kept fp32 at
+    OTHER_TABLE_BITS, with one symmetric scale per row, in place. Returns the tables' names.
 
         8 bits:      Gather(int8 table) -> Cast -> Mul(Gather(row scales))
         4/2/1 bits:  Gather(uint8 table, 2 or 4 codes per byte) -> BitShift/BitwiseAnd per code -> Concat -> Reshape
@@ -140,16 +145,17 @@ def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[
             nodes.append(node)
             continue
         weight = numpy_helper.to_array(initializers[table]).astype(np.float32)
-        codes, scale = symmetric_codes(weight, bits)
+        width = bits if kind == "word_embeddings" else OTHER_TABLE_BITS
+        codes, scale = symmetric_codes(weight, width)
         ids, out, name = node.input[1], node.output[0], node.name
         scale_name = table + "_row_scale"
         graph.initializer.append(numpy_helper.from_array(scale, scale_name))
-        if bits == 8:
+        if width == 8:
             initializers[table].CopyFrom(numpy_helper.from_array(codes, table))
             nodes += [helper.make_node("Gather", [table, ids], [out + "_q"], name=name, axis=0),
                       helper.make_node("Cast", [out + "_q"], [out + "_codes"], name=name + "_cast", to=1)]
         else:
-            nodes += _packed_gather(graph, initializers[table], codes, bits, ids, out, name)
+            nodes += _packed_gather(graph, initializers[table], codes, width, ids, out, name)
         nodes += [
             helper.make_node("Gather", [scale_name, ids], [out + "_scale"], name=name + "_scale", axis=0),
             helper.make_node("Mul", [out + "_codes", out + "_scale"], [out], name=name + "_dequant"),

@@ -89,10 +89,11 @@ def measurement_key(job, threads: int, max_length: int) -> str:
     the machine and runtime they were timed on (a cache folder copied to, or shared with, another machine is not
     read there), and how latency is timed (version 3: the session's own call, no longer compact's ORTModel
     wrapper; version 4: a pass over the inputs per file, no longer input by input; version 5: the median of each
-    input's fastest pass, no longer the median over all calls)."""
+    input's fastest pass, no longer the median over all calls; version 6: binary plans store the position embeddings
+    at 8 bits, which changes their size)."""
     text = json.dumps({"inputs": job.inputs, "model": job.arguments.get("model"), "threads": threads,
                        "max_length": max_length, "cpu": cpu_name(), "cores": os.cpu_count(),
-                       "onnxruntime": ort.__version__, "version": 5}, sort_keys=True)
+                       "onnxruntime": ort.__version__, "version": 6}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -148,7 +149,7 @@ def measure_phase(source: str, selection: TaskData, max_length: int, threads: in
         baseline = Baseline(predictor.frame_ms, round(reference.stat().st_size / 2**20, 3), [asdict(p) for p in peers],
                             peer.name, peer_ms, cost, _mean_tokens(source, heldout, spec, max_length))
         write_json(folder / BASELINE_FILE, baseline.to_dict())
-        shutil.rmtree(folder / "peers", ignore_errors=True)  # their converted models, timed; ORT's graph is in reference/
+        shutil.rmtree(folder / "peers", ignore_errors=True)  # converted models, timed; ORT's graph is in reference/
     predictor.predict(plans)
     return baseline, plans, predictor
 
