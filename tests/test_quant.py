@@ -328,6 +328,8 @@ def test_binary_export_is_packed_and_follows_pytorch_exactly(kwargs, tiny_bert_c
     assert packed.data_type == onnx.TensorProto.UINT8 and list(packed.dims) == [32 * 32 // 8]  # 1 bit per weight
     positions = {i.name: i for i in graph.graph.initializer}["model.compact_bert.embeddings.position_embeddings.weight"]
     assert positions.data_type == onnx.TensorProto.INT8  # trained on the 8-bit grid it is stored on
+    assert report["embeddings"] == {"model.compact_bert.embeddings.word_embeddings.weight": model.config.quant[
+        "binary"]["embedding_bits"], "model.compact_bert.embeddings.position_embeddings.weight": 8}
     assert max(report["parity_vs_pytorch"].values()) <= 1e-4  # the bar, on model.onnx and model.ort
     trimmed = kwargs.get("trim_vocabulary")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "b") if trimmed else tiny_tokenizer
