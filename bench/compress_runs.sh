@@ -64,11 +64,14 @@ compact quantize $FT1 $R/ft1_int8_default --task sst2
 compact bench --task sst2 --fp32 $FT1 --threads 1 --variant "compact int8, its default=$R/ft1_int8_default" \
   --variant "compact compress --speedup 3 --max-drop 1 (HAT 0.33 + int8 PTQ), seed 1=$R/sst2_s3_2seeds/model" \
   --out bench/results/compare_sst2_compress_speedup3
+# the size goal again after binary models moved their position embeddings to 8 bits (trained on that grid), with a
+# new measurement cache (version 6): compress_sst2_size5_ft1_pos8.*
+COMPACT_CACHE=$R/s6/cache compact compress $FT1 $R/s6/size5_pos8 $SST2 --size-mb 5 --max-drop 3 --time-budget 110m
 # 2026-12-07, sixth session: the wall-time table of docs/results.md ("How long each compress took"), from the run
 # folders whose phases were not spread over sessions by a resume
 # (the fifth session's runs lay in $R/s5, the earlier ones in $R)
 python bench/compress_results.py $R/s5/sst2_literal_110m $R/s5/mrpc_s3 $R/sst2_s3_hat2 $R/sst2_s3_hat $R/mrpc_s3_hat \
-  $R/size5 $R/size43 --out bench/results/compress_wall_time
+  $R/size5 $R/size43 $R/s6/size5_pos8 --out bench/results/compress_wall_time
 # the SST-2 model in a quiet bench against every peer, twice back to back (nothing else running)
 T=$R/s5/sst2_literal_110m/teacher/seed-1/model
 compact quantize $T $R/s6/literal_teacher_int8 --task sst2
@@ -77,6 +80,3 @@ for out in bench/results/compare_sst2_compress_minilm bench/results/compare_sst2
     --variant "compact compress --speedup 3 --max-drop 1 from all-MiniLM-L6-v2 (HAT 0.33 + int8 PTQ), seed 1=$R/s5/sst2_literal_110m/model" \
     --out $out
 done
-# the size goal again after binary models moved their position embeddings to 8 bits (trained on that grid), with a
-# new measurement cache (version 6): compress_sst2_size5_ft1_pos8.*
-COMPACT_CACHE=$R/s6/cache compact compress $FT1 $R/s6/size5_pos8 $SST2 --size-mb 5 --max-drop 3 --time-budget 110m
