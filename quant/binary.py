@@ -49,7 +49,7 @@ from .binary_layers import (
 from .calibration import calibration_feeds
 from .config import BinaryConfig
 from .folder import _input_names, trim_plan, write_folder_files, write_pytorch_weights
-from .onnx_passes import OTHER_TABLE_BITS, gemm_to_matmul, module_kind, quantize_embeddings
+from .onnx_passes import gemm_to_matmul, quantize_embeddings, table_bits
 from .qat import _parity, plain_module, swap_modules
 from .vocab import trim_embedding_rows
 
@@ -206,8 +206,7 @@ def export_binary(model: nn.Module, folder: str | os.PathLike, tokenizer, texts=
         if keep_ids is not None:
             trim_embedding_rows(graph, keep_ids)
         report["binary_matmuls"] = binarize_graph(graph, weights, inputs)
-        report["embeddings"] = {table: config.embedding_bits if module_kind(table) == "word_embeddings"
-                                else OTHER_TABLE_BITS  # bits per value of each stored table
+        report["embeddings"] = {table: table_bits(table, config.embedding_bits)  # bits per value of each table
                                 for table in quantize_embeddings(graph, config.keep_fp32, config.embedding_bits)}
         onnx.checker.check_model(graph)
         with atomic_path(folder / "model.onnx") as tmp:

@@ -118,6 +118,12 @@ def layer_index(weight: str) -> int | None:
 OTHER_TABLE_BITS = 8
 
 
+def table_bits(name: str, word_bits: int) -> int:
+    """The width an embedding table (a module or weight name) is trained and stored at: the word embeddings at the
+    config's `word_bits`, every other table at OTHER_TABLE_BITS."""
+    return word_bits if module_kind(name) == "word_embeddings" else OTHER_TABLE_BITS
+
+
 def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[str]:
     """Store the word embeddings at `bits` (8, 4, 2 or 1) and each other embedding table that is not kept fp32 at
     OTHER_TABLE_BITS, with one symmetric scale per row, in place. Returns the tables' names.
@@ -145,7 +151,7 @@ def quantize_embeddings(model, keep_fp32: Iterable[str], bits: int = 8) -> list[
             nodes.append(node)
             continue
         weight = numpy_helper.to_array(initializers[table]).astype(np.float32)
-        width = bits if kind == "word_embeddings" else OTHER_TABLE_BITS
+        width = table_bits(table, bits)
         codes, scale = symmetric_codes(weight, width)
         ids, out, name = node.input[1], node.output[0], node.name
         scale_name = table + "_row_scale"

@@ -35,7 +35,7 @@ from .calibration import calibration_feeds
 from .config import Int8Config, QuantConfigError
 from .folder import _input_names, trim_plan, write_folder_files, write_pytorch_weights
 from .onnx_int8 import quantize_graph
-from .onnx_passes import OTHER_TABLE_BITS, module_kind
+from .onnx_passes import module_kind, table_bits
 
 INT8_MAX = 127
 
@@ -136,9 +136,9 @@ def prepare_qat(model: nn.Module, config: Int8Config) -> nn.Module:
 
 
 def swap_linear_and_embeddings(model: nn.Module, linear, embedding, config) -> None:
-    """Replace every Linear with `linear` and every embedding table with `embedding` (the word embeddings at the
-    config's embedding bits, the others at OTHER_TABLE_BITS), in place, keeping config.keep_fp32 as they are; refuses
-    a model quantized already."""
+    """Replace every Linear with `linear` and every embedding table with `embedding` (at quant.onnx_passes.table_bits:
+    the word embeddings at the config's embedding bits, the others at 8), in place, keeping config.keep_fp32 as they
+    are; refuses a model quantized already."""
     if getattr(model.config, "quant", None):
         raise QuantConfigError(f"this model is already quantized ({model.config.quant}); start from the fp32 model.")
 
@@ -147,7 +147,7 @@ def swap_linear_and_embeddings(model: nn.Module, linear, embedding, config) -> N
             return linear(module.in_features, module.out_features, module.bias is not None, config)
         if type(module) is nn.Embedding and module_kind(name) is not None:  # on the grid the export stores it on
             swapped = embedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
-            swapped.bits = config.embedding_bits if module_kind(name) == "word_embeddings" else OTHER_TABLE_BITS
+            swapped.bits = table_bits(name, config.embedding_bits)
             return swapped
         return None
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import TrainingArguments
 
 from compact_nlp.distill import DistillationConfig
-from compact_nlp.trainer import DISTILLER_FILE, CompactConfig, CompactHook, CompactTrainer
+from compact_nlp.trainer import DISTILLER_FILE, CompactConfig, CompactHook, CompactTrainer, remove_checkpoints
 
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -123,3 +123,14 @@ def test_compact_config_round_trip_and_errors():
         CompactConfig.from_dict({"quantisation": {}})
     with pytest.raises(ValueError, match="CompactConfig version 9 is not supported"):
         CompactConfig(version=9)
+
+
+def test_finished_training_leaves_its_output_but_not_its_checkpoints(tmp_path):
+    for name in ("checkpoint-2", "checkpoint-10"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "optimizer.pt").write_bytes(b"state")
+    (tmp_path / "checkpoint-notes.txt").write_text("a file, not a checkpoint folder")
+    (tmp_path / "model").mkdir()
+    assert remove_checkpoints(tmp_path) == ["checkpoint-10", "checkpoint-2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-notes.txt", "model"]
+    assert remove_checkpoints(tmp_path / "missing") == []  # a step that never saved one
